@@ -1,0 +1,10 @@
+"""gankit: train, sample and evaluate GANs with PyTorch, from one config-driven engine."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from gankit.config import Config, ConfigError, load as load_config  # noqa: E402
+from gankit.sampling import load_generator  # noqa: E402
+from gankit.train import TrainResult, train  # noqa: E402
+
+__all__ = ["Config", "ConfigError", "TrainResult", "__version__", "load_config", "load_generator", "train"]

@@ -1,0 +1,153 @@
+"""Command line: parse arguments into a typed config and call the library. Nothing else lives here."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Sequence
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; the loop finishes its step, checkpoints and returns. A second signal aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\ngankit: {signal.Signals(signum).name} received; finishing the step and saving a "
+              "checkpoint (send it again to abort without saving)", file=sys.stderr)
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gankit import __version__
+
+    parser = argparse.ArgumentParser(prog="gankit", description="Train, sample and evaluate GANs.")
+    parser.add_argument("--version", action="version", version=f"gankit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a GAN from a YAML config")
+    p.add_argument("config", help="YAML config file (see configs/)")
+    p.add_argument("--run-dir", help="output directory (default: runs/<timestamp>)")
+    p.add_argument("--steps", type=_non_negative_int,
+                   help="total generator updates of the run, counting resumed ones (sets train.steps)")
+    p.add_argument("--max-seconds", type=_positive_float, help="wall-clock budget of this invocation")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override config values, e.g. --set optim.lr_g=1e-4 train.batch_size=128")
+    p.add_argument("--resume", action="store_true", help="continue the latest checkpoint in --run-dir")
+
+    s = sub.add_parser("sample", help="write samples from a trained generator")
+    s.add_argument("source", help="run directory or checkpoint file")
+    s.add_argument("--num", type=_positive_int, default=64, help="number of samples (default 64)")
+    s.add_argument("--out", required=True, help="grid .png, array .npz, or a directory ending in /")
+    s.add_argument("--seed", type=int, default=0, help="latent seed (default 0)")
+    s.add_argument("--batch-size", type=_positive_int, default=256, help="generator batch size (default 256)")
+    s.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
+    s.add_argument("--device", default="cpu", help="device to sample on (default cpu)")
+
+    c = sub.add_parser("config", help="print a resolved config, or every field with its default and help")
+    c.add_argument("config", nargs="?", help="YAML config file; omit to list all fields")
+    c.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from gankit.config import load
+    from gankit.train import train
+
+    overrides = list(args.overrides)
+    if args.steps is not None:
+        overrides += [f"train.steps={args.steps}", "train.epochs=null"]
+    if args.max_seconds is not None:
+        overrides.append(f"train.max_seconds={args.max_seconds}")
+    cfg = load(args.config, overrides)
+    run_dir = args.run_dir or _default_run_dir(args.config)
+    stop = StopFlag()
+    stop.install()
+    result = train(cfg, run_dir, resume=args.resume, stop=stop)
+    how = {"steps": "reached its step target", "max_seconds": "used its time budget",
+           "interrupt": "was interrupted"}[result.stopped_by]
+    print(f"gankit: training {how} at step {result.step}; checkpoint {result.checkpoint}")
+    if result.stopped_by != "steps":
+        print(f"gankit: continue with: gankit train {args.config} --run-dir {result.run_dir} --resume")
+    print(f"gankit: samples in {Path(result.run_dir) / 'samples'}")
+    return 130 if result.stopped_by == "interrupt" else 0
+
+
+def _default_run_dir(config: str) -> str:
+    from datetime import datetime
+
+    return str(Path("runs") / f"{Path(config).stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from gankit.sampling import load_generator, write_samples
+
+    gen = load_generator(args.source, ema=not args.no_ema, device=args.device)
+    out = write_samples(gen, args.num, args.out, seed=args.seed, batch_size=args.batch_size)
+    which = "EMA generator" if gen.is_ema else "generator"
+    print(f"gankit: wrote {args.num} samples of the {which} at step {gen.step} to {out}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from gankit.config import describe, load
+
+    if args.config is None:
+        for key, default, help_text in describe():
+            print(f"{key:32} {default!r:24} {help_text}")
+        return 0
+    print(yaml.safe_dump(load(args.config, args.overrides).to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from gankit.checkpoint import CheckpointError
+    from gankit.config import ConfigError
+    from gankit.data import DataError
+    from gankit.train import TrainError
+
+    args = build_parser().parse_args(argv)
+    commands = {"train": cmd_train, "sample": cmd_sample, "config": cmd_config}
+    try:
+        return commands[args.command](args)
+    except (ConfigError, DataError, CheckpointError, TrainError, ValueError) as exc:
+        print(f"gankit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gankit: aborted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

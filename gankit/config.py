@@ -1,0 +1,319 @@
+"""Typed experiment configuration: dataclasses with defaults, YAML loading, dotted overrides.
+
+Every field is documented once, in its ``help`` metadata; ``gankit config`` prints them.
+Unknown keys and mistyped values raise :class:`ConfigError` naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the offending key."""
+
+
+def opt(default: Any, help: str, *, gt: float | None = None, ge: float | None = None,
+        choices: tuple[str, ...] | None = None, resumable: bool = False) -> Any:
+    """A config field with its documentation and range check.
+
+    ``resumable`` fields may differ between a checkpoint's config and the config that resumes it.
+    """
+    meta = {"help": help, "gt": gt, "ge": ge, "choices": choices, "resumable": resumable}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: json.loads(json.dumps(default)), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    name: str = opt("mnist10k", "dataset: mnist10k (bundled), mnist, fashion-mnist, cifar10, folder, ring, grid")
+    root: str = opt("data", "directory holding torchvision datasets or, for `folder`, the images",
+                    resumable=True)
+    download: bool = opt(False, "let torchvision download missing files (needs network)", resumable=True)
+    resolution: int | None = opt(None, "image side in pixels; null keeps the dataset's own", ge=4)
+    channels: int | None = opt(None, "1 (grayscale) or 3 (RGB); null keeps the dataset's own", ge=1)
+    normalize: str = opt("symmetric", "pixel range: symmetric = [-1, 1] (tanh output), unit = [0, 1]",
+                         choices=("symmetric", "unit"))
+    limit: int | None = opt(None, "use only the first N samples", ge=1)
+    num_points: int = opt(100_000, "2D mixtures: size of the fixed training set", ge=1)
+    num_workers: int = opt(0, "DataLoader workers for datasets decoded on the fly (folder)", ge=0,
+                           resumable=True)
+
+
+@dataclass
+class ModelConfig:
+    latent_dim: int = opt(100, "size of the latent vector z", ge=1)
+    generator: dict = opt({"name": "dcgan"}, "generator: {name: <model>, <architecture args>}")
+    discriminator: dict = opt({"name": "dcgan"}, "discriminator: {name: <model>, <architecture args>}")
+    init: str = opt("dcgan", "weight init: dcgan = N(0, 0.02) convs/linears and N(1, 0.02) norms, "
+                    "xavier, or default (PyTorch's)", choices=("dcgan", "xavier", "default"))
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = opt("ns", "loss: ns (non-saturating) or minimax (the saturating log(1 - D(G(z))))")
+    label_smoothing: float = opt(0.0, "one-sided label smoothing: real targets become 1 - this",
+                                 ge=0.0)
+    instance_noise: float = opt(0.0, "std of Gaussian noise added to D's inputs, annealed to 0",
+                                ge=0.0)
+    instance_noise_steps: int = opt(0, "steps over which instance noise anneals to 0 (0 = the whole run)",
+                                    ge=0)
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = opt(2e-4, "Adam learning rate of G", gt=0.0)
+    lr_d: float = opt(2e-4, "Adam learning rate of D", gt=0.0)
+    betas_g: list = opt([0.5, 0.999], "Adam betas of G")
+    betas_d: list = opt([0.5, 0.999], "Adam betas of D")
+    eps: float = opt(1e-8, "Adam epsilon", gt=0.0)
+    weight_decay: float = opt(0.0, "L2 weight decay of both optimizers", ge=0.0)
+
+
+@dataclass
+class TrainConfig:
+    seed: int = opt(0, "seed of every random stream (init, data order, latents, noise)")
+    device: str = opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps", resumable=True)
+    batch_size: int = opt(64, "images per D and per G update", ge=1)
+    steps: int | None = opt(10_000, "total generator updates of the run (resume counts from its step)",
+                            ge=0, resumable=True)
+    epochs: float | None = opt(None, "alternative stop: passes over the data (overrides steps)", gt=0.0,
+                               resumable=True)
+    max_seconds: float | None = opt(None, "wall-clock budget of this invocation; saves, then stops",
+                                    gt=0.0, resumable=True)
+    d_steps: int = opt(1, "discriminator updates per generator update (k)", ge=1)
+    ema_decay: float = opt(0.0, "decay of the exponential moving average of G (0 = no EMA)", ge=0.0)
+    ema_start: int = opt(0, "step from which the EMA averages (before: it copies G)", ge=0)
+    threads: int | None = opt(None, "CPU threads for torch (null = PyTorch's default)", ge=1,
+                              resumable=True)
+
+
+@dataclass
+class LogConfig:
+    every: int = opt(50, "steps between metrics.jsonl / TensorBoard scalar records", ge=1, resumable=True)
+    sample_every: int = opt(500, "steps between sample grids (samples/step_XXXXXX.png); 0 = end only",
+                            ge=0, resumable=True)
+    grid: int = opt(8, "sample grids are grid x grid images from a fixed latent batch", ge=1,
+                    resumable=True)
+    progress: bool = opt(True, "show a progress bar", resumable=True)
+    tensorboard: bool = opt(True, "write TensorBoard logs when tensorboard is installed", resumable=True)
+    plot: bool = opt(True, "write loss_curves.png at the end", resumable=True)
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = opt(1000, "steps between checkpoints (one is also written at the end)", ge=1,
+                     resumable=True)
+    keep: int = opt(3, "number of most recent checkpoints kept", ge=1, resumable=True)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing and validation
+
+
+def coerce_value(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a field annotation, converting where YAML is ambiguous."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return coerce_value(value, inner, key)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads `1e-4` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    elif annotation is list or origin in (list, tuple):
+        if isinstance(value, (list, tuple)):
+            (inner,) = typing.get_args(annotation)[:1] or (None,)
+            if inner is None or inner is Ellipsis:
+                return list(value)
+            return [coerce_value(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    elif annotation is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    name = getattr(annotation, "__name__", str(annotation))
+    raise ConfigError(f"config: {key} must be {name}, got {value!r}")
+
+
+def check_range(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
+    if value is None:
+        return
+    if meta.get("gt") is not None and not value > meta["gt"]:
+        raise ConfigError(f"config: {key} must be > {meta['gt']}, got {value!r}")
+    if meta.get("ge") is not None and not value >= meta["ge"]:
+        raise ConfigError(f"config: {key} must be >= {meta['ge']}, got {value!r}")
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"config: {key} must be one of {', '.join(meta['choices'])}; got {value!r}")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: {prefix or 'the top level'} must be a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            full = f"{prefix}{key}"
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+            raise ConfigError(f"config: unknown key '{full}'{hint} (valid: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(hints[name]):
+            kwargs[name] = _build(hints[name], raw.get(name), key + ".")
+        elif name in raw:
+            value = coerce_value(raw[name], hints[name], key)
+            check_range(value, f.metadata, key)
+            kwargs[name] = value
+    cfg = cls(**kwargs)
+    return cfg
+
+
+def _validate(cfg: Config) -> Config:
+    for key in ("betas_g", "betas_d"):
+        betas = getattr(cfg.optim, key)
+        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+            raise ConfigError(f"config: optim.{key} must be two numbers in [0, 1), got {betas!r}")
+        setattr(cfg.optim, key, [float(b) for b in betas])
+    for key in ("generator", "discriminator"):
+        spec = getattr(cfg.model, key)
+        if not isinstance(spec.get("name"), str):
+            raise ConfigError(f"config: model.{key}.name must name a model, got {spec.get('name')!r}")
+    if cfg.objective.label_smoothing >= 0.5:
+        raise ConfigError("config: objective.label_smoothing must be < 0.5 "
+                          f"(got {cfg.objective.label_smoothing})")
+    if cfg.train.ema_decay >= 1.0:
+        raise ConfigError(f"config: train.ema_decay must be < 1, got {cfg.train.ema_decay}")
+    if cfg.data.channels not in (None, 1, 3):
+        raise ConfigError(f"config: data.channels must be 1 or 3, got {cfg.data.channels}")
+    return cfg
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    """Build a validated :class:`Config` from a plain mapping (e.g. parsed YAML)."""
+    return _validate(_build(Config, raw, ""))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"optim.lr_g=1e-4"`` -> (["optim", "lr_g"], 1e-4); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"config: override {text!r} must look like section.key=value")
+    key, value = text.split("=", 1)
+    path = key.strip().split(".")
+    if not all(path):
+        raise ConfigError(f"config: override {text!r} has an empty key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config: cannot parse the value of {text!r}: {exc}") from None
+    return path, parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with dotted ``key=value`` overrides applied."""
+    raw = json.loads(json.dumps(raw))
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"config: cannot set {text!r}: {part!r} is not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config: file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config: cannot read {path}: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config: {path} is not valid YAML: {exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config: {path} must hold a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config file, apply dotted overrides and validate."""
+    return from_dict(apply_overrides(read_yaml(path), overrides or []))
+
+
+def resume_conflicts(saved: dict[str, Any], current: Config) -> list[str]:
+    """Keys whose values differ between a checkpoint's config and ``current``, resumable ones excepted."""
+    conflicts = []
+    now = current.to_dict()
+    for section in dataclasses.fields(Config):
+        sub = getattr(current, section.name)
+        for f in dataclasses.fields(sub):
+            if f.metadata.get("resumable"):
+                continue
+            old = saved.get(section.name, {}).get(f.name)
+            new = now[section.name][f.name]
+            if old != new:
+                conflicts.append(f"{section.name}.{f.name}: checkpoint has {old!r}, config has {new!r}")
+    return conflicts
+
+
+def describe() -> list[tuple[str, Any, str]]:
+    """(key, default, help) for every field, for documentation."""
+    rows = []
+    for section in dataclasses.fields(Config):
+        for f in dataclasses.fields(section.default_factory()):  # type: ignore[misc]
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rows.append((f"{section.name}.{f.name}", default, f.metadata["help"]))
+    return rows

@@ -1,0 +1,135 @@
+"""What the user sees during training: progress bar, metrics.jsonl, TensorBoard, loss curves."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gankit.checkpoint import atomic_write_bytes
+
+
+class RunLogger:
+    """Writes scalars to metrics.jsonl (and TensorBoard when installed) and drives the progress bar."""
+
+    def __init__(self, run_dir: Path, *, start_step: int, total_steps: int, progress: bool,
+                 tensorboard: bool, batch_size: int) -> None:
+        self.run_dir = run_dir
+        self.batch_size = batch_size
+        self.jsonl = open(run_dir / "metrics.jsonl", "a", buffering=1)
+        self.tb = _tensorboard_writer(run_dir / "tensorboard") if tensorboard else None
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+                            file=sys.stderr, smoothing=0.05)
+        self._last_step, self._last_time = start_step, time.perf_counter()
+
+    def scalars(self, step: int, stats: dict[str, Any], extra: dict[str, float] | None = None) -> dict[str, float]:
+        """Record one row; returns it. Tensors are read here, once per log interval."""
+        now = time.perf_counter()
+        rate = (step - self._last_step) * self.batch_size / max(now - self._last_time, 1e-9)
+        self._last_step, self._last_time = step, now
+        row = {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in stats.items()}
+        row.update(extra or {})
+        row["img_per_s"] = rate
+        self.jsonl.write(json.dumps({"step": step, **row}) + "\n")
+        if self.tb is not None:
+            for key, value in row.items():
+                self.tb.add_scalar(_tb_tag(key), value, step)
+        if self.bar is not None:
+            self.bar.set_postfix_str(_postfix(row), refresh=False)
+        return row
+
+    def advance(self, steps: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(steps)
+
+    def image(self, step: int, grid_uint8_chw: torch.Tensor) -> None:
+        if self.tb is not None:
+            self.tb.add_image("samples", grid_uint8_chw, step)
+
+    def message(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+        self.jsonl.close()
+
+
+def _tensorboard_writer(path: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional: `pip install gankit[tensorboard]`
+        return None
+    return SummaryWriter(str(path))
+
+
+def _tb_tag(key: str) -> str:
+    if key.startswith("loss"):
+        return f"loss/{key}"
+    if key.startswith("d_"):
+        return f"D/{key}"
+    return f"train/{key}"
+
+
+def _postfix(row: dict[str, float]) -> str:
+    parts = [f"{k}={row[k]:.3f}" for k in ("loss_d", "loss_g", "d_real", "d_fake") if k in row]
+    parts.append(f"{row['img_per_s']:.0f} img/s")
+    return " ".join(parts)
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut short by a crash
+    return rows
+
+
+def plot_loss_curves(metrics_path: Path, out: Path) -> Path | None:
+    """Loss and D-output curves from metrics.jsonl as a PNG; None when there is nothing to plot."""
+    rows = [r for r in read_metrics(metrics_path) if "loss_d" in r]
+    if len(rows) < 2:
+        return None
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5), dpi=100)
+    for key in ("loss_d", "loss_g"):
+        ax1.plot(steps, [r.get(key, math.nan) for r in rows], label=key)
+    ax1.set_xlabel("step")
+    ax1.set_title("losses")
+    ax1.legend()
+    for key in ("d_real", "d_fake"):
+        ax2.plot(steps, [r.get(key, math.nan) for r in rows], label=key.replace("d_real", "D(x)")
+                 .replace("d_fake", "D(G(z))"))
+    ax2.set_ylim(0, 1)
+    ax2.set_xlabel("step")
+    ax2.set_title("discriminator outputs")
+    ax2.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())
+    return out

@@ -1,0 +1,255 @@
+"""The training loop: generic over models and objectives, callable from Python, never reads argv.
+
+Reads top to bottom: prepare (validate everything, write nothing) -> open the run directory ->
+restore a checkpoint if resuming -> loop (D steps, G step, EMA, log, sample, checkpoint) -> finish.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import yaml
+
+from gankit import __version__
+from gankit.checkpoint import CheckpointDir, CheckpointError, load_checkpoint
+from gankit.config import Config, ConfigError, from_dict, load, resume_conflicts
+from gankit.data import BatchStream, Source, build_dataset
+from gankit.ema import EMA
+from gankit.logs import RunLogger, plot_loss_curves
+from gankit.models import build_models
+from gankit.objectives import Objective, build_objective
+from gankit.sampling import _load_module, generate, image_grid, latents, save_image_grid, save_points_plot
+
+
+class TrainError(RuntimeError):
+    """A run that cannot start or continue; nothing was lost."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path | None
+    stopped_by: str  # "steps", "max_seconds" or "interrupt"
+    last: dict[str, float] = field(default_factory=dict)
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"config: train.device: unknown device {name!r} (auto, cpu, cuda, cuda:N, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config: train.device is cuda but no CUDA device is available (use auto or cpu)")
+    return device
+
+
+def total_steps(cfg: Config, stream: BatchStream) -> int | None:
+    if cfg.train.epochs is not None:
+        return math.ceil(cfg.train.epochs * stream.batches_per_epoch / cfg.train.d_steps)
+    if cfg.train.steps is None and cfg.train.max_seconds is None:
+        raise ConfigError("config: set train.steps, train.epochs or train.max_seconds, or the run never stops")
+    return cfg.train.steps
+
+
+@dataclass
+class Trainer:
+    """Everything a step touches. Built by :func:`prepare`; ``state_dict`` is what a checkpoint holds."""
+
+    cfg: Config
+    device: torch.device
+    source: Source
+    g: nn.Module
+    d: nn.Module
+    ema: EMA | None
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    objective: Objective
+    stream: BatchStream
+    rng: torch.Generator  # latents and instance noise
+    step: int = 0
+    images_seen: int = 0
+
+    def train_step(self, total: int | None) -> dict[str, torch.Tensor]:
+        """``d_steps`` D updates, then one G update on the last D step's fakes."""
+        cfg, bs = self.cfg, self.cfg.train.batch_size
+        noise = self.objective.noise_std(self.step, total or 0)
+        self.d.requires_grad_(True)
+        for i in range(cfg.train.d_steps):
+            real, y = self.stream.next()
+            z = torch.randn(bs, cfg.model.latent_dim, generator=self.rng, device=self.device)
+            with torch.set_grad_enabled(i == cfg.train.d_steps - 1):  # keep only the graph G reuses
+                fake = self.g(z)
+            loss_d, stats = self.objective.discriminator_loss(self.d, real, fake.detach(), None, noise, self.rng)
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+        self.d.requires_grad_(False)  # G's step needs gradients through D, not for D's weights
+        loss_g, g_stats = self.objective.generator_loss(self.d, fake, None, noise, self.rng)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        self.step += 1
+        self.images_seen += bs * cfg.train.d_steps
+        if self.ema is not None:
+            self.ema.update(self.g, self.step)
+        stats.update(g_stats)
+        return stats
+
+    @property
+    def sampler(self) -> nn.Module:
+        return self.ema.shadow if self.ema is not None else self.g
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "g": self.g.state_dict(), "d": self.d.state_dict(),
+            "g_ema": None if self.ema is None else self.ema.shadow.state_dict(),
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "train": self.rng.get_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None},
+        }
+
+    def meta(self, elapsed: float) -> dict[str, Any]:
+        return {"config": self.cfg.to_dict(), "step": self.step, "images_seen": self.images_seen,
+                "data": self.stream.state_dict(), "data_shape": list(self.source.shape),
+                "elapsed_seconds": elapsed, "gankit_version": __version__, "torch_version": torch.__version__,
+                "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+    def load_state_dict(self, state: dict[str, Any], meta: dict[str, Any]) -> None:
+        _load_module(self.g, state["g"], "generator")
+        _load_module(self.d, state["d"], "discriminator")
+        if self.ema is not None:
+            if state.get("g_ema") is None:
+                raise CheckpointError("the checkpoint has no EMA generator but the config asks for one")
+            _load_module(self.ema.shadow, state["g_ema"], "EMA generator")
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.rng.set_state(state["rng"]["train"])
+        if state["rng"].get("cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.stream.load_state_dict(meta["data"])
+        self.step, self.images_seen = int(meta["step"]), int(meta["images_seen"])
+
+
+def prepare(cfg: Config) -> Trainer:
+    """Build data, models, optimizers and objective; raises before anything is written."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = select_device(cfg.train.device)
+    torch.manual_seed(cfg.train.seed)
+    source = build_dataset(cfg.data)
+    g, d = build_models(cfg.model, source.shape)
+    g.to(device)
+    d.to(device)
+    o = cfg.optim
+    opt_g = torch.optim.Adam(g.parameters(), lr=o.lr_g, betas=tuple(o.betas_g), eps=o.eps, weight_decay=o.weight_decay)
+    opt_d = torch.optim.Adam(d.parameters(), lr=o.lr_d, betas=tuple(o.betas_d), eps=o.eps, weight_decay=o.weight_decay)
+    ema = EMA(g, cfg.train.ema_decay, cfg.train.ema_start) if cfg.train.ema_decay > 0 else None
+    try:
+        stream = BatchStream(source, cfg.train.batch_size, cfg.train.seed, device, cfg.data.num_workers)
+    except ValueError as exc:
+        raise ConfigError(f"config: train.batch_size: {exc}") from None
+    rng = torch.Generator(device=device).manual_seed(cfg.train.seed + 1)
+    return Trainer(cfg, device, source, g, d, ema, opt_g, opt_d, build_objective(cfg.objective), stream, rng)
+
+
+def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, trainer: Trainer) -> CheckpointDir:
+    ckpts = CheckpointDir(run_dir / "checkpoints", cfg.checkpoint.keep)
+    latest = ckpts.latest()
+    if latest is not None and not resume:
+        raise TrainError(f"{run_dir} already holds checkpoints; pass --resume to continue it, "
+                         "or choose another --run-dir")
+    if resume and latest is not None:
+        state, meta = load_checkpoint(latest, trainer.device)
+        conflicts = resume_conflicts(meta["config"], cfg)
+        if conflicts:
+            raise TrainError(f"cannot resume {latest}: the config differs in " + "; ".join(conflicts))
+        trainer.load_state_dict(state, meta)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    return ckpts
+
+
+def default_run_dir() -> Path:
+    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def train(cfg: Config | dict | str | Path, run_dir: str | Path | None = None, *, resume: bool = False,
+          stop: Any = None) -> TrainResult:
+    """Train a GAN as ``cfg`` describes; ``resume`` continues the latest checkpoint in ``run_dir``.
+
+    ``stop`` is an optional object with a ``requested`` attribute, polled between steps (signal handling).
+    """
+    t0 = time.perf_counter()
+    if isinstance(cfg, (str, Path)):
+        cfg = load(cfg)
+    elif isinstance(cfg, dict):
+        cfg = from_dict(cfg)
+    trainer = prepare(cfg)
+    total = total_steps(cfg, trainer.stream)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
+    ckpts = _open_run_dir(cfg, run_dir, resume, trainer)
+    start_step = trainer.step
+    logger = RunLogger(run_dir, start_step=start_step, total_steps=total, progress=cfg.log.progress,
+                       tensorboard=cfg.log.tensorboard, batch_size=cfg.train.batch_size * cfg.train.d_steps)
+    fixed_z = latents(cfg.log.grid ** 2 if trainer.source.is_image else 2500, cfg.model.latent_dim,
+                      cfg.train.seed + 10_007, trainer.device)
+    stopped_by, last_ckpt, row = "steps", None, {}
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    try:
+        while total is None or trainer.step < total:
+            if cfg.train.max_seconds is not None and time.perf_counter() - t0 >= cfg.train.max_seconds:
+                stopped_by = "max_seconds"
+                break
+            if stop is not None and getattr(stop, "requested", False):
+                stopped_by = "interrupt"
+                break
+            stats = trainer.train_step(total)
+            for k, v in stats.items():
+                sums[k] = sums[k] + v if k in sums else v.clone()
+            count += 1
+            logger.advance()
+            step = trainer.step
+            if step % cfg.log.every == 0:
+                row = logger.scalars(step, {k: v / count for k, v in sums.items()},
+                                     {"kimg": trainer.images_seen / 1000, "seconds": time.perf_counter() - t0})
+                sums, count = {}, 0
+            if cfg.log.sample_every and step % cfg.log.sample_every == 0:
+                _write_samples(trainer, fixed_z, run_dir, logger)
+            if step % cfg.checkpoint.every == 0:
+                last_ckpt = ckpts.save(step, trainer.state_dict(), trainer.meta(time.perf_counter() - t0))
+    finally:
+        logger.close()
+    if trainer.step != start_step or ckpts.latest() is None:
+        last_ckpt = ckpts.save(trainer.step, trainer.state_dict(), trainer.meta(time.perf_counter() - t0))
+    else:
+        last_ckpt = ckpts.latest()
+    _write_samples(trainer, fixed_z, run_dir, None)
+    if cfg.log.plot:
+        plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss_curves.png")
+    return TrainResult(run_dir, trainer.step, last_ckpt, stopped_by, row)
+
+
+def _write_samples(trainer: Trainer, z: torch.Tensor, run_dir: Path, logger: RunLogger | None) -> None:
+    samples = generate(trainer.sampler, z)
+    path = run_dir / "samples" / f"step_{trainer.step:06d}.png"
+    if trainer.source.is_image:
+        save_image_grid(samples, trainer.cfg.data.normalize, path, trainer.cfg.log.grid)
+        if logger is not None:
+            logger.image(trainer.step, image_grid(samples, trainer.cfg.data.normalize, trainer.cfg.log.grid))
+    else:
+        save_points_plot(samples, path)
