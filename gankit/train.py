@@ -173,7 +173,7 @@ def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, trainer: Trainer) ->
         raise TrainError(f"{run_dir} already holds checkpoints; pass --resume to continue it, "
                          "or choose another --run-dir")
     if resume and latest is not None:
-        state, meta = load_checkpoint(latest, trainer.device)
+        state, meta = load_checkpoint(latest)  # RNG states must stay CPU tensors
         conflicts = resume_conflicts(meta["config"], cfg)
         if conflicts:
             raise TrainError(f"cannot resume {latest}: the config differs in " + "; ".join(conflicts))

@@ -1,0 +1,84 @@
+"""An endless, resumable stream of shuffled batches.
+
+Each epoch's order is a permutation drawn from a generator seeded by (seed, epoch), so the stream's
+whole state is two integers and resuming continues with exactly the batch that would have come next.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader
+
+from gankit.data.source import LazySource, Source, TensorSource
+
+
+class BatchStream:
+    def __init__(self, source: Source, batch_size: int, seed: int, device: torch.device,
+                 num_workers: int = 0) -> None:
+        if len(source) < batch_size:
+            raise ValueError(f"the dataset has {len(source)} samples, fewer than one batch of {batch_size}")
+        self.source = source.to(device) if isinstance(source, TensorSource) else source
+        self.batch_size = batch_size
+        self.seed = seed
+        self.device = device
+        self.num_workers = num_workers
+        self.epoch = 0
+        self.index = 0  # batches of the current epoch already consumed
+        self._order: torch.Tensor | None = None
+        self._loader: Iterator | None = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.source) // self.batch_size  # drop_last: every batch is full
+
+    def _permutation(self) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(len(self.source), generator=gen)
+
+    def _start_epoch(self) -> None:
+        order = self._permutation()
+        if isinstance(self.source, TensorSource):
+            self._order = order.to(self.device)
+            self._loader = None
+            return
+        b = self.batch_size
+        batches = [order[i * b:(i + 1) * b].tolist() for i in range(self.index, self.batches_per_epoch)]
+        loader = DataLoader(self.source.dataset, batch_sampler=batches, num_workers=self.num_workers,
+                            pin_memory=self.device.type == "cuda", persistent_workers=False)
+        self._loader = iter(loader)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.index >= self.batches_per_epoch:
+            self.epoch += 1
+            self.index = 0
+            self._order = None
+            self._loader = None
+        if self._order is None and self._loader is None:
+            self._start_epoch()
+        if isinstance(self.source, TensorSource):
+            b = self.batch_size
+            x, y = self.source.batch(self._order[self.index * b:(self.index + 1) * b])
+        else:
+            x, y = _split(next(self._loader))
+            x = x.to(self.device, non_blocking=True)
+            y = None if y is None else y.to(self.device, non_blocking=True)
+        self.index += 1
+        return x, y
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "index": self.index, "seed": self.seed, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+        self._order = None
+        self._loader = None
+
+
+def _split(batch: object) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if isinstance(batch, (list, tuple)):
+        return batch[0], (batch[1] if len(batch) > 1 else None)
+    return batch, None  # type: ignore[return-value]
+
+
+__all__ = ["BatchStream", "LazySource", "TensorSource"]

@@ -1,0 +1,53 @@
+"""Standard datasets through torchvision: downloaded when allowed, otherwise read from ``data.root``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from gankit.config import DataConfig
+from gankit.data.bundled import images_source
+from gankit.data.registry import DATASETS
+from gankit.data.source import DataError, TensorSource
+
+# (torchvision class name, folder under root, files torchvision needs there)
+_FILES = {
+    "mnist": ("MNIST", "MNIST/raw", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]),
+    "fashion-mnist": ("FashionMNIST", "FashionMNIST/raw", ["train-images-idx3-ubyte",
+                                                           "train-labels-idx1-ubyte"]),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)]
+                + ["batches.meta"]),
+}
+
+
+def _load(name: str, cfg: DataConfig) -> TensorSource:
+    import torchvision.datasets as tvd
+
+    cls_name, folder, files = _FILES[name]
+    root = Path(cfg.root).expanduser()
+    try:
+        ds = getattr(tvd, cls_name)(str(root), train=True, download=cfg.download)
+    except (RuntimeError, OSError, ValueError) as exc:
+        where = root / folder
+        how = ("set data.download: true to fetch them" if not cfg.download
+               else f"the download failed ({exc})")
+        raise DataError(f"{name}: dataset files not found or unreadable in {where} "
+                        f"(needs {', '.join(files)}; MNIST-style files may also be .gz); {how}") from None
+    images = np.asarray(ds.data)
+    labels = np.asarray(ds.targets)
+    return images_source(images, labels, cfg)
+
+
+@DATASETS.register("mnist")
+def mnist(cfg: DataConfig) -> TensorSource:
+    return _load("mnist", cfg)
+
+
+@DATASETS.register("fashion-mnist")
+def fashion_mnist(cfg: DataConfig) -> TensorSource:
+    return _load("fashion-mnist", cfg)
+
+
+@DATASETS.register("cifar10")
+def cifar10(cfg: DataConfig) -> TensorSource:
+    return _load("cifar10", cfg)
