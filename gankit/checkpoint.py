@@ -34,6 +34,8 @@ class CheckpointError(RuntimeError):
 def pack(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "") -> Any:
     """Move every tensor of a nested state into ``tensors``; return a JSON-able skeleton."""
     if isinstance(obj, torch.Tensor):
+        if prefix in tensors:  # e.g. {"a.b": t1, "a": {"b": t2}}: one would silently replace the other
+            raise ValueError(f"two tensors of the state would be stored under the same name {prefix!r}")
         tensors[prefix] = obj.detach().to("cpu", copy=True).contiguous()
         return {"__tensor__": prefix}
     if isinstance(obj, dict):

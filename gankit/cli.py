@@ -13,10 +13,17 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
+        self._previous: dict = {}
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        """Put back the handlers ``install`` replaced (``main`` may be called from Python)."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.requested:
@@ -92,7 +99,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or _default_run_dir(args.config)
     stop = StopFlag()
     stop.install()
-    result = train(cfg, run_dir, resume=args.resume, stop=stop)
+    try:
+        result = train(cfg, run_dir, resume=args.resume, stop=stop)
+    finally:
+        stop.restore()
     how = {"steps": "reached its step target", "max_seconds": "used its time budget",
            "interrupt": "was interrupted"}[result.stopped_by]
     print(f"gankit: training {how} at step {result.step}; checkpoint {result.checkpoint}")
@@ -110,8 +120,9 @@ def _default_run_dir(config: str) -> str:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from gankit.sampling import load_generator, write_samples
+    from gankit.train import select_device
 
-    gen = load_generator(args.source, ema=not args.no_ema, device=args.device)
+    gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device))
     out = write_samples(gen, args.num, args.out, seed=args.seed, batch_size=args.batch_size)
     which = "EMA generator" if gen.is_ema else "generator"
     print(f"gankit: wrote {args.num} samples of the {which} at step {gen.step} to {out}")

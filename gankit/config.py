@@ -190,7 +190,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"config: {prefix or 'the top level'} must be a mapping, got {raw!r}")
+        raise ConfigError(f"config: {prefix.rstrip('.') or 'the top level'} must be a mapping, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in raw:
@@ -206,6 +206,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
             kwargs[name] = _build(hints[name], raw.get(name), key + ".")
         elif name in raw:
             value = coerce_value(raw[name], hints[name], key)
+            if isinstance(value, dict):  # `--set model.generator.width=16` keeps the default's name
+                value = {**f.default_factory(), **value}
             check_range(value, f.metadata, key)
             kwargs[name] = value
     cfg = cls(**kwargs)

@@ -25,3 +25,26 @@ class EMA:
             torch._foreach_lerp_(dst, src, weight)
         for b_dst, b_src in zip(self.shadow.buffers(), net.buffers()):
             b_dst.copy_(b_src)  # BatchNorm statistics follow G directly
+
+    @torch.no_grad()
+    def recalibrate_norms(self, z_batches: list[torch.Tensor]) -> None:
+        """Re-estimate BatchNorm running statistics for the averaged weights.
+
+        G's running statistics belong to G's weights, not to their average; sampling the EMA with
+        them degrades it (as in SWA, Izmailov et al. 2018). A few forward passes in train mode with
+        cumulative averaging fix that. Training never reads these buffers: ``update`` overwrites them.
+        """
+        norms = [m for m in self.shadow.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+        for m in norms:  # only the norms: dropout in train mode would consume the global RNG
+            m.train()
+        for z in z_batches:
+            self.shadow(z)
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+            m.eval()

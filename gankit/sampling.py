@@ -37,6 +37,8 @@ def image_grid(images: torch.Tensor, normalize: str, nrow: int) -> torch.Tensor:
     from torchvision.utils import make_grid
 
     grid = make_grid(images.float(), nrow=nrow, padding=2, pad_value=-1.0 if normalize == "symmetric" else 0)
+    if images.shape[1] == 1:
+        grid = grid[:1]  # make_grid repeats one channel into three; keep grayscale grids grayscale
     return to_uint8(grid, normalize)
 
 

@@ -108,9 +108,13 @@ class Trainer:
         stats.update(g_stats)
         return stats
 
-    @property
-    def sampler(self) -> nn.Module:
-        return self.ema.shadow if self.ema is not None else self.g
+    def sampling_net(self) -> nn.Module:
+        """The network to sample from: the EMA (with BatchNorm statistics re-estimated) when kept."""
+        if self.ema is None:
+            return self.g
+        z = latents(8 * 256, self.cfg.model.latent_dim, self.cfg.train.seed + 20_011, self.device)
+        self.ema.recalibrate_norms(list(z.split(256)))
+        return self.ema.shadow
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -207,7 +211,7 @@ def train(cfg: Config | dict | str | Path, run_dir: str | Path | None = None, *,
                        tensorboard=cfg.log.tensorboard, batch_size=cfg.train.batch_size * cfg.train.d_steps)
     fixed_z = latents(cfg.log.grid ** 2 if trainer.source.is_image else 2500, cfg.model.latent_dim,
                       cfg.train.seed + 10_007, trainer.device)
-    stopped_by, last_ckpt, row = "steps", None, {}
+    stopped_by, last_ckpt, saved_step, row = "steps", ckpts.latest(), start_step, {}
     sums: dict[str, torch.Tensor] = {}
     count = 0
     try:
@@ -231,13 +235,14 @@ def train(cfg: Config | dict | str | Path, run_dir: str | Path | None = None, *,
             if cfg.log.sample_every and step % cfg.log.sample_every == 0:
                 _write_samples(trainer, fixed_z, run_dir, logger)
             if step % cfg.checkpoint.every == 0:
+                trainer.sampling_net()  # checkpoints hold sampling-ready EMA statistics
                 last_ckpt = ckpts.save(step, trainer.state_dict(), trainer.meta(time.perf_counter() - t0))
+                saved_step = step
     finally:
         logger.close()
-    if trainer.step != start_step or ckpts.latest() is None:
+    if last_ckpt is None or trainer.step != saved_step:
+        trainer.sampling_net()
         last_ckpt = ckpts.save(trainer.step, trainer.state_dict(), trainer.meta(time.perf_counter() - t0))
-    else:
-        last_ckpt = ckpts.latest()
     _write_samples(trainer, fixed_z, run_dir, None)
     if cfg.log.plot:
         plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss_curves.png")
@@ -245,7 +250,7 @@ def train(cfg: Config | dict | str | Path, run_dir: str | Path | None = None, *,
 
 
 def _write_samples(trainer: Trainer, z: torch.Tensor, run_dir: Path, logger: RunLogger | None) -> None:
-    samples = generate(trainer.sampler, z)
+    samples = generate(trainer.sampling_net(), z)
     path = run_dir / "samples" / f"step_{trainer.step:06d}.png"
     if trainer.source.is_image:
         save_image_grid(samples, trainer.cfg.data.normalize, path, trainer.cfg.log.grid)

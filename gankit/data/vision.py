@@ -10,13 +10,15 @@ from gankit.data.bundled import images_source
 from gankit.data.registry import DATASETS
 from gankit.data.source import DataError, TensorSource
 
-# (torchvision class name, folder under root, files torchvision needs there)
+# (torchvision class name, folder under root, files torchvision needs there: it checks that the
+# test split exists too, even when only the training split is read)
+_MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                "t10k-labels-idx1-ubyte"]
 _FILES = {
-    "mnist": ("MNIST", "MNIST/raw", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]),
-    "fashion-mnist": ("FashionMNIST", "FashionMNIST/raw", ["train-images-idx3-ubyte",
-                                                           "train-labels-idx1-ubyte"]),
+    "mnist": ("MNIST", "MNIST/raw", _MNIST_FILES),
+    "fashion-mnist": ("FashionMNIST", "FashionMNIST/raw", _MNIST_FILES),
     "cifar10": ("CIFAR10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)]
-                + ["batches.meta"]),
+                + ["test_batch", "batches.meta"]),
 }
 
 
@@ -27,12 +29,13 @@ def _load(name: str, cfg: DataConfig) -> TensorSource:
     root = Path(cfg.root).expanduser()
     try:
         ds = getattr(tvd, cls_name)(str(root), train=True, download=cfg.download)
-    except (RuntimeError, OSError, ValueError) as exc:
+    except (RuntimeError, OSError, ValueError, AssertionError) as exc:  # a malformed idx file asserts
         where = root / folder
         how = ("set data.download: true to fetch them" if not cfg.download
                else f"the download failed ({exc})")
         raise DataError(f"{name}: dataset files not found or unreadable in {where} "
-                        f"(needs {', '.join(files)}; MNIST-style files may also be .gz); {how}") from None
+                        f"(needs {', '.join(files)}; .gz archives are unpacked only with data.download: true); "
+                        f"{how}") from None
     images = np.asarray(ds.data)
     labels = np.asarray(ds.targets)
     return images_source(images, labels, cfg)

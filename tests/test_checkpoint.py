@@ -1,0 +1,246 @@
+"""gankit.checkpoint: nested state packing, safetensors files, atomic writes, damage detection, no pickle."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import assert_states_equal
+from gankit.checkpoint import (CheckpointDir, CheckpointError, load_checkpoint, pack, resolve, save_checkpoint,
+                               unpack)
+
+
+def _nested_state() -> dict:
+    torch.manual_seed(0)
+    return {
+        "g": {"net.0.weight": torch.randn(3, 4), "net.0.bias": torch.zeros(3)},
+        "opt": {"state": {0: {"step": torch.tensor(5.0), "exp_avg": torch.randn(2, 2)},
+                          1: {"step": torch.tensor(5.0), "exp_avg": torch.randn(7)}},
+                "param_groups": [{"lr": 2e-4, "betas": [0.5, 0.999], "params": [0, 1], "foreach": None,
+                                  "amsgrad": False}]},
+        "rng": {"torch": torch.get_rng_state(), "cuda": None},
+        "empty": torch.zeros(0, 3),
+        "scalars": [1, 2.5, "text", True, None, [torch.arange(3), {"deep": torch.ones(2, dtype=torch.bool)}]],
+        "ints": torch.arange(6, dtype=torch.int64).view(2, 3),
+        "half": torch.tensor([1.5, -2.0], dtype=torch.float16),
+        "noncontig": torch.arange(12.0).view(3, 4).t(),
+    }
+
+
+def test_pack_unpack_roundtrip_keeps_int_keys_none_and_lists():
+    state = _nested_state()
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = pack(state, tensors)
+    json.dumps(skeleton)  # the skeleton is plain JSON
+    assert all(isinstance(t, torch.Tensor) for t in tensors.values())
+    restored = unpack(json.loads(json.dumps(skeleton)), tensors)
+    assert_states_equal(restored, state)
+    assert list(restored["opt"]["state"]) == [0, 1]  # int keys stay ints, in order
+    assert restored["rng"]["cuda"] is None
+
+
+def test_pack_copies_tensors():
+    t = torch.zeros(3)
+    tensors: dict[str, torch.Tensor] = {}
+    pack({"t": t}, tensors)
+    t += 1
+    assert torch.equal(tensors["t"], torch.zeros(3))
+
+
+def test_pack_refuses_objects_it_cannot_store():
+    with pytest.raises(TypeError, match="set"):
+        pack({"a": {1, 2}}, {})
+
+
+def test_pack_refuses_colliding_tensor_names():
+    # {"a.b": t} and {"a": {"b": t}} flatten to the same name; one tensor must not overwrite the other
+    with pytest.raises(ValueError, match="same name 'a.b'"):
+        pack({"a.b": torch.zeros(1), "a": {"b": torch.ones(1)}}, {})
+
+
+def test_save_load_roundtrip(tmp_path):
+    state = _nested_state()
+    meta = {"step": 7, "config": {"train": {"seed": 1}}, "note": "ünïcode"}
+    path = save_checkpoint(tmp_path / "ck.safetensors", state, meta)
+    assert path == tmp_path / "ck.safetensors"
+    restored, meta2 = load_checkpoint(path)
+    assert_states_equal(restored, state)
+    assert meta2 == meta
+    restored["g"]["net.0.weight"] += 1  # loaded tensors are writable, independent copies
+    assert not torch.equal(restored["g"]["net.0.weight"], state["g"]["net.0.weight"])
+
+
+def test_module_and_optimizer_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net(torch.randn(5, 3)).sum().backward()
+    opt.step()
+    save_checkpoint(tmp_path / "m.safetensors", {"net": net.state_dict(), "opt": opt.state_dict()}, {})
+    state, _ = load_checkpoint(tmp_path / "m.safetensors")
+    net2 = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    opt2 = torch.optim.Adam(net2.parameters(), lr=1e-3)
+    net2.load_state_dict(state["net"])
+    opt2.load_state_dict(state["opt"])
+    assert_states_equal(net2.state_dict(), net.state_dict())
+    assert_states_equal(opt2.state_dict()["state"], opt.state_dict()["state"])
+
+
+def test_atomic_write_leaves_no_temporary_files(tmp_path):
+    for i in range(3):
+        save_checkpoint(tmp_path / "ck.safetensors", {"x": torch.full((4,), float(i))}, {"i": i})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.safetensors"]
+    state, meta = load_checkpoint(tmp_path / "ck.safetensors")
+    assert meta == {"i": 2} and torch.equal(state["x"], torch.full((4,), 2.0))
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "ck.safetensors", {"x": torch.ones(2)}, {"v": 1})
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(CheckpointError, match="previous checkpoint is untouched"):
+        save_checkpoint(path, {"x": torch.zeros(2)}, {"v": 2})
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.safetensors"]
+    assert load_checkpoint(path)[1] == {"v": 1}
+
+
+def _header_len(path: Path) -> int:
+    return struct.unpack("<Q", path.read_bytes()[:8])[0]
+
+
+def test_corrupted_tensor_byte_is_detected(tmp_path):
+    path = save_checkpoint(tmp_path / "ck.safetensors", {"w": torch.randn(100)}, {"step": 1})
+    raw = bytearray(path.read_bytes())
+    pos = 8 + _header_len(path) + 123  # inside the tensor data
+    raw[pos] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    assert "damaged" in str(err.value) and "checksum" in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_truncated_file_is_detected(tmp_path):
+    path = save_checkpoint(tmp_path / "ck.safetensors", {"w": torch.randn(100)}, {"step": 1})
+    raw = path.read_bytes()
+    for cut in (len(raw) - 10, 8 + _header_len(path) // 2, 5, 0):
+        path.write_bytes(raw[:cut])
+        with pytest.raises(CheckpointError):
+            load_checkpoint(path)
+    path.write_bytes(raw[:len(raw) - 10])
+    with pytest.raises(CheckpointError, match="damaged|truncated"):
+        load_checkpoint(path)
+
+
+class _Exploit:
+    """Unpickling this would create a marker file (pickle calls os.system / open via __reduce__)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_torch_save_pickle_is_refused_without_executing_it(tmp_path):
+    marker = tmp_path / "PWNED"
+    zip_file = tmp_path / "torch_zip.pt"
+    torch.save({"payload": _Exploit(marker), "w": torch.ones(2)}, zip_file)  # torch's zip format
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"payload": _Exploit(marker)}, legacy, _use_new_zipfile_serialization=False)
+    plain = tmp_path / "plain.pkl"
+    plain.write_bytes(pickle.dumps(_Exploit(marker)))
+    assert not marker.exists()
+    for path in (zip_file, legacy, plain):
+        with pytest.raises(CheckpointError, match="pickle"):
+            load_checkpoint(path)
+        assert not marker.exists()
+    # sanity check that the payload is live: unpickling it does create the marker
+    pickle.loads(plain.read_bytes())
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_bytes_are_refused(tmp_path, seed):
+    gen = torch.Generator().manual_seed(seed)
+    path = tmp_path / "random.safetensors"
+    path.write_bytes(bytes(torch.randint(0, 256, (4096,), generator=gen, dtype=torch.uint8).tolist()))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_foreign_safetensors_files_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.ones(2)}, str(plain))
+    with pytest.raises(CheckpointError, match="without gankit metadata"):
+        load_checkpoint(plain)
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.ones(2)}, str(other), metadata={"gankit": json.dumps({"format": "other"})})
+    with pytest.raises(CheckpointError, match="format 'other'"):
+        load_checkpoint(other)
+    newer = tmp_path / "newer.safetensors"
+    save_file({"w": torch.ones(2)}, str(newer),
+              metadata={"gankit": json.dumps({"format": "gankit-checkpoint", "version": 99})})
+    with pytest.raises(CheckpointError, match="newer gankit"):
+        load_checkpoint(newer)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_checkpoint_dir_keeps_the_last_k_and_points_latest_at_the_newest(tmp_path):
+    ckpts = CheckpointDir(tmp_path / "checkpoints", keep=2)
+    assert ckpts.latest() is None and ckpts.all() == []
+    for step in (5, 10, 15, 20):
+        path = ckpts.save(step, {"x": torch.tensor([step])}, {"step": step})
+        assert path.name == f"step_{step:08d}.safetensors"
+    assert [p.name for p in ckpts.all()] == ["step_00000015.safetensors", "step_00000020.safetensors"]
+    pointer = json.loads((tmp_path / "checkpoints" / "latest.json").read_text())
+    assert pointer == {"file": "step_00000020.safetensors", "step": 20}
+    assert ckpts.latest() == ckpts.path_for(20)
+    assert load_checkpoint(ckpts.latest())[1] == {"step": 20}
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_latest_falls_back_when_latest_json_is_broken(tmp_path):
+    ckpts = CheckpointDir(tmp_path, keep=3)
+    for step in (1, 2):
+        ckpts.save(step, {"x": torch.zeros(1)}, {"step": step})
+    pointer = tmp_path / "latest.json"
+    for broken in ("{not json", json.dumps({"file": "step_00000099.safetensors"}), json.dumps([1]),
+                   json.dumps({"nofile": 1})):
+        pointer.write_text(broken)
+        assert ckpts.latest() == ckpts.path_for(2)
+    pointer.unlink()
+    assert ckpts.latest() == ckpts.path_for(2)
+    # latest.json wins over the file order when it names an existing checkpoint
+    pointer.write_text(json.dumps({"file": "step_00000001.safetensors", "step": 1}))
+    assert ckpts.latest() == ckpts.path_for(1)
+
+
+def test_resolve_file_run_dir_and_checkpoints_dir(tmp_path):
+    run = tmp_path / "run"
+    ckpts = CheckpointDir(run / "checkpoints")
+    ckpts.save(3, {"x": torch.zeros(1)}, {})
+    newest = ckpts.save(4, {"x": torch.zeros(1)}, {})
+    assert resolve(run) == newest
+    assert resolve(run / "checkpoints") == newest
+    assert resolve(ckpts.path_for(3)) == ckpts.path_for(3)
+    with pytest.raises(CheckpointError, match="no such file"):
+        resolve(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no checkpoint found"):
+        resolve(tmp_path / "empty")

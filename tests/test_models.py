@@ -1,0 +1,211 @@
+"""gankit.models: output shapes of every architecture option, resolution rules, init schemes, EMA."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from gankit.config import ConfigError, ModelConfig
+from gankit.ema import EMA
+from gankit.models import build_discriminator, build_generator, build_models, init_weights
+from gankit.models.layers import pyramid
+
+Z = 8
+
+
+def _shapes(g_spec: dict, d_spec: dict, shape: tuple[int, ...], batch: int = 3, **model) -> None:
+    torch.manual_seed(0)
+    g, d = build_models(ModelConfig(latent_dim=Z, generator=g_spec, discriminator=d_spec, **model), shape)
+    x = g(torch.randn(batch, Z))
+    assert x.shape == (batch, *shape)
+    logits = d(x)
+    assert logits.shape == (batch,)
+    assert torch.isfinite(logits).all()
+    logits.sum().backward()  # gradients flow from D's output back into G
+    assert all(p.grad is not None for p in g.parameters())
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (2,)])
+def test_mlp_shapes(shape):
+    _shapes({"name": "mlp", "widths": [16]}, {"name": "mlp", "widths": [16, 8]}, shape)
+
+
+def test_mlp_options():
+    g = build_generator({"name": "mlp", "widths": [16, 16], "batchnorm": True, "dropout": 0.5,
+                         "activation": "relu", "output": "sigmoid"}, Z, (1, 8, 8))
+    assert any(isinstance(m, nn.BatchNorm1d) for m in g.modules())
+    assert any(isinstance(m, nn.Dropout) for m in g.modules())
+    out = g(torch.randn(4, Z))
+    assert out.shape == (4, 1, 8, 8) and out.min() >= 0 and out.max() <= 1
+    g2 = build_generator({"name": "mlp", "widths": [4], "output": "none"}, Z, (2,))
+    assert not any(isinstance(m, (nn.Tanh, nn.Sigmoid)) for m in g2.modules())
+    with pytest.raises(ConfigError, match="activation"):
+        build_generator({"name": "mlp", "activation": "gelu"}, Z, (2,))
+    with pytest.raises(ConfigError, match="output"):
+        build_generator({"name": "mlp", "output": "softmax"}, Z, (2,))
+
+
+@pytest.mark.parametrize("side", [28, 32, 64, 48])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_dcgan_shapes(side, channels):
+    _shapes({"name": "dcgan", "width": 4}, {"name": "dcgan", "width": 4}, (channels, side, side), batch=2)
+
+
+def test_dcgan_widths_follow_the_pyramid():
+    g = build_generator({"name": "dcgan", "width": 4}, Z, (3, 64, 64))
+    convs = [m for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert [c.out_channels for c in convs] == [32, 16, 8, 4, 3]
+    d = build_discriminator({"name": "dcgan", "width": 4, "max_width": 8}, (3, 64, 64))
+    assert [c.out_channels for c in d.modules() if isinstance(c, nn.Conv2d)] == [4, 8, 8, 8, 1]
+
+
+def test_dcgan_fc_stem_and_hidden():
+    g = build_generator({"name": "dcgan", "width": 4, "stem": "fc", "fc_hidden": [32]}, Z, (1, 28, 28))
+    linears = [m for m in g.stem.modules() if isinstance(m, nn.Linear)]
+    assert [m.out_features for m in linears] == [32, 8 * 7 * 7]
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in g.stem.modules()) == 2
+    assert g(torch.randn(2, Z)).shape == (2, 1, 28, 28)
+
+
+def test_dcgan_kernel5_maxpool_fc_head():
+    _shapes({"name": "dcgan", "width": 4, "kernel": 5},
+            {"name": "dcgan", "width": 4, "kernel": 5, "downsample": "maxpool", "head": "fc",
+             "fc_hidden": [16], "dropout": 0.3}, (1, 28, 28), batch=2)
+    d = build_discriminator({"name": "dcgan", "width": 4, "kernel": 5, "downsample": "maxpool",
+                             "head": "fc"}, (1, 28, 28))
+    assert sum(isinstance(m, nn.MaxPool2d) for m in d.modules()) == 2
+    assert all(m.stride == (1, 1) for m in d.modules() if isinstance(m, nn.Conv2d))
+
+
+@pytest.mark.parametrize("kernel", [3, 4, 5, 6])
+def test_dcgan_any_kernel_doubles_exactly(kernel):
+    _shapes({"name": "dcgan", "width": 4, "kernel": kernel}, {"name": "dcgan", "width": 4, "kernel": kernel},
+            (1, 32, 32), batch=2)
+
+
+def test_dcgan_norm_none_has_no_batchnorm_and_uses_biases():
+    g = build_generator({"name": "dcgan", "width": 4, "norm": "none"}, Z, (1, 32, 32))
+    d = build_discriminator({"name": "dcgan", "width": 4, "norm": "none"}, (1, 32, 32))
+    for net in (g, d):
+        assert not any(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in net.modules())
+        assert all(m.bias is not None for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
+    assert d(g(torch.randn(2, Z))).shape == (2,)
+    with_bn = build_generator({"name": "dcgan", "width": 4}, Z, (1, 32, 32))
+    assert any(isinstance(m, nn.BatchNorm2d) for m in with_bn.modules())
+
+
+@pytest.mark.parametrize("spec, match", [
+    ({"stem": "mlp"}, "stem"),
+    ({"norm": "layer"}, "norm"),
+    ({"activation": "tanh"}, "activation"),
+])
+def test_dcgan_bad_generator_options(spec, match):
+    with pytest.raises(ConfigError, match=match):
+        build_generator({"name": "dcgan", **spec}, Z, (1, 28, 28))
+
+
+@pytest.mark.parametrize("spec, match", [
+    ({"downsample": "avgpool"}, "downsample"),
+    ({"downsample": "maxpool", "kernel": 4}, "odd kernel"),
+    ({"head": "attention"}, "head"),
+])
+def test_dcgan_bad_discriminator_options(spec, match):
+    with pytest.raises(ConfigError, match=match):
+        build_discriminator({"name": "dcgan", **spec}, (1, 28, 28))
+
+
+def test_dcgan_on_2d_points_is_a_config_error():
+    with pytest.raises(ConfigError, match="mlp model for 2D points"):
+        build_models(ModelConfig(), (2,))
+    with pytest.raises(ConfigError, match="model.discriminator"):
+        build_discriminator({"name": "dcgan"}, (2,))
+
+
+@pytest.mark.parametrize("side", [36, 4, 7, 100])
+def test_unsupported_resolution_is_a_config_error(side):
+    with pytest.raises(ConfigError, match=f"resolution {side} cannot be built"):
+        build_generator({"name": "dcgan"}, Z, (1, side, side))
+
+
+def test_pyramid():
+    assert pyramid(28) == (7, 2)
+    assert pyramid(32) == (4, 3)
+    assert pyramid(48) == (3, 4)
+    assert pyramid(64) == (4, 4)
+    assert pyramid(128) == (4, 5)
+    for side in (28, 32, 48, 64, 96, 128, 256, 12, 20):
+        base, levels = pyramid(side)
+        assert base * 2 ** levels == side and 3 <= base <= 7 and levels >= 1
+    with pytest.raises(ValueError):
+        pyramid(36)  # 36 -> 18 -> 9: a 9 px base is too large
+
+
+def test_non_square_images_are_refused():
+    with pytest.raises(ConfigError, match="square"):
+        build_generator({"name": "dcgan"}, Z, (1, 28, 32))
+
+
+def test_dcgan_init_std():
+    torch.manual_seed(0)
+    g, d = build_models(ModelConfig(latent_dim=Z, generator={"name": "dcgan", "width": 16},
+                                    discriminator={"name": "dcgan", "width": 16}, init="dcgan"), (1, 32, 32))
+    weights = torch.cat([m.weight.flatten() for net in (g, d) for m in net.modules()
+                         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))])
+    assert weights.numel() > 10_000
+    assert abs(weights.mean().item()) < 0.002
+    assert weights.std().item() == pytest.approx(0.02, rel=0.05)
+    scales = torch.cat([m.weight for net in (g, d) for m in net.modules() if isinstance(m, nn.BatchNorm2d)])
+    assert scales.mean().item() == pytest.approx(1.0, abs=0.01) and 0.005 < scales.std().item() < 0.04
+    biases = [m.bias for net in (g, d) for m in net.modules()
+              if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d)) and m.bias is not None]
+    assert biases and all((b == 0).all() for b in biases)
+
+
+def test_xavier_and_default_init():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32))
+    before = net[0].weight.detach().clone()
+    init_weights(net, "default")
+    assert torch.equal(net[0].weight, before)
+    init_weights(net, "xavier")
+    bound = (6 / (64 + 32)) ** 0.5
+    assert net[0].weight.abs().max() <= bound and net[0].weight.std() > 0.5 * bound / 3 ** 0.5
+    assert (net[1].weight == 1).all() and (net[1].bias == 0).all() and (net[0].bias == 0).all()
+    with pytest.raises(ValueError, match="init scheme"):
+        init_weights(net, "orthogonal")
+
+
+def test_models_are_deterministic_under_a_seed():
+    cfg = ModelConfig(latent_dim=Z, generator={"name": "dcgan", "width": 4}, discriminator={"name": "mlp"})
+    torch.manual_seed(3)
+    g1, _ = build_models(cfg, (1, 28, 28))
+    torch.manual_seed(3)
+    g2, _ = build_models(cfg, (1, 28, 28))
+    for a, b in zip(g1.state_dict().values(), g2.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_ema_copies_before_start_then_averages():
+    net = nn.Linear(2, 1, bias=False)
+    nn.init.zeros_(net.weight)
+    ema = EMA(net, decay=0.9, start=2)
+    assert not any(p.requires_grad for p in ema.shadow.parameters()) and not ema.shadow.training
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    ema.update(net, step=1)  # before start: a copy
+    assert torch.equal(ema.shadow.weight, net.weight)
+    with torch.no_grad():
+        net.weight.fill_(2.0)
+    ema.update(net, step=2)  # 0.9 * 1 + 0.1 * 2
+    assert torch.allclose(ema.shadow.weight, torch.full((1, 2), 1.1))
+    ema.update(net, step=3)  # 0.9 * 1.1 + 0.1 * 2
+    assert torch.allclose(ema.shadow.weight, torch.full((1, 2), 1.19))
+
+
+def test_ema_follows_batchnorm_statistics():
+    net = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
+    ema = EMA(net, decay=0.99)
+    net(torch.randn(8, 2) + 5.0)  # training mode updates running statistics
+    ema.update(net, step=1)
+    assert torch.equal(ema.shadow[1].running_mean, net[1].running_mean)
+    assert torch.equal(ema.shadow[1].num_batches_tracked, net[1].num_batches_tracked)

@@ -1,0 +1,144 @@
+"""gankit.objectives: losses against their closed forms, label smoothing, instance noise annealing."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gankit.config import ConfigError, ObjectiveConfig
+from gankit.objectives import Minimax, NonSaturating, bce_logits, build_objective
+
+REAL = torch.tensor([2.0, -1.0, 0.5, 30.0])
+FAKE = torch.tensor([-3.0, 0.0, 1.5, -40.0])
+
+
+def sig(x: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(x.double())
+
+
+def log_d(x: torch.Tensor) -> torch.Tensor:
+    """log D = log sigmoid(logit), in float64 (1 - sigmoid(30) would lose precision)."""
+    return torch.nn.functional.logsigmoid(x.double())
+
+
+def log_1m_d(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - D) = log sigmoid(-logit)."""
+    return torch.nn.functional.logsigmoid(-x.double())
+
+
+class Fixed(torch.nn.Module):
+    """A 'discriminator' that returns given logits and records the inputs it saw."""
+
+    def __init__(self, *logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits, self.seen = list(logits), []
+
+    def forward(self, x, y=None):
+        self.seen.append(x)
+        return self.logits.pop(0)
+
+
+def test_bce_logits_matches_log_sigmoid_forms():
+    x = torch.tensor([-2.0, 0.0, 3.0])
+    p = sig(x)
+    assert bce_logits(x, 1.0).item() == pytest.approx((-torch.log(p)).mean().item(), rel=1e-6)
+    assert bce_logits(x, 0.0).item() == pytest.approx((-torch.log(1 - p)).mean().item(), rel=1e-6)
+    mixed = (-(0.7 * torch.log(p) + 0.3 * torch.log(1 - p))).mean().item()
+    assert bce_logits(x, 0.7).item() == pytest.approx(mixed, rel=1e-6)
+    # stable for huge logits: no inf, no nan
+    big = torch.tensor([1000.0, -1000.0])
+    assert torch.isfinite(bce_logits(big, 1.0)) and torch.isfinite(bce_logits(big, 0.0))
+    assert bce_logits(torch.tensor([-1000.0]), 1.0).item() == pytest.approx(1000.0)
+
+
+def test_ns_losses_closed_form():
+    obj = build_objective(ObjectiveConfig(name="ns"))
+    assert isinstance(obj, NonSaturating)
+    pr, pf = sig(REAL), sig(FAKE)
+    expected_d = -log_d(REAL).mean() - log_1m_d(FAKE).mean()
+    loss_d, stats = obj.discriminator_loss(Fixed(REAL, FAKE), torch.zeros(4, 2), torch.zeros(4, 2))
+    assert loss_d.item() == pytest.approx(expected_d.item(), rel=1e-5)
+    assert stats["loss_d"].item() == pytest.approx(loss_d.item())
+    assert stats["d_real"].item() == pytest.approx(pr.mean().item(), rel=1e-5)
+    assert stats["d_fake"].item() == pytest.approx(pf.mean().item(), rel=1e-5)
+    loss_g, g_stats = obj.generator_loss(Fixed(FAKE), torch.zeros(4, 2))
+    assert loss_g.item() == pytest.approx(-log_d(FAKE).mean().item(), rel=1e-5)  # -log D(G(z))
+    assert set(g_stats) == {"loss_g"}
+
+
+def test_minimax_generator_loss_closed_form():
+    obj = build_objective(ObjectiveConfig(name="minimax"))
+    assert isinstance(obj, Minimax)
+    loss_g, _ = obj.generator_loss(Fixed(FAKE), torch.zeros(4, 2))
+    assert loss_g.item() == pytest.approx(log_1m_d(FAKE).mean().item(), rel=1e-5)  # log(1 - D(G(z)))
+    # D's loss is the same game for both objectives
+    ns = build_objective(ObjectiveConfig(name="ns"))
+    a, _ = obj.discriminator_loss(Fixed(REAL, FAKE), torch.zeros(4, 2), torch.zeros(4, 2))
+    b, _ = ns.discriminator_loss(Fixed(REAL, FAKE), torch.zeros(4, 2), torch.zeros(4, 2))
+    assert a.item() == b.item()
+
+
+def test_minimax_saturates_where_ns_does_not():
+    # when D confidently rejects fakes, minimax gives G a vanishing gradient, ns a strong one
+    logits = torch.tensor([-8.0], requires_grad=True)
+    build_objective(ObjectiveConfig(name="minimax")).g_term(logits).backward()
+    minimax_grad = logits.grad.abs().item()
+    logits.grad = None
+    build_objective(ObjectiveConfig(name="ns")).g_term(logits).backward()
+    assert logits.grad.abs().item() > 0.99 and minimax_grad < 1e-3
+
+
+@pytest.mark.parametrize("smoothing", [0.1, 0.25])
+def test_label_smoothing_targets_only_the_real_term(smoothing):
+    obj = build_objective(ObjectiveConfig(name="ns", label_smoothing=smoothing))
+    plain = build_objective(ObjectiveConfig(name="ns"))
+    t = 1 - smoothing
+    expected = -(t * log_d(REAL) + (1 - t) * log_1m_d(REAL)).mean() - log_1m_d(FAKE).mean()
+    loss, _ = obj.discriminator_loss(Fixed(REAL, FAKE), torch.zeros(4, 2), torch.zeros(4, 2))
+    base, _ = plain.discriminator_loss(Fixed(REAL, FAKE), torch.zeros(4, 2), torch.zeros(4, 2))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # the difference is smoothing * mean(logit): s * (softplus(r) - softplus(-r)) = s * r
+    assert (loss - base).item() == pytest.approx(smoothing * REAL.mean().item(), rel=1e-5)
+    # G's loss is unchanged (one-sided)
+    g1, _ = obj.generator_loss(Fixed(FAKE), torch.zeros(4, 2))
+    g0, _ = plain.generator_loss(Fixed(FAKE), torch.zeros(4, 2))
+    assert g1.item() == g0.item()
+
+
+def test_instance_noise_anneals_linearly_to_zero():
+    obj = build_objective(ObjectiveConfig(instance_noise=0.2))
+    assert obj.noise_std(0, 100) == pytest.approx(0.2)
+    assert obj.noise_std(25, 100) == pytest.approx(0.15)
+    assert obj.noise_std(50, 100) == pytest.approx(0.1)
+    assert obj.noise_std(100, 100) == 0.0
+    assert obj.noise_std(150, 100) == 0.0
+    stds = [obj.noise_std(s, 10) for s in range(11)]
+    assert all(a > b for a, b in zip(stds, stds[1:]))
+    assert all(math.isclose(a - b, 0.02) for a, b in zip(stds, stds[1:]))
+    fixed = build_objective(ObjectiveConfig(instance_noise=0.2, instance_noise_steps=10))
+    assert fixed.noise_std(5, 1000) == pytest.approx(0.1) and fixed.noise_std(10, 1000) == 0.0
+    off = build_objective(ObjectiveConfig())
+    assert off.noise_std(0, 100) == 0.0
+    assert build_objective(ObjectiveConfig(instance_noise=0.2)).noise_std(0, 0) == pytest.approx(0.2)
+
+
+def test_instance_noise_perturbs_d_inputs_reproducibly():
+    obj = build_objective(ObjectiveConfig(instance_noise=0.5))
+    real, fake = torch.zeros(64, 2), torch.ones(64, 2)
+    d = Fixed(REAL, FAKE)
+    obj.discriminator_loss(d, real, fake, noise_std=0.5, gen=torch.Generator().manual_seed(0))
+    noisy_real, noisy_fake = d.seen
+    assert noisy_real.std().item() == pytest.approx(0.5, rel=0.2)
+    assert (noisy_fake - 1).std().item() == pytest.approx(0.5, rel=0.2)
+    d2 = Fixed(REAL, FAKE)
+    obj.discriminator_loss(d2, real, fake, noise_std=0.5, gen=torch.Generator().manual_seed(0))
+    assert torch.equal(d2.seen[0], noisy_real) and torch.equal(d2.seen[1], noisy_fake)
+    d3 = Fixed(REAL, FAKE)
+    obj.discriminator_loss(d3, real, fake, noise_std=0.0)
+    assert d3.seen[0] is real and d3.seen[1] is fake  # no noise: inputs untouched
+
+
+def test_unknown_objective_name():
+    with pytest.raises(ConfigError, match="objective.name: unknown objective 'wgan'"):
+        build_objective(ObjectiveConfig(name="wgan"))
