@@ -4,7 +4,9 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from gankit.config import Config, ConfigError, load as load_config  # noqa: E402
+from gankit.metrics.api import calculate_metrics  # noqa: E402
 from gankit.sampling import load_generator  # noqa: E402
 from gankit.train import TrainResult, train  # noqa: E402
 
-__all__ = ["Config", "ConfigError", "TrainResult", "__version__", "load_config", "load_generator", "train"]
+__all__ = ["Config", "ConfigError", "TrainResult", "__version__", "calculate_metrics", "load_config", "load_generator",
+           "train"]

@@ -113,7 +113,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], meta: dict[str, Any
 
 
 def _read_header(raw: bytes, path: Path) -> dict[str, Any]:
-    if raw[:1] == b"\x80" or raw[:2] == b"PK":
+    # a safetensors header length can begin with byte 0x80 too; its JSON header then starts at byte 8
+    if (raw[:1] == b"\x80" or raw[:2] == b"PK") and raw[8:9] != b"{":
         raise CheckpointError(f"{path} looks like a pickle / torch.save file; gankit never unpickles "
                               "files (they can run code) and reads only its own safetensors checkpoints")
     if len(raw) < 8:
@@ -180,6 +181,10 @@ class CheckpointDir:
         for old in self.all()[:-self.keep]:
             old.unlink(missing_ok=True)
         return path
+
+    def save_best(self, state: dict[str, Any], meta: dict[str, Any]) -> Path:
+        """``best.safetensors``: outside the keep-last-k rotation, replaced atomically when beaten."""
+        return save_checkpoint(self.root / "best.safetensors", state, meta)
 
     def latest(self) -> Path | None:
         """The checkpoint named by latest.json, else the newest file present."""

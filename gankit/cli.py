@@ -80,6 +80,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
     s.add_argument("--device", default="cpu", help="device to sample on (default cpu)")
 
+    e = sub.add_parser("eval", help="measure samples (a run, a checkpoint, an .npz) against a reference dataset")
+    e.add_argument("source", help="run directory, checkpoint file, .npz (`images` or `points`) or image directory")
+    e.add_argument("--ref", required=True, help="reference dataset name (mnist10k, mnist, cifar10, ring, ...)")
+    e.add_argument("--metrics", help="comma-separated: fid,kid,pr,dc,classes,modes2d,stacked "
+                   "(default: fid,kid,pr,dc, plus classes for classifier extractors)")
+    e.add_argument("--num", type=_positive_int, default=10_000, help="number of samples (default 10000)")
+    e.add_argument("--split", default="train", help="reference split: train, test or holdout (default train)")
+    e.add_argument("--num-reference", type=_positive_int, help="use the first N reference items (default all)")
+    e.add_argument("--extractor", help="mnist-cnn, inception, inception:PATH or classifier:PATH "
+                   "(default: mnist-cnn for MNIST, points for 2D data, inception otherwise)")
+    e.add_argument("--root", default="data", help="directory of the reference dataset's files (default data)")
+    e.add_argument("--seed", type=int, default=0, help="latent seed of the samples and KID subsets (default 0)")
+    e.add_argument("--json", help="write the result, with its info block, to this JSON file")
+    e.add_argument("--device", default="cpu", help="device for sampling and features (default cpu)")
+    e.add_argument("--cache-dir", help="reference feature cache (default $GANKIT_CACHE/reference or "
+                   "~/.cache/gankit/reference)")
+    e.add_argument("--download", action="store_true", help="let missing Inception weights / datasets download")
+
+    k = sub.add_parser("classifier", help="train a feature classifier for a labelled dataset "
+                       "(the extractor classifier:PATH)")
+    k.add_argument("--data", required=True, help="labelled dataset name (mnist10k, mnist, fashion-mnist, cifar10)")
+    k.add_argument("--root", default="data", help="directory of the dataset's files (default data)")
+    k.add_argument("--out", help="weights file (default classifiers/<data>.safetensors)")
+    k.add_argument("--epochs", type=_positive_int, default=10, help="training epochs (default 10)")
+    k.add_argument("--seed", type=int, default=0, help="seed of the initialisation and data order (default 0)")
+    k.add_argument("--limit", type=_positive_int, help="train on the first N training images only")
+    k.add_argument("--download", action="store_true", help="let torchvision download missing dataset files")
+
     c = sub.add_parser("config", help="print a resolved config, or every field with its default and help")
     c.add_argument("config", nargs="?", help="YAML config file; omit to list all fields")
     c.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
@@ -129,6 +157,56 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+    import warnings
+
+    from gankit.checkpoint import atomic_write_bytes
+    from gankit.metrics.api import calculate_metrics, format_table
+    from gankit.train import select_device
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # one "gankit: warning:" line, not Python's two-line format
+        result = calculate_metrics(args.source, args.ref, metrics=metrics, num=args.num, extractor=args.extractor,
+                                   split=args.split, root=args.root, seed=args.seed, cache_dir=args.cache_dir,
+                                   device=select_device(args.device), num_reference=args.num_reference,
+                                   download=args.download)
+    info = result["info"]
+    against = f"{info['reference']} ({info['split']}, {info['num_reference']} items)" if info["num_reference"] \
+        else info["reference"]
+    features = f", features {info['extractor']} v{info['extractor_version']}" if info["extractor"] else ""
+    print(f"gankit: {info['num']} samples of {info['samples']} vs {against}{features}")
+    print(format_table(result))
+    if args.json:
+        atomic_write_bytes(Path(args.json), json.dumps(result, indent=2, default=_json_value).encode())
+        print(f"gankit: wrote {args.json}")
+    return 0
+
+
+def _json_value(obj: object) -> object:
+    """numpy scalars (from metric code) as plain numbers."""
+    item = getattr(obj, "item", None)
+    return item() if callable(item) else str(obj)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    print(f"gankit: warning: {message}", file=sys.stderr)
+
+
+def cmd_classifier(args: argparse.Namespace) -> int:
+    from gankit.metrics.classifier import save_classifier, train_for_dataset
+
+    model, info = train_for_dataset(args.data, root=args.root, download=args.download, epochs=args.epochs,
+                                    seed=args.seed, limit=args.limit)
+    out = save_classifier(model, info, args.out or Path("classifiers") / f"{args.data}.safetensors")
+    print(f"gankit: {args.data} classifier: held-out accuracy {info['test_accuracy']:.2%} on "
+          f"{info['test_images']} images ({info['train_images']} trained on, {args.epochs} epochs)")
+    print(f"gankit: wrote {out}; evaluate with --extractor classifier:{out}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -146,13 +224,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gankit.checkpoint import CheckpointError
     from gankit.config import ConfigError
     from gankit.data import DataError
+    from gankit.metrics.errors import EvalError
     from gankit.train import TrainError
 
     args = build_parser().parse_args(argv)
-    commands = {"train": cmd_train, "sample": cmd_sample, "config": cmd_config}
+    commands = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "classifier": cmd_classifier,
+                "config": cmd_config}
     try:
         return commands[args.command](args)
-    except (ConfigError, DataError, CheckpointError, TrainError, ValueError) as exc:
+    except (ConfigError, DataError, CheckpointError, TrainError, EvalError, ValueError) as exc:
         print(f"gankit: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -117,6 +117,37 @@ class CheckpointConfig:
 
 
 @dataclass
+class EvalConfig:
+    every: int = opt(0, "steps between in-training evaluations (0 = off)", ge=0, resumable=True)
+    metrics: list = opt(["fid", "classes"], "metrics computed during training (names as in `gankit eval`)",
+                        resumable=True)
+    num: int = opt(2000, "samples per in-training evaluation (the final report uses 10,000)", ge=2,
+                   resumable=True)
+    reference: str | None = opt(None, "reference dataset of the evaluation (null = data.name)", resumable=True)
+    extractor: str | None = opt(None, "feature extractor (null = the reference dataset's default)",
+                                resumable=True)
+    keep_best: bool = opt(True, "keep checkpoints/best.safetensors, the evaluated checkpoint with the lowest FID",
+                          resumable=True)
+
+
+@dataclass
+class HealthConfig:
+    alarms: bool = opt(True, "watch for a winning D, collapse and divergence; print a suggested action",
+                       resumable=True)
+    patience: int = opt(10, "log intervals a condition must last before its alarm fires", ge=1, resumable=True)
+    d_wins_below: float = opt(0.02, "`d wins` alarm: mean D(G(z)) below this (non-saturating/minimax losses)",
+                              ge=0.0, resumable=True)
+    diversity_below: float = opt(0.25, "`collapse` alarm: per-feature std of G's samples over that of the real "
+                                 "data below this", ge=0.0, resumable=True)
+    coverage_below: float = opt(0.8, "`collapse` alarm: share of classes present in evaluation samples below "
+                                "this (needs eval.metrics to include classes)", ge=0.0, resumable=True)
+    rollbacks: int = opt(3, "non-finite loss: roll back to the last good checkpoint at most this many times, "
+                         "then stop", ge=0, resumable=True)
+    rollback_lr_factor: float = opt(0.5, "learning rates are multiplied by this at each rollback", gt=0.0,
+                                    resumable=True)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -125,6 +156,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -229,6 +262,8 @@ def _validate(cfg: Config) -> Config:
                           f"(got {cfg.objective.label_smoothing})")
     if cfg.train.ema_decay >= 1.0:
         raise ConfigError(f"config: train.ema_decay must be < 1, got {cfg.train.ema_decay}")
+    if cfg.health.rollback_lr_factor >= 1.0:
+        raise ConfigError(f"config: health.rollback_lr_factor must be < 1, got {cfg.health.rollback_lr_factor}")
     if cfg.data.channels not in (None, 1, 3):
         raise ConfigError(f"config: data.channels must be 1 or 3, got {cfg.data.channels}")
     return cfg

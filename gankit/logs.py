@@ -29,6 +29,7 @@ class RunLogger:
             self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                             file=sys.stderr, smoothing=0.05)
         self._last_step, self._last_time = start_step, time.perf_counter()
+        self._last_eval: dict[str, float] = {}
 
     def scalars(self, step: int, stats: dict[str, Any], extra: dict[str, float] | None = None) -> dict[str, float]:
         """Record one row; returns it. Tensors are read here, once per log interval."""
@@ -38,13 +39,31 @@ class RunLogger:
         row = {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in stats.items()}
         row.update(extra or {})
         row["img_per_s"] = rate
-        self.jsonl.write(json.dumps({"step": step, **row}) + "\n")
-        if self.tb is not None:
-            for key, value in row.items():
-                self.tb.add_scalar(_tb_tag(key), value, step)
+        self.record(step, row)
         if self.bar is not None:
-            self.bar.set_postfix_str(_postfix(row), refresh=False)
+            self.bar.set_postfix_str(_postfix({**self._last_eval, **row}), refresh=False)
         return row
+
+    def record(self, step: int, values: dict[str, float]) -> None:
+        """Write scalars to metrics.jsonl and TensorBoard (evaluation results use this directly)."""
+        self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
+        if self.tb is not None:
+            for key, value in values.items():
+                self.tb.add_scalar(_tb_tag(key), value, step)
+        if "eval/fid" in values:
+            self._last_eval = {"fid": values["eval/fid"]}
+
+    def event(self, record: dict[str, Any]) -> None:
+        """Append a non-scalar event (an alarm) to events.jsonl."""
+        with open(self.run_dir / "events.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def rewind(self, step: int) -> None:
+        """After a rollback: the progress bar and rate count from ``step`` again."""
+        if self.bar is not None:
+            self.bar.n = step
+            self.bar.refresh()
+        self._last_step, self._last_time = step, time.perf_counter()
 
     def advance(self, steps: int = 1) -> None:
         if self.bar is not None:
@@ -81,11 +100,15 @@ def _tb_tag(key: str) -> str:
         return f"loss/{key}"
     if key.startswith("d_"):
         return f"D/{key}"
+    if "/" in key:
+        return key
     return f"train/{key}"
 
 
 def _postfix(row: dict[str, float]) -> str:
     parts = [f"{k}={row[k]:.3f}" for k in ("loss_d", "loss_g", "d_real", "d_fake") if k in row]
+    if "fid" in row:
+        parts.append(f"FID={row['fid']:.1f}")
     parts.append(f"{row['img_per_s']:.0f} img/s")
     return " ".join(parts)
 

@@ -25,6 +25,8 @@ def bce_logits(logits: torch.Tensor, target: float) -> torch.Tensor:
 class Objective:
     """Base: instance noise and one-sided label smoothing; subclasses define the loss terms."""
 
+    logistic_d = True  # D's logits are log-odds, so sigmoid(D) is the probability of "real"
+
     def __init__(self, cfg: ObjectiveConfig) -> None:
         self.cfg = cfg
 

@@ -5,6 +5,7 @@ restore a checkpoint if resuming -> loop (D steps, G step, EMA, log, sample, che
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from gankit.checkpoint import CheckpointDir, CheckpointError, load_checkpoint
 from gankit.config import Config, ConfigError, from_dict, load, resume_conflicts
 from gankit.data import BatchStream, Source, build_dataset
 from gankit.ema import EMA
+from gankit.evaluator import TrainingEvaluator
+from gankit.health import Alarm, HealthMonitor
 from gankit.logs import RunLogger, plot_loss_curves
 from gankit.models import build_models
 from gankit.objectives import Objective, build_objective
@@ -81,6 +84,10 @@ class Trainer:
     rng: torch.Generator  # latents and instance noise
     step: int = 0
     images_seen: int = 0
+    lr_scale: float = 1.0  # lowered by divergence rollbacks; kept in checkpoints
+    rollbacks: int = 0
+    best_fid: float = math.inf
+    real_std: float | None = None  # per-feature std of one real batch: the diversity yardstick
 
     def train_step(self, total: int | None) -> dict[str, torch.Tensor]:
         """``d_steps`` D updates, then one G update on the last D step's fakes."""
@@ -89,6 +96,8 @@ class Trainer:
         self.d.requires_grad_(True)
         for i in range(cfg.train.d_steps):
             real, y = self.stream.next()
+            if self.real_std is None:
+                self.real_std = float(real.flatten(1).float().std(0).mean())
             z = torch.randn(bs, cfg.model.latent_dim, generator=self.rng, device=self.device)
             with torch.set_grad_enabled(i == cfg.train.d_steps - 1):  # keep only the graph G reuses
                 fake = self.g(z)
@@ -116,6 +125,19 @@ class Trainer:
         self.ema.recalibrate_norms(list(z.split(256)))
         return self.ema.shadow
 
+    def diversity(self, z: torch.Tensor) -> float | None:
+        """Per-feature std of G's samples over the real data's: about 1 when healthy, near 0 when collapsed."""
+        if not self.real_std:
+            return None
+        fake = generate(self.g, z)
+        return float(fake.flatten(1).std(0).mean()) / self.real_std
+
+    def set_lr_scale(self, scale: float) -> None:
+        self.lr_scale = scale
+        for opt, lr in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "g": self.g.state_dict(), "d": self.d.state_dict(),
@@ -128,6 +150,8 @@ class Trainer:
     def meta(self, elapsed: float) -> dict[str, Any]:
         return {"config": self.cfg.to_dict(), "step": self.step, "images_seen": self.images_seen,
                 "data": self.stream.state_dict(), "data_shape": list(self.source.shape),
+                "lr_scale": self.lr_scale, "rollbacks": self.rollbacks,
+                "best_fid": None if math.isinf(self.best_fid) else self.best_fid,
                 "elapsed_seconds": elapsed, "gankit_version": __version__, "torch_version": torch.__version__,
                 "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
@@ -146,6 +170,9 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.stream.load_state_dict(meta["data"])
         self.step, self.images_seen = int(meta["step"]), int(meta["images_seen"])
+        self.rollbacks = int(meta.get("rollbacks", 0))
+        self.best_fid = math.inf if meta.get("best_fid") is None else float(meta["best_fid"])
+        self.set_lr_scale(float(meta.get("lr_scale", 1.0)))
 
 
 def prepare(cfg: Config) -> Trainer:
@@ -204,16 +231,26 @@ def train(cfg: Config | dict | str | Path, run_dir: str | Path | None = None, *,
         cfg = from_dict(cfg)
     trainer = prepare(cfg)
     total = total_steps(cfg, trainer.stream)
+    evaluator = TrainingEvaluator.build(cfg, trainer) if cfg.eval.every else None
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
     ckpts = _open_run_dir(cfg, run_dir, resume, trainer)
     start_step = trainer.step
+    # what a rollback returns to when no checkpoint has been written yet
+    initial = (copy.deepcopy(trainer.state_dict()), trainer.meta(0.0))
     logger = RunLogger(run_dir, start_step=start_step, total_steps=total, progress=cfg.log.progress,
                        tensorboard=cfg.log.tensorboard, batch_size=cfg.train.batch_size * cfg.train.d_steps)
+    health = HealthMonitor(cfg.health, logistic_d=trainer.objective.logistic_d)
     fixed_z = latents(cfg.log.grid ** 2 if trainer.source.is_image else 2500, cfg.model.latent_dim,
                       cfg.train.seed + 10_007, trainer.device)
+    diversity_z = latents(128, cfg.model.latent_dim, cfg.train.seed + 30_011, trainer.device)
     stopped_by, last_ckpt, saved_step, row = "steps", ckpts.latest(), start_step, {}
-    sums: dict[str, torch.Tensor] = {}
-    count = 0
+    window = StatWindow()
+
+    def alarm(alarms: list[Alarm]) -> None:
+        for a in alarms:
+            logger.message(a.text())
+            logger.event(a.to_dict())
+
     try:
         while total is None or trainer.step < total:
             if cfg.train.max_seconds is not None and time.perf_counter() - t0 >= cfg.train.max_seconds:
@@ -222,24 +259,44 @@ def train(cfg: Config | dict | str | Path, run_dir: str | Path | None = None, *,
             if stop is not None and getattr(stop, "requested", False):
                 stopped_by = "interrupt"
                 break
-            stats = trainer.train_step(total)
-            for k, v in stats.items():
-                sums[k] = sums[k] + v if k in sums else v.clone()
-            count += 1
+            window.add(trainer.train_step(total))
             logger.advance()
             step = trainer.step
-            if step % cfg.log.every == 0:
-                row = logger.scalars(step, {k: v / count for k, v in sums.items()},
-                                     {"kimg": trainer.images_seen / 1000, "seconds": time.perf_counter() - t0})
-                sums, count = {}, 0
+            at_log, at_ckpt = step % cfg.log.every == 0, step % cfg.checkpoint.every == 0
+            if (at_log or at_ckpt) and not window.finite():
+                # never log, sample or checkpoint a diverged model: go back to the last good state
+                back_to = _rollback(trainer, ckpts, initial, cfg)
+                alarm([health.diverged(step, back_to, trainer.lr_scale)])
+                logger.rewind(back_to)
+                window = StatWindow()
+                saved_step = back_to
+                continue
+            if at_log:
+                means = window.means()
+                row = logger.scalars(step, means, {"kimg": trainer.images_seen / 1000,
+                                                   "seconds": time.perf_counter() - t0})
+                window = StatWindow()
+                diversity = trainer.diversity(diversity_z) if cfg.health.alarms else None
+                alarm(health.observe(step, d_fake=means.get("d_fake"), diversity=diversity))
             if cfg.log.sample_every and step % cfg.log.sample_every == 0:
                 _write_samples(trainer, fixed_z, run_dir, logger)
-            if step % cfg.checkpoint.every == 0:
+            if evaluator is not None and step % cfg.eval.every == 0:
+                result = evaluator.evaluate(step)
+                logger.record(step, {f"eval/{k}": v for k, v in result.items()})
+                alarm(health.observe(step, coverage=result.get("class_coverage")))
+                if cfg.eval.keep_best and result.get("fid", math.inf) < trainer.best_fid:
+                    trainer.best_fid = result["fid"]
+                    ckpts.save_best(trainer.state_dict(), trainer.meta(time.perf_counter() - t0))
+            if at_ckpt:
                 trainer.sampling_net()  # checkpoints hold sampling-ready EMA statistics
                 last_ckpt = ckpts.save(step, trainer.state_dict(), trainer.meta(time.perf_counter() - t0))
                 saved_step = step
     finally:
         logger.close()
+    if not window.finite():  # diverged after the last check: the last good checkpoint stands
+        _rollback(trainer, ckpts, initial, cfg)
+        saved_step = trainer.step
+        last_ckpt = ckpts.latest()
     if last_ckpt is None or trainer.step != saved_step:
         trainer.sampling_net()
         last_ckpt = ckpts.save(trainer.step, trainer.state_dict(), trainer.meta(time.perf_counter() - t0))
@@ -247,6 +304,40 @@ def train(cfg: Config | dict | str | Path, run_dir: str | Path | None = None, *,
     if cfg.log.plot:
         plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss_curves.png")
     return TrainResult(run_dir, trainer.step, last_ckpt, stopped_by, row)
+
+
+class StatWindow:
+    """Sums of per-step statistics over one log interval, kept on the device (no sync per step)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, stats: dict[str, torch.Tensor]) -> None:
+        for k, v in stats.items():
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+        self.count += 1
+
+    def finite(self) -> bool:
+        return all(bool(torch.isfinite(v)) for v in self.sums.values())
+
+    def means(self) -> dict[str, float]:
+        return {k: float(v) / self.count for k, v in self.sums.items()}
+
+
+def _rollback(trainer: Trainer, ckpts: CheckpointDir, initial: tuple[dict, dict], cfg: Config) -> int:
+    """Restore the last good checkpoint (or the run's start) with lower learning rates; returns its step."""
+    if trainer.rollbacks >= cfg.health.rollbacks:
+        raise TrainError(f"training diverged (non-finite loss at step {trainer.step}) after "
+                         f"{trainer.rollbacks} rollbacks with lower learning rates; the last good checkpoint "
+                         f"is {ckpts.latest()}. Lower optim.lr_g/lr_d, or try another objective")
+    rollbacks, scale = trainer.rollbacks + 1, trainer.lr_scale * cfg.health.rollback_lr_factor
+    latest = ckpts.latest()
+    state, meta = load_checkpoint(latest) if latest is not None else copy.deepcopy(initial)
+    trainer.load_state_dict(state, meta)
+    trainer.rollbacks = rollbacks
+    trainer.set_lr_scale(scale)
+    return trainer.step
 
 
 def _write_samples(trainer: Trainer, z: torch.Tensor, run_dir: Path, logger: RunLogger | None) -> None:

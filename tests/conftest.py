@@ -3,6 +3,7 @@ a small trained run reused by the sampling tests, and helpers to compare trainin
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,19 @@ SHARED = ["train.steps=30", "checkpoint.every=15", "log.sample_every=15", "log.p
 def make_cfg(base: dict[str, Any], *overrides: str) -> dict[str, Any]:
     """A deep copy of ``base`` with dotted ``key=value`` overrides applied."""
     return apply_overrides(copy.deepcopy(base), list(overrides))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_gankit_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Evaluation caches (reference features, Inception weights) go to a temporary directory, never to
+    the user's ~/.cache/gankit."""
+    saved = os.environ.get("GANKIT_CACHE")
+    os.environ["GANKIT_CACHE"] = str(tmp_path_factory.mktemp("gankit-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("GANKIT_CACHE", None)
+    else:
+        os.environ["GANKIT_CACHE"] = saved
 
 
 @pytest.fixture

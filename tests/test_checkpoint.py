@@ -244,3 +244,16 @@ def test_resolve_file_run_dir_and_checkpoints_dir(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="no checkpoint found"):
         resolve(tmp_path / "empty")
+
+
+def test_a_header_length_starting_with_byte_0x80_is_not_taken_for_a_pickle(tmp_path):
+    """safetensors files begin with their header length; one whose low byte is 0x80 still loads."""
+    state = {"w": torch.ones(2)}
+    for pad in range(0, 512, 8):  # safetensors pads headers to 8 bytes, so every 8th length is reachable
+        path = save_checkpoint(tmp_path / "c.safetensors", state, {"pad": "x" * pad})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    else:
+        pytest.fail("no padding gave a header length starting with 0x80")
+    loaded, meta = load_checkpoint(path)
+    assert torch.equal(loaded["w"], state["w"]) and meta["pad"] == "x" * pad

@@ -21,6 +21,7 @@ def grid_modes(values: tuple[float, ...] = (-4.0, -2.0, 0.0, 2.0, 4.0)) -> torch
 
 
 MIXTURES = {"ring": (ring_modes, 0.01), "grid": (grid_modes, 0.05)}
+TRAIN_SEED = 1234  # the fixed training set; evaluation draws its test points with another seed
 
 
 def mixture_points(modes: torch.Tensor, std: float, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,7 +32,7 @@ def mixture_points(modes: torch.Tensor, std: float, n: int, seed: int) -> tuple[
 
 def _mixture(name: str, cfg: DataConfig) -> TensorSource:
     modes_fn, std = MIXTURES[name]
-    points, which = mixture_points(modes_fn(), std, cfg.num_points, seed=1234)
+    points, which = mixture_points(modes_fn(), std, cfg.num_points, seed=TRAIN_SEED)
     return TensorSource(points, which, cfg.normalize, num_classes=len(modes_fn()))
 
 

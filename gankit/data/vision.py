@@ -20,15 +20,17 @@ _FILES = {
     "cifar10": ("CIFAR10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)]
                 + ["test_batch", "batches.meta"]),
 }
+NAMES = frozenset(_FILES)
 
 
-def _load(name: str, cfg: DataConfig) -> TensorSource:
+def load_split(name: str, cfg: DataConfig, train: bool = True) -> TensorSource:
+    """The training (or, with ``train=False``, the test) split of torchvision dataset ``name``."""
     import torchvision.datasets as tvd
 
     cls_name, folder, files = _FILES[name]
     root = Path(cfg.root).expanduser()
     try:
-        ds = getattr(tvd, cls_name)(str(root), train=True, download=cfg.download)
+        ds = getattr(tvd, cls_name)(str(root), train=train, download=cfg.download)
     except (RuntimeError, OSError, ValueError, AssertionError) as exc:  # a malformed idx file asserts
         where = root / folder
         how = ("set data.download: true to fetch them" if not cfg.download
@@ -43,14 +45,14 @@ def _load(name: str, cfg: DataConfig) -> TensorSource:
 
 @DATASETS.register("mnist")
 def mnist(cfg: DataConfig) -> TensorSource:
-    return _load("mnist", cfg)
+    return load_split("mnist", cfg)
 
 
 @DATASETS.register("fashion-mnist")
 def fashion_mnist(cfg: DataConfig) -> TensorSource:
-    return _load("fashion-mnist", cfg)
+    return load_split("fashion-mnist", cfg)
 
 
 @DATASETS.register("cifar10")
 def cifar10(cfg: DataConfig) -> TensorSource:
-    return _load("cifar10", cfg)
+    return load_split("cifar10", cfg)

@@ -1,70 +1,169 @@
-"""Feature extractors (a registry): map uint8 images to feature vectors (and class logits when known)."""
+"""Feature extractors (a registry): map samples to feature vectors, and to class logits when the
+extractor is a classifier.
+
+An extractor is named by a spec string ``NAME`` or ``NAME:ARG``: ``mnist-cnn`` (the shipped digit
+classifier), ``classifier:PATH`` (one trained by ``gankit classifier``), ``inception`` /
+``inception:PATH`` (Inception-v3 with the FID weights) and ``points`` (2D data as its own features).
+"""
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
 from importlib import resources
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gankit.metrics.classifier import DigitCNN
+from gankit.data.toy2d import MIXTURES
+from gankit.metrics.classifier import classifier_from_bytes
+from gankit.metrics.errors import EvalError
+from gankit.metrics.store import digest
 from gankit.registry import Registry
-
 
 @dataclass
 class FeatureExtractor:
-    """``extract(images)`` takes uint8 (N, C, H, W) and returns (features (N, D), logits (N, K) or None)."""
+    """``extract(samples)`` -> (features (N, D) float64, logits (N, K) or None), on the CPU.
+
+    ``net.features`` maps a prepared batch to features; ``net.head`` maps features to logits when
+    ``num_classes`` is set. ``key`` names the exact weights (reference caches are keyed by it).
+    """
 
     name: str
     version: int
+    key: str
     net: nn.Module
-    resolution: int
-    channels: int
-    info: dict
+    prepare: Callable[[torch.Tensor], torch.Tensor]
+    num_classes: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_logits(self) -> bool:
+        return self.num_classes is not None
 
     @torch.no_grad()
-    def extract(self, images: torch.Tensor, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+    def extract(self, samples: torch.Tensor, batch_size: int = 250, device: str | torch.device = "cpu"
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        net = self.net.to(device).eval()
         feats, logits = [], []
-        for chunk in images.split(batch_size):
-            x = _fit(chunk, self.resolution, self.channels)
-            f = self.net.features(x)
-            feats.append(f)
-            logits.append(self.net.head(f))
-        return torch.cat(feats).double(), torch.cat(logits)
+        for chunk in samples.split(batch_size):
+            f = net.features(self.prepare(chunk.to(device)))
+            feats.append(f.cpu())
+            if self.has_logits:
+                logits.append(net.head(f).cpu())
+        if not feats:
+            raise EvalError("no samples to extract features from")
+        return torch.cat(feats).double(), (torch.cat(logits) if self.has_logits else None)
 
 
-def _fit(images: torch.Tensor, resolution: int, channels: int) -> torch.Tensor:
+def fit_to(images: torch.Tensor, resolution: int, channels: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float [0, 1] at ``channels`` x ``resolution`` (antialiased resize)."""
     x = images.float().div(255)
     if x.shape[1] != channels:
         x = x.mean(1, keepdim=True) if channels == 1 else x.expand(-1, channels, -1, -1)
-    if x.shape[-1] != resolution:
+    if x.shape[-1] != resolution or x.shape[-2] != resolution:
         x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False)
     return x
 
 
-FEATURES: Registry[Callable[[], FeatureExtractor]] = Registry("feature extractor")
+def _classifier_extractor(name: str, raw: bytes, where: str) -> FeatureExtractor:
+    net, info = classifier_from_bytes(raw, where)
+    version = int(info.get("version", 1))
+    res, ch = net.resolution, net.channels
+
+    def prepare(images: torch.Tensor) -> torch.Tensor:
+        _check_images(images, name)
+        return fit_to(images, res, ch)
+
+    return FeatureExtractor(name, version, f"{name.split(':')[0]}-v{version}-{digest(raw)}", net, prepare,
+                            net.num_classes, {**info, "source": where})
+
+
+def _check_images(x: torch.Tensor, name: str) -> None:
+    if x.dim() != 4 or x.dtype != torch.uint8:
+        raise EvalError(f"the {name} extractor takes uint8 images (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+
+
+class _Points(nn.Module):
+    """2D samples are their own features: distances between points are what matters."""
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+
+def _no_arg(name: str, arg: str | None) -> None:
+    if arg is not None:
+        raise EvalError(f"the {name} extractor takes no argument (got {name}:{arg})")
+
+
+Factory = Callable[[str | None, bool], FeatureExtractor]
+FEATURES: Registry[Factory] = Registry("feature extractor")
 
 
 @FEATURES.register("mnist-cnn")
-@lru_cache(maxsize=1)
-def mnist_cnn() -> FeatureExtractor:
-    """The shipped digit classifier (gankit/assets/mnist_cnn.safetensors), 128-d features."""
-    from safetensors import safe_open
-    from safetensors.torch import load
-
-    ref = resources.files("gankit.assets").joinpath("mnist_cnn.safetensors")
-    raw = ref.read_bytes()
-    net = DigitCNN()
-    net.load_state_dict(load(raw))
-    net.eval()
-    with resources.as_file(ref) as path, safe_open(str(path), "pt") as fh:
-        info = json.loads(fh.metadata()["info"])
-    return FeatureExtractor("mnist-cnn", int(info["version"]), net, 28, 1, info)
+def mnist_cnn(arg: str | None = None, download: bool = False) -> FeatureExtractor:
+    """The shipped digit classifier (gankit/assets/mnist_cnn.safetensors), 128-d features, 10 logits."""
+    _no_arg("mnist-cnn", arg)
+    raw = resources.files("gankit.assets").joinpath("mnist_cnn.safetensors").read_bytes()
+    return _classifier_extractor("mnist-cnn", raw, "gankit/assets/mnist_cnn.safetensors")
 
 
-def get_extractor(name: str) -> FeatureExtractor:
-    return FEATURES.get(name)()
+@FEATURES.register("classifier")
+def classifier(arg: str | None = None, download: bool = False) -> FeatureExtractor:
+    """A classifier trained by ``gankit classifier --data NAME --out PATH``: ``classifier:PATH``."""
+    if not arg:
+        raise EvalError("the classifier extractor needs a path: classifier:PATH "
+                        "(train one with `gankit classifier --data NAME --out PATH`)")
+    path = Path(arg).expanduser()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise EvalError(f"classifier weights {path} not found or unreadable ({exc.strerror or exc}); "
+                        "train them with `gankit classifier --data NAME --out PATH`") from None
+    return _classifier_extractor(f"classifier:{path}", raw, str(path))
+
+
+@FEATURES.register("inception")
+def inception(arg: str | None = None, download: bool = False) -> FeatureExtractor:
+    """Inception-v3 with the FID weights (2048-d pool features), as in pytorch-fid / the TF original."""
+    from gankit.metrics.inception import load_fid_inception
+
+    return load_fid_inception(arg, download=download)
+
+
+@FEATURES.register("points")
+def points(arg: str | None = None, download: bool = False) -> FeatureExtractor:
+    """2D data: the coordinates themselves."""
+    _no_arg("points", arg)
+
+    def prepare(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.is_floating_point() is False:
+            raise EvalError(f"the points extractor takes float points (N, D), got {x.dtype} {tuple(x.shape)}")
+        return x.double()
+
+    return FeatureExtractor("points", 1, "points-v1", _Points(), prepare)
+
+
+def is_points_dataset(dataset: str) -> bool:
+    """2D mixtures are measured on the points themselves."""
+    return dataset in MIXTURES
+
+
+def default_extractor(dataset: str) -> str:
+    """The feature space a dataset is measured in unless told otherwise."""
+    if dataset in ("mnist10k", "mnist"):
+        return "mnist-cnn"
+    if is_points_dataset(dataset):
+        return "points"
+    return "inception"
+
+
+def get_extractor(spec: str, *, download: bool = False) -> FeatureExtractor:
+    """Build the extractor named by ``spec`` (``NAME`` or ``NAME:ARG``); unknown names suggest the closest."""
+    name, _, arg = spec.partition(":")
+    try:
+        factory = FEATURES.get(name)
+    except KeyError as exc:
+        raise EvalError(exc.args[0]) from None
+    return factory(arg or None, download)

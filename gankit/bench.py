@@ -1,0 +1,143 @@
+"""``gankit bench``: the quality benchmarks, each a preset trained for a fixed wall-clock budget and
+measured with the protocol of its literature, printed next to the published numbers."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gankit.checkpoint import atomic_write_bytes
+from gankit.config import ConfigError, load
+
+
+@dataclass(frozen=True)
+class Anchor:
+    method: str
+    values: dict[str, float]
+    source: str
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    config: str  # relative to the configs directory
+    seconds: float
+    metrics: tuple[str, ...]
+    num: int
+    columns: tuple[str, ...]  # result keys shown in the table
+    anchors: tuple[Anchor, ...] = field(default_factory=tuple)
+
+
+_PACGAN = "Lin et al. 2018 (PacGAN), Table 3"
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
+    Benchmark("ring", "ring.yaml", 60, ("modes2d",), 2500, ("modes", "high_quality", "reverse_kl"), (
+        Anchor("PacGAN4", {"modes": 7.8, "high_quality": 0.959}, _PACGAN),
+        Anchor("GDPP", {"modes": 8.0, "high_quality": 0.717}, "Elfeki et al. 2019"),
+        Anchor("VEEGAN", {"modes": 8.0, "high_quality": 0.529}, "Srivastava et al. 2017"))),
+    Benchmark("grid", "grid.yaml", 60, ("modes2d",), 2500, ("modes", "high_quality", "reverse_kl"), (
+        Anchor("PacGAN4", {"modes": 24.8, "high_quality": 0.936}, _PACGAN),
+        Anchor("GDPP", {"modes": 24.8, "high_quality": 0.685}, "Elfeki et al. 2019"),
+        Anchor("VEEGAN", {"modes": 24.6, "high_quality": 0.40}, "Srivastava et al. 2017"))),
+    Benchmark("stacked-mnist", "stacked_mnist.yaml", 1800, ("stacked",), 26_000, ("modes", "kl"), (
+        Anchor("R3GAN", {"modes": 1000, "kl": 0.029}, "Huang et al. 2024 (7 h on 8 L40 GPUs)"),
+        Anchor("PacGAN4", {"modes": 1000, "kl": 0.07}, _PACGAN),
+        Anchor("PresGAN", {"modes": 1000, "kl": 0.12}, "Dieng et al. 2019"),
+        Anchor("DCGAN", {"modes": 99, "kl": 3.4}, _PACGAN))),
+    Benchmark("mnist10k", "mnist_dcgan.yaml", 300, ("fid", "classes"), 10_000,
+              ("fid", "classes_present", "min_share", "max_share")),
+)}
+
+
+def default_configs_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "configs"
+
+
+def run_benchmark(bench: Benchmark, *, configs_dir: Path, out_dir: Path, seed: int, seconds: float,
+                  overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train ``bench``'s preset for ``seconds`` with ``seed`` in a fresh run directory, then measure it."""
+    import shutil
+
+    from gankit.metrics.api import calculate_metrics
+    from gankit.train import train
+
+    path = configs_dir / bench.config
+    if not path.is_file():
+        raise ConfigError(f"bench: preset {path} not found (pass --configs DIR pointing at gankit's configs/)")
+    cfg = load(path, [f"train.seed={seed}", f"train.max_seconds={seconds}",
+                      "log.progress=false", "log.plot=false", "log.sample_every=0", *(overrides or [])])
+    run_dir = out_dir / f"{bench.name}-seed{seed}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    t0 = time.perf_counter()
+    result = train(cfg, run_dir)
+    wall = time.perf_counter() - t0
+    metrics = calculate_metrics(str(run_dir), cfg.data.name, metrics=bench.metrics, num=bench.num, seed=seed)
+    flat = {k: v for k, v in metrics.items() if k != "info"}
+    return {"benchmark": bench.name, "config": str(path), "seed": seed, "budget_s": seconds,
+            "wall_s": round(wall, 1), "steps": result.step, **_flatten(flat), "info": metrics.get("info", {})}
+
+
+def _flatten(d: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(v)
+        else:
+            out[k] = v
+    return out
+
+
+def summarise(rows: list[dict[str, Any]], bench: Benchmark) -> dict[str, Any]:
+    """Mean over seeds of each shown column."""
+    mean = {c: sum(float(r[c]) for r in rows) / len(rows) for c in bench.columns if all(c in r for r in rows)}
+    return {"benchmark": bench.name, "seeds": len(rows), **mean}
+
+
+def format_table(summaries: list[dict[str, Any]]) -> str:
+    lines = []
+    for s in summaries:
+        bench = BENCHMARKS[s["benchmark"]]
+        cols = bench.columns
+        lines.append(f"{bench.name}  ({bench.seconds:g} s budget per run, {bench.num} samples, "
+                     f"mean of {s['seeds']} seed(s))")
+        lines.append("  " + f"{'method':16}" + "".join(f"{c:>16}" for c in cols))
+        lines.append("  " + f"{'gankit':16}" + "".join(f"{_fmt(s.get(c)):>16}" for c in cols))
+        for a in bench.anchors:
+            lines.append("  " + f"{a.method:16}" + "".join(f"{_fmt(a.values.get(c)):>16}" for c in cols))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and not v.is_integer():
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.2f}"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def bench(names: list[str], *, seeds: int = 1, time_scale: float = 1.0, configs_dir: Path | None = None,
+          out_dir: Path = Path("runs/bench"), json_out: Path | None = None,
+          overrides: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run the named benchmarks; print and return one summary per benchmark (JSON has every run)."""
+    for name in names:
+        if name not in BENCHMARKS:
+            from gankit.registry import unknown_name_message
+
+            raise ConfigError(f"bench: {unknown_name_message('benchmark', name, list(BENCHMARKS))}")
+    configs_dir = configs_dir or default_configs_dir()
+    runs, summaries = [], []
+    for name in names:
+        b = BENCHMARKS[name]
+        rows = [run_benchmark(b, configs_dir=configs_dir, out_dir=out_dir, seed=s, seconds=b.seconds * time_scale,
+                              overrides=overrides) for s in range(seeds)]
+        runs += rows
+        summaries.append(summarise(rows, b))
+    print(format_table(summaries))
+    if json_out is not None:
+        report = {"summaries": summaries, "runs": runs,
+                  "anchors": {n: [a.__dict__ for a in BENCHMARKS[n].anchors] for n in names}}
+        atomic_write_bytes(Path(json_out), json.dumps(report, indent=2, default=str).encode())
+    return summaries

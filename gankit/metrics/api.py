@@ -1,0 +1,325 @@
+"""``calculate_metrics``: generated samples against a named reference dataset, in one feature space.
+
+Samples come as a tensor, an ``.npz`` written by ``gankit sample``, a directory of images, or a run
+directory / checkpoint to sample from. Metrics are a registry; each reads what it needs from one
+:class:`MetricInputs`, so features are extracted once however many metrics use them.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from gankit.metrics.classes import class_stats
+from gankit.metrics.errors import EvalError
+from gankit.metrics.features import FeatureExtractor, default_extractor, get_extractor, is_points_dataset
+from gankit.metrics.fid import fid
+from gankit.metrics.kid import kid
+from gankit.metrics.prdc import prdc
+from gankit.metrics.reference import check_reference, reference_features
+from gankit.registry import Registry
+
+KNN_K = 3
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
+
+
+@dataclass
+class MetricInputs:
+    """What a metric may read: the samples, their features (float64) and logits, the reference's."""
+
+    samples: torch.Tensor
+    dataset: str
+    seed: int = 0
+    features: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    ref_features: torch.Tensor | None = None
+    ref_labels: torch.Tensor | None = None
+    num_classes: int | None = None
+    _knn: dict[str, float] | None = field(default=None, repr=False)
+
+    def pair(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.features is None or self.ref_features is None:
+            raise EvalError("this metric needs features of the samples and of the reference")
+        return self.features, self.ref_features
+
+    def knn(self) -> dict[str, float]:
+        """Precision, recall, density and coverage, computed once for `pr` and `dc` together."""
+        if self._knn is None:
+            feats, ref = self.pair()
+            # equally large sets: the k-NN radii, and so all four numbers, depend on the set sizes
+            self._knn = prdc(ref[:len(feats)], feats, k=KNN_K)
+        return self._knn
+
+
+@dataclass(frozen=True)
+class Metric:
+    """``needs``: "samples" (raw samples only), "features", or "logits" (features and class logits)."""
+
+    compute: Callable[[MetricInputs], dict[str, Any]]
+    needs: str
+    summary: str
+    spread: tuple[tuple[str, str], ...] = ()  # (value key, key of its standard deviation)
+
+
+METRICS: Registry[Metric] = Registry("metric")
+
+
+def _fid(x: MetricInputs) -> dict[str, Any]:
+    return {"fid": fid(*x.pair())}
+
+
+def _kid(x: MetricInputs) -> dict[str, Any]:
+    mean, std = kid(*x.pair(), subsets=KID_SUBSETS, subset_size=KID_SUBSET_SIZE, seed=x.seed)
+    return {"kid": mean, "kid_std": std}
+
+
+def _pr(x: MetricInputs) -> dict[str, Any]:
+    knn = x.knn()
+    return {"precision": knn["precision"], "recall": knn["recall"]}
+
+
+def _dc(x: MetricInputs) -> dict[str, Any]:
+    knn = x.knn()
+    return {"density": knn["density"], "coverage": knn["coverage"]}
+
+
+def _classes(x: MetricInputs) -> dict[str, Any]:
+    if x.logits is None or x.num_classes is None:
+        raise EvalError("metric 'classes' needs an extractor with class logits (mnist-cnn or classifier:PATH)")
+    k = x.num_classes
+    if x.ref_labels is not None and len(x.ref_labels):
+        if int(x.ref_labels.max()) >= k:
+            raise EvalError(f"the reference {x.dataset} has {int(x.ref_labels.max()) + 1} classes but the "
+                            f"extractor's classifier knows {k}; use a classifier trained on {x.dataset}")
+        target = np.bincount(x.ref_labels.numpy(), minlength=k) / len(x.ref_labels)
+    else:
+        target = np.full(k, 1.0 / k)
+    return class_stats(x.logits, k, target)
+
+
+def _modes2d(x: MetricInputs) -> dict[str, Any]:
+    if x.samples.dim() != 2:
+        raise EvalError("metric 'modes2d' needs 2D points (a ring or grid run)")
+    try:
+        from gankit.metrics.modes import pacgan_modes
+    except ImportError as exc:
+        raise EvalError(f"metric 'modes2d' is not available in this gankit ({exc})") from None
+    return dict(pacgan_modes(x.samples, x.dataset))
+
+
+def _stacked(x: MetricInputs) -> dict[str, Any]:
+    if x.samples.dim() != 4 or tuple(x.samples.shape[1:]) != (3, 28, 28):
+        raise EvalError(f"metric 'stacked' needs uint8 stacked-MNIST images (N, 3, 28, 28), got "
+                        f"{tuple(x.samples.shape)}")
+    try:
+        from gankit.metrics.modes import stacked_mnist_modes
+    except ImportError as exc:
+        raise EvalError(f"metric 'stacked' is not available in this gankit ({exc})") from None
+    return dict(stacked_mnist_modes(x.samples))
+
+
+for _name, _metric in {
+    "fid": Metric(_fid, "features", "Fréchet distance between Gaussians fitted to the two feature sets (lower is better)"),
+    "kid": Metric(_kid, "features", "kernel distance (unbiased MMD^2, cubic kernel), mean ± std over subsets",
+                  (("kid", "kid_std"),)),
+    "pr": Metric(_pr, "features", "precision (samples on the real manifold) and recall (real data covered), k = 3"),
+    "dc": Metric(_dc, "features", "density (precision counting neighbourhoods) and coverage (real points with a "
+                 "sample nearby), k = 3"),
+    "classes": Metric(_classes, "logits", "class shares of the samples, classes present (>= 1 %), KL to the "
+                      "reference's class distribution"),
+    "modes2d": Metric(_modes2d, "samples", "2D mixtures: modes captured, high-quality share, reverse KL (PacGAN)"),
+    "stacked": Metric(_stacked, "samples", "stacked MNIST: modes captured out of 1000 and KL to uniform"),
+}.items():
+    METRICS.register(_name)(_metric)
+
+
+def _as_samples(x: torch.Tensor, what: str) -> torch.Tensor:
+    if x.dim() == 4 and x.dtype == torch.uint8:
+        # a fresh NCHW copy: a permuted NHWC view with C = 1 passes is_contiguous() but convolves through
+        # another kernel, so the same images would give features differing in the last bits
+        return torch.empty(x.shape, dtype=x.dtype).copy_(x)
+    if x.dim() == 2 and x.is_floating_point():
+        return x.float()
+    raise EvalError(f"{what}: samples must be uint8 images (N, C, H, W) or float points (N, D), got "
+                    f"{x.dtype} {tuple(x.shape)}")
+
+
+def _read_npz(path: Path) -> torch.Tensor:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if "images" in npz:
+                arr = npz["images"]
+                if arr.dtype != np.uint8 or arr.ndim not in (3, 4):
+                    raise EvalError(f"{path}: `images` must be uint8 (N, H, W, C), got {arr.dtype} {arr.shape}")
+                x = torch.from_numpy(np.ascontiguousarray(arr))
+                return x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
+            if "points" in npz:
+                return torch.from_numpy(np.asarray(npz["points"], dtype=np.float32))
+            keys = ", ".join(npz.files) or "none"
+    except (OSError, ValueError) as exc:
+        raise EvalError(f"cannot read {path}: {exc}") from None
+    raise EvalError(f"{path} holds neither `images` nor `points` (it has: {keys})")
+
+
+def _read_image_dir(path: Path, num: int) -> torch.Tensor:
+    from PIL import Image
+
+    from gankit.data.folder import list_images, read_image
+
+    files = list_images(path)[:num]
+    with Image.open(files[0]) as first:
+        channels = 1 if first.mode in ("1", "L", "I", "I;16", "F") else 3
+        size = min(first.size)
+    return torch.stack([read_image(p, size, channels) for p in files])
+
+
+def load_samples(samples: torch.Tensor | np.ndarray | str | Path, num: int, *, seed: int = 0,
+                 device: str | torch.device = "cpu", batch_size: int = 256) -> tuple[torch.Tensor, str]:
+    """(uint8 images (N, C, H, W) or float points (N, D), a description): at most ``num`` samples of a
+    tensor / array, an ``.npz`` (``images`` N x H x W x C or ``points``), a directory of images, or
+    ``num`` fresh samples (latent seed ``seed``) of the generator in a run directory or checkpoint."""
+    from gankit.checkpoint import CheckpointError, resolve
+
+    if num < 1:
+        raise EvalError(f"the number of samples must be >= 1, got {num}")
+    if isinstance(samples, np.ndarray):
+        samples = torch.from_numpy(samples)
+    if isinstance(samples, torch.Tensor):
+        return _as_samples(samples[:num].cpu(), "tensor"), "tensor"
+    path = Path(samples).expanduser()
+    if path.suffix.lower() == ".npz":
+        if not path.is_file():
+            raise EvalError(f"no such file: {path}")
+        return _as_samples(_read_npz(path)[:num], str(path)), str(path)
+    if path.is_dir():
+        try:
+            resolve(path)
+        except CheckpointError:  # no checkpoint here: a directory of images (`gankit sample --out DIR/`)
+            return _read_image_dir(path, num), f"{path} (images)"
+    from gankit.sampling import load_generator
+
+    gen = load_generator(path, device=device)
+    x = gen.sample(num, seed=seed, batch_size=batch_size)
+    x = gen.to_uint8(x) if gen.is_image else x.float()
+    which = "EMA generator" if gen.is_ema else "generator"
+    return x, f"{path} ({which} at step {gen.step}, latent seed {seed})"
+
+
+def _extractor(spec: str | FeatureExtractor | None, ref: str, download: bool) -> FeatureExtractor:
+    if isinstance(spec, FeatureExtractor):
+        return spec
+    return get_extractor(spec or default_extractor(ref), download=download)
+
+
+def default_metrics(extractor: FeatureExtractor | None) -> tuple[str, ...]:
+    """fid, kid, pr, dc, plus classes when the extractor classifies."""
+    base = ("fid", "kid", "pr", "dc")
+    return base + ("classes",) if extractor is not None and extractor.has_logits else base
+
+
+def get_metric(name: str) -> Metric:
+    try:
+        return METRICS.get(name)
+    except KeyError as exc:
+        raise EvalError(exc.args[0]) from None
+
+
+def run_metrics(names: Sequence[str], inputs: MetricInputs) -> dict[str, Any]:
+    """Every named metric's values, in one flat dict (a key reported twice is an error)."""
+    result: dict[str, Any] = {}
+    owner: dict[str, str] = {}
+    for name in names:
+        for key, value in get_metric(name).compute(inputs).items():
+            if key in result:
+                raise EvalError(f"metrics {owner[key]!r} and {name!r} both report {key!r}; evaluate them separately")
+            result[key], owner[key] = value, name
+    return result
+
+
+def _check_kinds(x: torch.Tensor, ref: str, ext: FeatureExtractor) -> None:
+    points_ref, points_ext = is_points_dataset(ref), ext.name == "points"
+    if x.dim() == 2 and not points_ref:
+        raise EvalError(f"the samples are 2D points but {ref} is an image dataset")
+    if x.dim() == 4 and points_ref:
+        raise EvalError(f"the samples are images but {ref} holds 2D points")
+    if points_ext != (x.dim() == 2):
+        raise EvalError(f"the {ext.name} extractor does not fit {'2D points' if x.dim() == 2 else 'images'} "
+                        f"(use {'points' if x.dim() == 2 else 'mnist-cnn, inception or classifier:PATH'})")
+
+
+def calculate_metrics(samples: torch.Tensor | np.ndarray | str | Path, ref: str, *,
+                      metrics: Sequence[str] | None = None, num: int = 10_000,
+                      extractor: str | FeatureExtractor | None = None, split: str = "train", root: str = "data",
+                      seed: int = 0, cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
+                      num_reference: int | None = None, download: bool = False) -> dict[str, Any]:
+    """Measure ``samples`` against the registered dataset ``ref`` (its ``split``, first ``num_reference``
+    items, all when None). ``metrics`` default: fid, kid, pr, dc (+ classes for classifier extractors);
+    ``extractor`` default: mnist-cnn for MNIST, points for 2D mixtures, inception otherwise.
+
+    Returns every metric value (flat: ``fid``, ``kid`` and ``kid_std``, ``precision``, ...) and ``info``
+    (sample and reference counts, dataset, split, extractor name and version, seed, gankit version).
+    """
+    from gankit import __version__
+
+    t0 = time.perf_counter()
+    names = list(dict.fromkeys(metrics)) if metrics is not None else None
+    if names == []:
+        raise EvalError(f"no metrics requested (choose from {', '.join(METRICS.names())})")
+    chosen = {n: get_metric(n) for n in names or ()}
+    check_reference(ref, split)
+    x, described = load_samples(samples, num, seed=seed, device=device)
+    needs_features = names is None or any(m.needs != "samples" for m in chosen.values())
+    ext = _extractor(extractor, ref, download) if needs_features else None
+    if names is None:
+        names = list(default_metrics(ext))
+        chosen = {n: get_metric(n) for n in names}
+    inputs = MetricInputs(x, ref, seed)
+    if ext is not None:
+        _check_kinds(x, ref, ext)
+        wants_logits = [n for n, m in chosen.items() if m.needs == "logits"]
+        if wants_logits and not ext.has_logits:
+            raise EvalError(f"metric {wants_logits[0]!r} needs an extractor with class logits (mnist-cnn or "
+                            f"classifier:PATH); {ext.name} has none")
+        square = x.dim() == 4 and x.shape[-1] == x.shape[-2]
+        inputs.features, inputs.logits = ext.extract(x, device=device)
+        inputs.ref_features, inputs.ref_labels = reference_features(
+            ref, ext, split=split, num=num_reference, root=root, resolution=x.shape[-1] if square else None,
+            channels=x.shape[1] if x.dim() == 4 else None, download=download, cache_dir=cache_dir, device=device)
+        inputs.num_classes = ext.num_classes
+    result = run_metrics(names, inputs)
+    info: dict[str, Any] = {
+        "num": len(x), "samples": described, "reference": ref, "split": split,
+        "num_reference": None if inputs.ref_features is None else len(inputs.ref_features),
+        "extractor": None if ext is None else ext.name, "extractor_version": None if ext is None else ext.version,
+        "extractor_key": None if ext is None else ext.key, "metrics": names, "seed": seed,
+        "gankit_version": __version__, "seconds": round(time.perf_counter() - t0, 2)}
+    if "pr" in names or "dc" in names:
+        info["knn"] = {"k": KNN_K, "num_reference": min(len(x), info["num_reference"] or 0)}
+    result["info"] = info
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """An aligned table of the scalar values of a result (``±`` where a metric reports a spread)."""
+    spreads = {v: s for name in result.get("info", {}).get("metrics", []) if name in METRICS
+               for v, s in METRICS.get(name).spread}
+    hidden = set(spreads.values())
+    rows = []
+    for key, value in result.items():
+        if key == "info" or key in hidden or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        text = _fmt(value)
+        if key in spreads and isinstance(result.get(spreads[key]), (int, float)):
+            text += f" ± {_fmt(result[spreads[key]])}"
+        rows.append((key, text))
+    width = max([len("metric")] + [len(k) for k, _ in rows])
+    return "\n".join([f"{'metric':{width}}  value"] + [f"{k:{width}}  {t}" for k, t in rows])
+
+
+def _fmt(value: int | float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.5g}"
