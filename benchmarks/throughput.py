@@ -30,12 +30,27 @@ random uint8 images of CIFAR shape (50,000 x 3 x 32 x 32), marked in the table: 
 on pixel values.
 
 ``--profile`` also prints the top operators of Trainer.train_step and of the plain step
-(torch.profiler, self CPU time).
+(torch.profiler, self CPU time). The gankit/plain table runs gankit in float32 (``perf.amp: fp32``, no
+channels-last, no compile), the plain loop's arithmetic.
+
+Two more tables (``--tables``; the default is ``loop`` on a CPU and ``loop perf`` on CUDA):
+
+``perf``: gankit's step in float32, with mixed precision (``perf.amp: auto``: bf16 where the GPU has it,
+else fp16; channels-last on for conv models) and with mixed precision plus ``torch.compile``: median
+images/s, the peak GPU memory (``torch.cuda.max_memory_allocated``) and the warm-up time, which holds
+the compilation. The variants run one after the other (each alone in memory).
+
+``nproc``: images/s of the same global batch trained by 1, 2, ... processes (``--nproc 1 2``): CPU
+processes over gloo sharing the cores (each takes ``threads / N``), or one GPU each on CUDA.
+
+    python benchmarks/throughput.py --device cuda --json gpu.json          # loop + perf tables
+    python benchmarks/throughput.py --tables nproc --presets seed004 --nproc 1 2
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -84,10 +99,16 @@ def sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def load_preset(name: str, device: str, threads: int | None, no_ema: bool = False) -> tuple[object, str]:
+FP32 = ["perf.amp=fp32", "perf.channels_last=false", "perf.compile=false"]
+PERF_VARIANTS = {"fp32": FP32, "amp": ["perf.amp=auto", "perf.channels_last=null", "perf.compile=false"],
+                 "amp+compile": ["perf.amp=auto", "perf.channels_last=null", "perf.compile=true"]}
+
+
+def load_preset(name: str, device: str, threads: int | None, no_ema: bool = False,
+                extra: list[str] | None = None) -> tuple[object, str]:
     """The preset's config for benchmarking; falls back to random CIFAR-shaped data for seed001."""
     path = ROOT / PRESETS[name] if name in PRESETS else Path(name)
-    overrides = [f"train.device={device}", "log.progress=false", "log.tensorboard=false"]
+    overrides = [f"train.device={device}", "log.progress=false", "log.tensorboard=false", *(extra or [])]
     if no_ema:
         overrides.append("train.ema_decay=0.0")
     if threads:
@@ -187,7 +208,7 @@ def profile(fn, steps: int, title: str, rows: int) -> None:
 
 
 def bench_preset(name: str, args: argparse.Namespace) -> dict:
-    cfg, note = load_preset(name, args.device, args.threads, args.no_ema)
+    cfg, note = load_preset(name, args.device, args.threads, args.no_ema, FP32)
     trainer = prepare(cfg)
     total = cfg.train.steps
     plain = PlainLoop(trainer)
@@ -216,6 +237,112 @@ def bench_preset(name: str, args: argparse.Namespace) -> dict:
             "gankit_median": g_med, "plain_median": p_med, "ratio": g_med / p_med, "note": note}
 
 
+def steps_for(args: argparse.Namespace, probe: float) -> int:
+    return args.steps or int(min(max(args.round_seconds / max(probe, 1e-6), 1), 1000))
+
+
+def bench_perf(name: str, args: argparse.Namespace) -> dict:
+    """gankit's step in float32, with mixed precision, and with mixed precision + torch.compile."""
+    rows: dict[str, dict] = {}
+    for variant, overrides in PERF_VARIANTS.items():
+        cfg, note = load_preset(name, args.device, args.threads, args.no_ema, overrides)
+        trainer = prepare(cfg)
+        device = trainer.device
+        cuda = device.type == "cuda"
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        step = lambda: trainer.train_step(cfg.train.steps)  # noqa: E731
+        warmup = timed(step, max(args.warmup, 3), device)  # compiles (D step, G step) when compile is on
+        steps = steps_for(args, timed(step, 1, device))
+        images = steps * cfg.train.batch_size * cfg.train.d_steps
+        rates = [images / timed(step, steps, device) for _ in range(args.rounds)]
+        rows[variant] = {"img_s": rates, "median": statistics.median(rates), "steps_per_round": steps,
+                         "warmup_s": warmup, "resolved": trainer.perf.describe(),
+                         "peak_mib": torch.cuda.max_memory_allocated(device) / 2 ** 20 if cuda else None}
+        del trainer, step
+    return {"preset": name, "batch_size": cfg.train.batch_size, "note": note, "variants": rows}
+
+
+def _nproc_worker(rank: int, world: int, init: str, cfg_dict: dict, threads: int, args: argparse.Namespace,
+                  results: object) -> None:
+    """One of ``world`` processes training the same global batch; rank 0 reports images/s per round."""
+    import torch.distributed as dist
+
+    from gankit.config import from_dict
+
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # one machine: loopback
+    cfg = from_dict(cfg_dict)
+    if cfg.train.device.startswith("cuda"):
+        os.environ["LOCAL_RANK"] = str(rank)
+        torch.cuda.set_device(rank)
+    torch.set_num_threads(threads)
+    backend = "cpu:gloo,cuda:nccl" if cfg.train.device.startswith("cuda") else "gloo"
+    dist.init_process_group(backend, init_method=f"file://{init}", rank=rank, world_size=world)
+    try:
+        trainer = prepare(cfg)
+        device = trainer.device
+        step = lambda: trainer.train_step(cfg.train.steps)  # noqa: E731
+        timed(step, args.warmup, device)
+        probe = [timed(step, 1, device)]
+        dist.broadcast_object_list(probe, src=0)  # every process runs the same number of steps
+        steps = steps_for(args, probe[0])
+        rates = []
+        for _ in range(args.rounds):
+            dist.barrier()
+            rates.append(steps * cfg.train.batch_size * cfg.train.d_steps / timed(step, steps, device))
+        if rank == 0:
+            results.put({"nproc": world, "threads_each": threads, "steps_per_round": steps, "img_s": rates,
+                         "median": statistics.median(rates)})
+    finally:
+        dist.destroy_process_group()
+
+
+def bench_nproc(name: str, args: argparse.Namespace) -> dict:
+    """The same global batch trained by 1, 2, ... processes (spawned, gloo on CPU, one GPU each on CUDA)."""
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    cfg, note = load_preset(name, args.device, None, args.no_ema, FP32)
+    total_threads = args.threads or torch.get_num_threads()
+    rows = []
+    ctx = mp.get_context("spawn")
+    for n in args.nproc:
+        if cfg.train.batch_size % n:
+            raise SystemExit(f"{name}: batch {cfg.train.batch_size} does not split between {n} processes")
+        results = ctx.SimpleQueue()
+        with tempfile.TemporaryDirectory() as tmp:
+            mp.start_processes(_nproc_worker, args=(n, f"{tmp}/init", cfg.to_dict(), max(1, total_threads // n),
+                                                    args, results), nprocs=n, start_method="spawn")
+        rows.append(results.get())
+    return {"preset": name, "batch_size": cfg.train.batch_size, "note": note, "rows": rows}
+
+
+def print_perf(results: list[dict]) -> None:
+    print(f"\n{'preset':<12} {'batch':>5} " + " ".join(f"{v + ' img/s':>17} {'peak MiB':>9}" for v in PERF_VARIANTS)
+          + f" {'amp':>5} {'compile':>8} {'warm-up s':>10}")
+    for res in results:
+        v = res["variants"]
+        cols = " ".join(f"{v[k]['median']:>17.1f} {_mib(v[k]['peak_mib']):>9}" for k in PERF_VARIANTS)
+        last = v["amp+compile"]
+        print(f"{res['preset']:<12} {res['batch_size']:>5} {cols} {last['resolved']['amp']:>5} "
+              f"{last['resolved']['compile']:>8} {last['warmup_s']:>10.1f}")
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def print_nproc(results: list[dict]) -> None:
+    print(f"\n{'preset':<12} {'batch':>5} {'processes':>9} {'threads each':>12} {'img/s':>10} {'speed-up':>9}")
+    for res in results:
+        base = res["rows"][0]["median"]
+        for row in res["rows"]:
+            print(f"{res['preset']:<12} {res['batch_size']:>5} {row['nproc']:>9} {row['threads_each']:>12} "
+                  f"{row['median']:>10.1f} {row['median'] / base:>9.2f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--presets", nargs="+", default=list(PRESETS),
@@ -236,7 +363,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="also profile STEPS steps of each loop and print the top operators")
     parser.add_argument("--profile-rows", type=int, default=15)
+    parser.add_argument("--tables", nargs="+", choices=("loop", "perf", "nproc"), default=None,
+                        help="loop: gankit vs the plain loop; perf: fp32 vs mixed precision vs compile; nproc: "
+                             "1 vs N processes (default: loop on CPU, loop perf on CUDA)")
+    parser.add_argument("--nproc", type=int, nargs="+", default=[1, 2], help="process counts of the nproc table")
     args = parser.parse_args(argv)
+    tables = args.tables or (["loop", "perf"] if args.device.startswith("cuda") else ["loop"])
     for name in args.presets:
         if name not in PRESETS and not Path(name).is_file():
             parser.error(f"unknown preset {name!r} (choose from {', '.join(PRESETS)} or give a config path)")
@@ -244,20 +376,27 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
-    results = []
+    results, perf, nproc = [], [], []
     header = f"{'preset':<12} {'batch':>5} {'steps':>5} {'gankit img/s':>13} {'plain img/s':>12} {'gankit/plain':>12}"
-    print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{args.rounds} interleaved rounds, median images/s", flush=True)
-    print(header, flush=True)
-    for name in args.presets:
+    gpu = f" ({torch.cuda.get_device_name(torch.device(args.device))})" if args.device.startswith("cuda") else ""
+    print(f"device {args.device}{gpu}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{args.rounds} rounds, median images/s", flush=True)
+    if "loop" in tables:
+        print(header, flush=True)
+    for name in args.presets if "loop" in tables else []:
         res = bench_preset(name, args)
         results.append(res)
         mark = " *" if res["note"] else ""
         print(f"{name:<12} {res['batch_size']:>5} {res['steps_per_round']:>5} {res['gankit_median']:>13.1f} "
               f"{res['plain_median']:>12.1f} {res['ratio']:>12.3f}{mark}", flush=True)
-    for res in results:
-        if res["note"]:
-            print(f"* {res['preset']}: {res['note']}")
+    if "perf" in tables:
+        perf = [bench_perf(name, args) for name in args.presets]
+        print_perf(perf)
+    if "nproc" in tables:
+        nproc = [bench_nproc(name, args) for name in args.presets]
+        print_nproc(nproc)
+    for preset, note in {r["preset"]: r["note"] for r in results + perf + nproc if r["note"]}.items():
+        print(f"* {preset}: {note}")
     elapsed = time.perf_counter() - t0
     print(f"total {elapsed:.0f} s")
     if args.json:
@@ -266,7 +405,8 @@ def main(argv: list[str] | None = None) -> None:
                 "torch": torch.__version__, "python": platform.python_version(),
                 "machine": platform.machine(), "seconds": round(elapsed, 1),
                 "argv": sys.argv[1:] if argv is None else argv}
-        args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+        report = {"meta": meta, "results": results, "perf": perf, "nproc": nproc}
+        args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
         print(f"wrote {args.json}")
 
 

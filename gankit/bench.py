@@ -92,7 +92,8 @@ def _flatten(d: dict[str, Any]) -> dict[str, Any]:
 def summarise(rows: list[dict[str, Any]], bench: Benchmark) -> dict[str, Any]:
     """Mean over seeds of each shown column."""
     mean = {c: sum(float(r[c]) for r in rows) / len(rows) for c in bench.columns if all(c in r for r in rows)}
-    return {"benchmark": bench.name, "seeds": len(rows), **mean}
+    budget = rows[0]["budget_s"] if rows else bench.seconds
+    return {"benchmark": bench.name, "seeds": len(rows), "budget_s": budget, **mean}
 
 
 def format_table(summaries: list[dict[str, Any]]) -> str:
@@ -100,7 +101,7 @@ def format_table(summaries: list[dict[str, Any]]) -> str:
     for s in summaries:
         bench = BENCHMARKS[s["benchmark"]]
         cols = bench.columns
-        lines.append(f"{bench.name}  ({bench.seconds:g} s budget per run, {bench.num} samples, "
+        lines.append(f"{bench.name}  ({s.get('budget_s', bench.seconds):g} s budget per run, {bench.num} samples, "
                      f"mean of {s['seeds']} seed(s))")
         lines.append("  " + f"{'method':16}" + "".join(f"{c:>16}" for c in cols))
         lines.append("  " + f"{'gankit':16}" + "".join(f"{_fmt(s.get(c)):>16}" for c in cols))

@@ -1,16 +1,23 @@
 """Checkpoints: tensors in safetensors, everything else as JSON in its header. No pickle, ever.
 
 A checkpoint is one file, written to a temporary name, fsynced and renamed, so a crash leaves
-either the old or the new file, never half of one. A SHA-256 of the tensor bytes in the metadata
-catches files damaged afterwards.
+either the old or the new file, never half of one; the temporary files of killed saves never match
+``step_*.safetensors`` and are removed when a run directory is opened again. A SHA-256 of the tensor
+bytes in the metadata catches files damaged afterwards. SIGINT/SIGTERM arriving during a save are
+held until the save is complete, so a second Ctrl-C cannot cut it short.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
+import signal
 import struct
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +80,48 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
 # Files
 
 
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # mkstemp(prefix=".<name>.", suffix=".tmp")
+_holding_signals = False
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them to the handlers they would have met.
+
+    A no-op outside the main thread (only it may set handlers) and when nested.
+    """
+    global _holding_signals
+    if _holding_signals or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: h for sig, h in previous.items() if h is not None}  # None: set outside Python, keep it
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: received.append(signum))
+    _holding_signals = True
+    try:
+        yield
+    finally:
+        _holding_signals = False
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in received:
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files that killed :func:`atomic_write_bytes` calls left in ``folder``."""
+    stale = [p for p in folder.iterdir() if _TEMPORARY.match(p.name) and p.is_file()] if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,7 +154,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], meta: dict[str, Any
               "state": skeleton, "meta": meta}
     data = st_save(tensors, metadata={"gankit": json.dumps(header)})
     try:
-        atomic_write_bytes(path, data)
+        with signals_held():
+            atomic_write_bytes(path, data)
     except OSError as exc:
         raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc} "
                               "(the previous checkpoint is untouched)") from None
@@ -117,6 +167,8 @@ def _read_header(raw: bytes, path: Path) -> dict[str, Any]:
     if (raw[:1] == b"\x80" or raw[:2] == b"PK") and raw[8:9] != b"{":
         raise CheckpointError(f"{path} looks like a pickle / torch.save file; gankit never unpickles "
                               "files (they can run code) and reads only its own safetensors checkpoints")
+    if not raw:
+        raise CheckpointError(f"{path} is empty (0 bytes), not a gankit checkpoint")
     if len(raw) < 8:
         raise CheckpointError(f"{path} is not a gankit checkpoint (file too short: {len(raw)} bytes)")
     (n,) = struct.unpack("<Q", raw[:8])
@@ -128,11 +180,20 @@ def _read_header(raw: bytes, path: Path) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError):
         raise CheckpointError(f"{path} is not a gankit checkpoint (safetensors without gankit metadata)"
                               ) from None
-    if info.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a gankit checkpoint (format {info.get('format')!r})")
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        found = info.get("format") if isinstance(info, dict) else None
+        raise CheckpointError(f"{path} is not a gankit checkpoint (format {found!r})")
+    if not isinstance(info.get("version", 0), int):
+        raise CheckpointError(f"{path} is not a gankit checkpoint (version {info['version']!r})")
     if info.get("version", 0) > VERSION:
         raise CheckpointError(f"{path} was written by a newer gankit (checkpoint version "
                               f"{info['version']}, this gankit reads up to {VERSION}); upgrade gankit")
+    if "sha256" not in info:  # every gankit version wrote one: refuse rather than trust unverified tensors
+        raise CheckpointError(f"{path} has no checksum in its gankit header (every gankit checkpoint has "
+                              "one): it was edited or written by another tool; refusing to load it")
+    missing = [k for k in ("state", "meta") if k not in info]
+    if missing:
+        raise CheckpointError(f"{path} is not a gankit checkpoint (its header lacks {', '.join(missing)})")
     return info
 
 
@@ -152,10 +213,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     except Exception as exc:  # safetensors raises its own error types for truncated data
         raise CheckpointError(f"{path} is damaged (truncated or corrupt tensor data: {exc})") from None
     if _digest(tensors) != info["sha256"]:
-        raise CheckpointError(f"{path} is damaged: its tensors do not match the checksum in its header")
+        raise CheckpointError(f"{path}: checksum mismatch: its tensors do not match the SHA-256 in its header "
+                              "(file damaged or partially written)")
     if str(map_location) != "cpu":
         tensors = {k: v.to(map_location) for k, v in tensors.items()}
-    return unpack(info["state"], tensors), info["meta"]
+    try:
+        return unpack(info["state"], tensors), info["meta"]
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{path} is not a gankit checkpoint (its header does not describe its tensors)"
+                              ) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,15 +242,27 @@ class CheckpointDir:
         return sorted(self.root.glob("step_*.safetensors")) if self.root.is_dir() else []
 
     def save(self, step: int, state: dict[str, Any], meta: dict[str, Any]) -> Path:
-        path = save_checkpoint(self.path_for(step), state, meta)
-        atomic_write_bytes(self.root / "latest.json", json.dumps({"file": path.name, "step": step}).encode())
-        for old in self.all()[:-self.keep]:
-            old.unlink(missing_ok=True)
+        """Write the checkpoint, then point latest.json at it, then drop the oldest: a kill between any two
+        of these leaves latest.json naming a complete file."""
+        pointer = self.root / "latest.json"
+        with signals_held():
+            path = save_checkpoint(self.path_for(step), state, meta)
+            try:
+                atomic_write_bytes(pointer, json.dumps({"file": path.name, "step": step}).encode())
+            except OSError as exc:
+                raise CheckpointError(f"cannot write {pointer}: {exc.strerror or exc} (it still names the "
+                                      "previous checkpoint)") from None
+            for old in self.all()[:-self.keep]:
+                old.unlink(missing_ok=True)
         return path
 
     def save_best(self, state: dict[str, Any], meta: dict[str, Any]) -> Path:
         """``best.safetensors``: outside the keep-last-k rotation, replaced atomically when beaten."""
         return save_checkpoint(self.root / "best.safetensors", state, meta)
+
+    def remove_temporaries(self) -> list[Path]:
+        """Delete what killed saves left behind (they are never taken for checkpoints anyway)."""
+        return remove_temporaries(self.root)
 
     def latest(self) -> Path | None:
         """The checkpoint named by latest.json, else the newest file present."""

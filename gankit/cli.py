@@ -9,10 +9,12 @@ from typing import Sequence
 
 
 class StopFlag:
-    """Set by SIGINT/SIGTERM; the loop finishes its step, checkpoints and returns. A second signal aborts."""
+    """Set by SIGINT/SIGTERM; the loop finishes its step, checkpoints and returns. A second signal aborts
+    the step in progress (one arriving during a save is held until the save is complete)."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum = 0
         self._previous: dict = {}
 
     def install(self) -> None:
@@ -28,7 +30,7 @@ class StopFlag:
     def _handle(self, signum: int, frame: object) -> None:
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signum = True, signum
         print(f"\ngankit: {signal.Signals(signum).name} received; finishing the step and saving a "
               "checkpoint (send it again to abort without saving)", file=sys.stderr)
 
@@ -54,6 +56,46 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _at_least_two(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be >= 2, got {text}")
+    return value
+
+
+def _seed_list(text: str) -> list[int]:
+    """``3``, ``1,5,9`` or ``0-4`` (inclusive) -> a list of seeds."""
+    seeds: list[int] = []
+    try:
+        for part in filter(None, text.split(",")):
+            lo, sep, hi = part.partition("-") if not part.startswith("-") else (part, "", "")
+            seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds look like 3, 1,5,9 or 0-4; got {text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError(f"no seeds in {text!r}")
+    return seeds
+
+
+TRUNCATION_HELP = ("truncation trick: StyleGAN: w = w_avg + PSI (w - w_avg), 0 <= PSI <= 1 (0 = the mean "
+                   "image); other models: z from a normal truncated to |z_i| < PSI (0: z = 0)")
+
+
+def _latent_tool_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--truncation", type=_non_negative_float, metavar="PSI", help=TRUNCATION_HELP)
+    p.add_argument("--class", dest="class_index", type=_non_negative_int, metavar="K",
+                   help="conditional runs: the class of every image (default 0)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
+    p.add_argument("--device", default="cpu", help="device to run the generator on (default cpu)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gankit import __version__
 
@@ -70,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config values, e.g. --set optim.lr_g=1e-4 train.batch_size=128")
     p.add_argument("--resume", action="store_true", help="continue the latest checkpoint in --run-dir")
+    p.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
+                   help="data-parallel processes, started by torchrun's launcher: one per GPU, or CPU processes "
+                        "over gloo; train.batch_size is the global batch, split between them (default 1)")
 
     s = sub.add_parser("sample", help="write samples from a trained generator")
     s.add_argument("source", help="run directory or checkpoint file")
@@ -79,6 +124,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=_positive_int, default=256, help="generator batch size (default 256)")
     s.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
     s.add_argument("--device", default="cpu", help="device to sample on (default cpu)")
+    s.add_argument("--class", dest="class_index", type=_non_negative_int, metavar="K",
+                   help="conditional runs: every sample of class K (default: a .png grid shows class i in "
+                        "row i, files cycle through the classes)")
+    s.add_argument("--truncation", type=_non_negative_float, metavar="PSI", help=TRUNCATION_HELP)
+
+    i = sub.add_parser("interpolate", help="a walk through latent space between seeds, as a GIF or a PNG strip")
+    i.add_argument("source", help="run directory or checkpoint file")
+    i.add_argument("--steps", type=_at_least_two, default=16, help="frames from one seed to the next (default 16)")
+    i.add_argument("--out", required=True, help="animation .gif or strip .png")
+    i.add_argument("--seeds", type=_seed_list, nargs="+", default=[[0], [1]], metavar="SEEDS",
+                   help="seeds of the latents visited in order, e.g. 3 7 or 0-4 (default 0 1)")
+    i.add_argument("--slerp", action="store_true", help="spherical instead of linear interpolation")
+    i.add_argument("--frame-ms", type=_positive_int, default=80, help="GIF frame duration in ms (default 80)")
+    _latent_tool_arguments(i)
+
+    m = sub.add_parser("style-mix", help="StyleGAN style-mixing grid: coarse styles from rows, fine from columns")
+    m.add_argument("source", help="run directory or checkpoint file of a stylegan generator")
+    m.add_argument("--rows", type=_seed_list, nargs="+", required=True, metavar="SEEDS",
+                   help="seeds of the rows (their coarse styles), e.g. 1 2 3 or 1-3 or 1,5")
+    m.add_argument("--cols", type=_seed_list, nargs="+", required=True, metavar="SEEDS",
+                   help="seeds of the columns (their finer styles)")
+    m.add_argument("--out", required=True, help="grid .png")
+    m.add_argument("--coarse", type=_non_negative_int,
+                   help="number of styles taken from the rows (default 4: the 4x4 and 8x8 layers)")
+    _latent_tool_arguments(m)
 
     e = sub.add_parser("eval", help="measure samples (a run, a checkpoint, an .npz) against a reference dataset")
     e.add_argument("source", help="run directory, checkpoint file, .npz (`images` or `points`) or image directory")
@@ -108,6 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--limit", type=_positive_int, help="train on the first N training images only")
     k.add_argument("--download", action="store_true", help="let torchvision download missing dataset files")
 
+    b = sub.add_parser("bench", help="run the quality benchmarks (fixed budgets) beside published results")
+    b.add_argument("names", nargs="*", default=["ring", "grid", "mnist10k"],
+                   help="benchmarks: ring, grid, stacked-mnist, mnist10k (default: ring grid mnist10k)")
+    b.add_argument("--seeds", type=_positive_int, default=1, help="runs per benchmark, seeds 0..N-1 (default 1)")
+    b.add_argument("--time-scale", type=_positive_float, default=1.0,
+                   help="multiply every budget (e.g. 0.1 for a quick check; results are then not comparable)")
+    b.add_argument("--configs", help="directory of gankit's preset configs (default: the checkout's configs/)")
+    b.add_argument("--out-dir", default="runs/bench", help="where the benchmark runs go (default runs/bench)")
+    b.add_argument("--json", help="write every run and the summaries to this JSON file")
+    b.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override config values of every run (e.g. train.device=cuda)")
+
     c = sub.add_parser("config", help="print a resolved config, or every field with its default and help")
     c.add_argument("config", nargs="?", help="YAML config file; omit to list all fields")
     c.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
@@ -115,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from gankit import distributed
     from gankit.config import load
     from gankit.train import train
 
@@ -125,19 +208,54 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"train.max_seconds={args.max_seconds}")
     cfg = load(args.config, overrides)
     run_dir = args.run_dir or _default_run_dir(args.config)
+    if args.nproc > 1 and not distributed.launched():  # this process only launches the N that train
+        distributed.check_split(cfg.train.batch_size, args.nproc)
+        return distributed.launch(args.nproc, _train_argv(args, run_dir, args.resume))
+    again = _resume_command(args, run_dir)
     stop = StopFlag()
     stop.install()
     try:
         result = train(cfg, run_dir, resume=args.resume, stop=stop)
+    except KeyboardInterrupt:  # a second signal: the step in progress is lost, the last checkpoint stands
+        from gankit.checkpoint import CheckpointDir
+
+        latest = CheckpointDir(Path(run_dir) / "checkpoints").latest()
+        where = f"the last checkpoint is {latest}; continue with: {again}" if latest else "no checkpoint written"
+        print(f"gankit: aborted; {where}", file=sys.stderr)
+        return 130
     finally:
         stop.restore()
+    distributed.teardown()  # after a normal end only: a failed process may have left a collective unmatched
+    if distributed.env_rank() != 0:  # rank 0 reports for every process of a multi-process run
+        return 128 + stop.signum if result.stopped_by == "interrupt" else 0
     how = {"steps": "reached its step target", "max_seconds": "used its time budget",
            "interrupt": "was interrupted"}[result.stopped_by]
     print(f"gankit: training {how} at step {result.step}; checkpoint {result.checkpoint}")
     if result.stopped_by != "steps":
-        print(f"gankit: continue with: gankit train {args.config} --run-dir {result.run_dir} --resume")
+        print(f"gankit: continue with: {again}")
     print(f"gankit: samples in {Path(result.run_dir) / 'samples'}")
-    return 130 if result.stopped_by == "interrupt" else 0
+    return 128 + stop.signum if result.stopped_by == "interrupt" else 0  # 130 for SIGINT, 143 for SIGTERM
+
+
+def _resume_command(args: argparse.Namespace, run_dir: str) -> str:
+    """The command line that continues this run: the same arguments, with the run directory made explicit."""
+    import os
+    import shlex
+
+    nproc = int(os.environ.get("WORLD_SIZE", args.nproc))
+    return shlex.join(["gankit", *_train_argv(args, run_dir, True), *(["--nproc", str(nproc)] if nproc > 1 else [])])
+
+
+def _train_argv(args: argparse.Namespace, run_dir: str, resume: bool) -> list[str]:
+    """``train`` arguments that repeat this command with an explicit run directory (and no --nproc)."""
+    argv = ["train", args.config, "--run-dir", str(run_dir), *(["--resume"] if resume else [])]
+    if args.steps is not None:
+        argv += ["--steps", str(args.steps)]
+    if args.max_seconds is not None:
+        argv += ["--max-seconds", str(args.max_seconds)]
+    if args.overrides:
+        argv += ["--set", *args.overrides]
+    return argv
 
 
 def _default_run_dir(config: str) -> str:
@@ -151,9 +269,38 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from gankit.train import select_device
 
     gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device))
-    out = write_samples(gen, args.num, args.out, seed=args.seed, batch_size=args.batch_size)
+    out = write_samples(gen, args.num, args.out, seed=args.seed, batch_size=args.batch_size,
+                        class_index=args.class_index, truncation=args.truncation)
     which = "EMA generator" if gen.is_ema else "generator"
-    print(f"gankit: wrote {args.num} samples of the {which} at step {gen.step} to {out}")
+    of_class = f" of class {args.class_index}" if args.class_index is not None else ""
+    print(f"gankit: wrote {args.num} samples{of_class} of the {which} at step {gen.step} to {out}")
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from gankit.sampling import load_generator, write_interpolation
+    from gankit.train import select_device
+
+    gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device))
+    seeds = [s for group in args.seeds for s in group]
+    if len(seeds) < 2:
+        raise ValueError(f"--seeds needs at least two seeds to walk between, got {seeds}")
+    out = write_interpolation(gen, seeds, args.steps, args.out, spherical=args.slerp, truncation=args.truncation,
+                              class_index=args.class_index, frame_ms=args.frame_ms)
+    frames = (len(seeds) - 1) * (args.steps - 1) + 1
+    print(f"gankit: wrote a {frames}-frame walk through seeds {' '.join(map(str, seeds))} to {out}")
+    return 0
+
+
+def cmd_style_mix(args: argparse.Namespace) -> int:
+    from gankit.sampling import load_generator, write_style_mix
+    from gankit.train import select_device
+
+    gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device))
+    rows, cols = [s for g in args.rows for s in g], [s for g in args.cols for s in g]
+    out = write_style_mix(gen, rows, cols, args.out, coarse=args.coarse, truncation=args.truncation,
+                          class_index=args.class_index)
+    print(f"gankit: wrote a {len(rows)} x {len(cols)} style-mixing grid to {out}")
     return 0
 
 
@@ -207,6 +354,15 @@ def cmd_classifier(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from gankit.bench import bench
+
+    bench(args.names, seeds=args.seeds, time_scale=args.time_scale,
+          configs_dir=Path(args.configs) if args.configs else None, out_dir=Path(args.out_dir),
+          json_out=Path(args.json) if args.json else None, overrides=args.overrides)
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -229,11 +385,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     commands = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "classifier": cmd_classifier,
-                "config": cmd_config}
+                "bench": cmd_bench, "config": cmd_config, "interpolate": cmd_interpolate,
+                "style-mix": cmd_style_mix}
     try:
         return commands[args.command](args)
     except (ConfigError, DataError, CheckpointError, TrainError, EvalError, ValueError) as exc:
         print(f"gankit: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a write that failed (disk full, read-only): one line naming the file
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"gankit: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gankit: aborted", file=sys.stderr)

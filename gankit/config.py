@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -35,7 +36,8 @@ def opt(default: Any, help: str, *, gt: float | None = None, ge: float | None = 
 
 @dataclass
 class DataConfig:
-    name: str = opt("mnist10k", "dataset: mnist10k (bundled), mnist, fashion-mnist, cifar10, folder, ring, grid")
+    name: str = opt("mnist10k", "dataset: mnist10k (bundled), mnist, fashion-mnist, cifar10, folder, ring, grid, "
+                    "stacked-mnist")
     root: str = opt("data", "directory holding torchvision datasets or, for `folder`, the images",
                     resumable=True)
     download: bool = opt(False, "let torchvision download missing files (needs network)", resumable=True)
@@ -45,6 +47,10 @@ class DataConfig:
                          choices=("symmetric", "unit"))
     limit: int | None = opt(None, "use only the first N samples", ge=1)
     num_points: int = opt(100_000, "2D mixtures: size of the fixed training set", ge=1)
+    stacked_size: int = opt(60_000, "stacked-mnist: number of 3-digit images in the fixed training set",
+                            ge=1)
+    stacked_digits: str = opt("mnist10k", "stacked-mnist: digits stacked into R, G, B: mnist10k (bundled) "
+                              "or mnist (torchvision's 60,000, from data.root)", choices=("mnist10k", "mnist"))
     num_workers: int = opt(0, "DataLoader workers for datasets decoded on the fly (folder)", ge=0,
                            resumable=True)
 
@@ -56,34 +62,53 @@ class ModelConfig:
     discriminator: dict = opt({"name": "dcgan"}, "discriminator: {name: <model>, <architecture args>}")
     init: str = opt("dcgan", "weight init: dcgan = N(0, 0.02) convs/linears and N(1, 0.02) norms, "
                     "xavier, or default (PyTorch's)", choices=("dcgan", "xavier", "default"))
+    conditional: bool = opt(False, "class-conditional G and D on the dataset's labels (their number comes "
+                            "from the data); fakes take the labels of the real batch they are judged with")
+    pack: int = opt(1, "PacGAN packing: D judges this many samples at once, stacked along channels (counters "
+                    "mode collapse; train.batch_size must be a multiple; 1 = off)", ge=1)
 
 
 @dataclass
 class ObjectiveConfig:
-    name: str = opt("ns", "loss: ns (non-saturating) or minimax (the saturating log(1 - D(G(z))))")
+    name: str = opt("ns", "loss: ns (non-saturating), minimax (the saturating log(1 - D(G(z)))), "
+                    "wgan (critic, weight clipping), wgan-gp (critic, gradient penalty), lsgan (least "
+                    "squares), hinge, rals (relativistic average, logistic)")
     label_smoothing: float = opt(0.0, "one-sided label smoothing: real targets become 1 - this",
                                  ge=0.0)
     instance_noise: float = opt(0.0, "std of Gaussian noise added to D's inputs, annealed to 0",
                                 ge=0.0)
     instance_noise_steps: int = opt(0, "steps over which instance noise anneals to 0 (0 = the whole run)",
                                     ge=0)
+    clip: float = opt(0.01, "wgan: D's weights are clipped to [-clip, clip] after every D step", gt=0.0)
+    gp_weight: float = opt(10.0, "wgan-gp: weight (lambda) of the penalty (|grad D(x)| - 1)^2 on random "
+                           "interpolates of real and fake", ge=0.0)
+    r1_gamma: float = opt(0.0, "R1 penalty gamma / 2 * |grad D(x)|^2 on real data, added to D's loss of "
+                          "any objective (0 = off; e.g. 10 with ns or hinge)", ge=0.0)
+    r1_every: int = opt(1, "lazy R1: compute it on every N-th D step only, scaled by N", ge=1)
 
 
 @dataclass
 class OptimConfig:
-    lr_g: float = opt(2e-4, "Adam learning rate of G", gt=0.0)
-    lr_d: float = opt(2e-4, "Adam learning rate of D", gt=0.0)
+    name: str = opt("adam", "optimizer of both networks: adam, rmsprop or sgd",
+                    choices=("adam", "rmsprop", "sgd"))
+    lr_g: float = opt(2e-4, "learning rate of G", gt=0.0)
+    lr_d: float = opt(2e-4, "learning rate of D", gt=0.0)
     betas_g: list = opt([0.5, 0.999], "Adam betas of G")
     betas_d: list = opt([0.5, 0.999], "Adam betas of D")
-    eps: float = opt(1e-8, "Adam epsilon", gt=0.0)
+    eps: float = opt(1e-8, "epsilon of Adam and RMSprop", gt=0.0)
+    alpha: float = opt(0.99, "RMSprop smoothing constant of the squared-gradient average", gt=0.0)
+    momentum: float = opt(0.0, "momentum of RMSprop and SGD", ge=0.0)
     weight_decay: float = opt(0.0, "L2 weight decay of both optimizers", ge=0.0)
+    schedule: str = opt("constant", "learning-rate schedule: constant, or linear decay to 0 at the last "
+                        "step (needs train.steps or train.epochs)", choices=("constant", "linear"))
 
 
 @dataclass
 class TrainConfig:
     seed: int = opt(0, "seed of every random stream (init, data order, latents, noise)")
     device: str = opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps", resumable=True)
-    batch_size: int = opt(64, "images per D and per G update", ge=1)
+    batch_size: int = opt(64, "images per D and per G update, over all processes of a multi-process run "
+                            "(each of N takes batch_size / N)", ge=1)
     steps: int | None = opt(10_000, "total generator updates of the run (resume counts from its step)",
                             ge=0, resumable=True)
     epochs: float | None = opt(None, "alternative stop: passes over the data (overrides steps)", gt=0.0,
@@ -93,6 +118,8 @@ class TrainConfig:
     d_steps: int = opt(1, "discriminator updates per generator update (k)", ge=1)
     ema_decay: float = opt(0.0, "decay of the exponential moving average of G (0 = no EMA)", ge=0.0)
     ema_start: int = opt(0, "step from which the EMA averages (before: it copies G)", ge=0)
+    augment: str = opt("", "DiffAugment policy applied to every image D sees, real and fake: comma-separated "
+                       "translation, cutout, color (empty = off)")
     threads: int | None = opt(None, "CPU threads for torch (null = PyTorch's default)", ge=1,
                               resumable=True)
 
@@ -135,7 +162,7 @@ class HealthConfig:
     alarms: bool = opt(True, "watch for a winning D, collapse and divergence; print a suggested action",
                        resumable=True)
     patience: int = opt(10, "log intervals a condition must last before its alarm fires", ge=1, resumable=True)
-    d_wins_below: float = opt(0.02, "`d wins` alarm: mean D(G(z)) below this (non-saturating/minimax losses)",
+    d_wins_below: float = opt(0.02, "`d wins` alarm: mean D(G(z)) below this (logistic losses: ns, minimax, rals)",
                               ge=0.0, resumable=True)
     diversity_below: float = opt(0.25, "`collapse` alarm: per-feature std of G's samples over that of the real "
                                  "data below this", ge=0.0, resumable=True)
@@ -145,6 +172,21 @@ class HealthConfig:
                          "then stop", ge=0, resumable=True)
     rollback_lr_factor: float = opt(0.5, "learning rates are multiplied by this at each rollback", gt=0.0,
                                     resumable=True)
+
+
+@dataclass
+class PerfConfig:
+    amp: str = opt("auto", "mixed precision of G's and D's forward passes (losses stay float32): auto = bf16 on "
+                   "CUDA GPUs with native bfloat16, fp16 on older ones, fp32 (off) on CPU and MPS; fp32, bf16, "
+                   "or fp16 (with a gradient scaler, checkpointed)", choices=("auto", "fp32", "bf16", "fp16"),
+                   resumable=True)
+    channels_last: bool | None = opt(None, "NHWC layout of conv weights and image batches (tensor cores); "
+                                     "null = auto: on for CUDA with mixed precision and conv models",
+                                     resumable=True)
+    compile: bool = opt(False, "torch.compile the training forwards of G and D (D stays eager under gradient "
+                        "penalties: no double backward); pays off on long GPU runs", resumable=True)
+    sync_batchnorm: bool = opt(False, "multi-process CUDA runs: BatchNorm statistics over the global batch "
+                               "(SyncBatchNorm) instead of each process's slice", resumable=True)
 
 
 @dataclass
@@ -158,6 +200,7 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    perf: PerfConfig = field(default_factory=PerfConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -211,6 +254,8 @@ def coerce_value(value: Any, annotation: Any, key: str) -> Any:
 def check_range(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
     if value is None:
         return
+    if isinstance(value, float) and not math.isfinite(value):  # YAML's .inf / .nan: never a setting
+        raise ConfigError(f"config: {key} must be a finite number, got {value!r}")
     if meta.get("gt") is not None and not value > meta["gt"]:
         raise ConfigError(f"config: {key} must be > {meta['gt']}, got {value!r}")
     if meta.get("ge") is not None and not value >= meta["ge"]:
@@ -260,6 +305,12 @@ def _validate(cfg: Config) -> Config:
     if cfg.objective.label_smoothing >= 0.5:
         raise ConfigError("config: objective.label_smoothing must be < 0.5 "
                           f"(got {cfg.objective.label_smoothing})")
+    if cfg.optim.schedule == "linear" and cfg.train.steps is None and cfg.train.epochs is None:
+        raise ConfigError("config: optim.schedule linear decays to 0 at the last step: "
+                          "set train.steps or train.epochs")
+    for key in ("alpha", "momentum"):
+        if getattr(cfg.optim, key) >= 1.0:
+            raise ConfigError(f"config: optim.{key} must be < 1, got {getattr(cfg.optim, key)}")
     if cfg.train.ema_decay >= 1.0:
         raise ConfigError(f"config: train.ema_decay must be < 1, got {cfg.train.ema_decay}")
     if cfg.health.rollback_lr_factor >= 1.0:
@@ -285,7 +336,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config: cannot parse the value of {text!r}: {exc}") from None
+        raise ConfigError(f"config: cannot parse the value of {text!r}: {_yaml_problem(exc)}") from None
     return path, parsed
 
 
@@ -306,6 +357,17 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's multi-line report (with a caret drawing) as one line: the problem and where."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem is None:
+        return " ".join(str(exc).split())
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(exc, "context", None)
+    return f"{problem}{where}" + (f" ({context})" if context else "")
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
@@ -317,7 +379,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config: {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config: {path} is not valid YAML: {_yaml_problem(exc)}") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -339,7 +401,9 @@ def resume_conflicts(saved: dict[str, Any], current: Config) -> list[str]:
         for f in dataclasses.fields(sub):
             if f.metadata.get("resumable"):
                 continue
-            old = saved.get(section.name, {}).get(f.name)
+            # a key the checkpoint lacks predates that field: it ran with the field's default
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            old = saved.get(section.name, {}).get(f.name, default)
             new = now[section.name][f.name]
             if old != new:
                 conflicts.append(f"{section.name}.{f.name}: checkpoint has {old!r}, config has {new!r}")

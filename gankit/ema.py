@@ -27,12 +27,13 @@ class EMA:
             b_dst.copy_(b_src)  # BatchNorm statistics follow G directly
 
     @torch.no_grad()
-    def recalibrate_norms(self, z_batches: list[torch.Tensor]) -> None:
+    def recalibrate_norms(self, z_batches: list[torch.Tensor], y_batches: list[torch.Tensor] | None = None) -> None:
         """Re-estimate BatchNorm running statistics for the averaged weights.
 
         G's running statistics belong to G's weights, not to their average; sampling the EMA with
         them degrades it (as in SWA, Izmailov et al. 2018). A few forward passes in train mode with
         cumulative averaging fix that. Training never reads these buffers: ``update`` overwrites them.
+        ``y_batches``: the class labels of a conditional G, one batch per latent batch.
         """
         norms = [m for m in self.shadow.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if not norms:
@@ -43,8 +44,8 @@ class EMA:
             m.momentum = None  # cumulative average over the calibration batches
         for m in norms:  # only the norms: dropout in train mode would consume the global RNG
             m.train()
-        for z in z_batches:
-            self.shadow(z)
+        for i, z in enumerate(z_batches):
+            self.shadow(z, None if y_batches is None else y_batches[i])
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
             m.eval()

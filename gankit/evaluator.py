@@ -10,7 +10,7 @@ import torch
 
 from gankit.config import Config, ConfigError
 from gankit.data import to_uint8
-from gankit.sampling import generate, latents
+from gankit.sampling import class_labels, generate, latents
 
 if TYPE_CHECKING:
     from gankit.train import Trainer
@@ -39,13 +39,14 @@ class TrainingEvaluator:
         """Scalar results (``fid``, ``class_coverage`` = share of classes present, ...) of the current sampler."""
         from gankit.metrics.api import calculate_metrics
 
-        samples = generate(self.trainer.sampling_net(), self.z)
+        labels = class_labels(len(self.z), self.trainer.num_classes)  # a conditional G: balanced classes
+        samples = generate(self.trainer.sampling_net(), self.z, labels=labels)
         if self.trainer.source.is_image:
             samples = to_uint8(samples, self.cfg.data.normalize)
         ev = self.cfg.eval
         result = calculate_metrics(samples, ev.reference or self.cfg.data.name, metrics=tuple(ev.metrics),
                                    num=len(samples), extractor=ev.extractor, root=self.cfg.data.root,
-                                   seed=self.cfg.train.seed)
+                                   seed=self.cfg.train.seed, labels=labels)
         return scalars(result)
 
 

@@ -87,6 +87,31 @@ class RunLogger:
         self.jsonl.close()
 
 
+class NullLogger(RunLogger):
+    """The logger of the processes other than rank 0 of a multi-process run: rows are computed (the
+    loop returns the last one), nothing is written or printed."""
+
+    def __init__(self, *, start_step: int, batch_size: int) -> None:
+        self.batch_size, self.bar, self.tb = batch_size, None, None
+        self._last_step, self._last_time = start_step, time.perf_counter()
+        self._last_eval = {}
+
+    def record(self, step: int, values: dict[str, float]) -> None:
+        pass
+
+    def event(self, record: dict[str, Any]) -> None:
+        pass
+
+    def image(self, step: int, grid_uint8_chw: torch.Tensor) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _tensorboard_writer(path: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -143,10 +168,12 @@ def plot_loss_curves(metrics_path: Path, out: Path) -> Path | None:
     ax1.set_xlabel("step")
     ax1.set_title("losses")
     ax1.legend()
+    outputs = []
     for key in ("d_real", "d_fake"):
-        ax2.plot(steps, [r.get(key, math.nan) for r in rows], label=key.replace("d_real", "D(x)")
-                 .replace("d_fake", "D(G(z))"))
-    ax2.set_ylim(0, 1)
+        outputs += [r.get(key, math.nan) for r in rows]
+        ax2.plot(steps, outputs[-len(rows):], label=key.replace("d_real", "D(x)").replace("d_fake", "D(G(z))"))
+    if all(0 <= v <= 1 for v in outputs if not math.isnan(v)):
+        ax2.set_ylim(0, 1)  # probabilities; critics' (wgan, hinge, lsgan) raw outputs keep their own scale
     ax2.set_xlabel("step")
     ax2.set_title("discriminator outputs")
     ax2.legend()

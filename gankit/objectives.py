@@ -1,5 +1,6 @@
-"""GAN objectives: the one place where variants differ. The training loop only calls
-``discriminator_loss`` and ``generator_loss``; losses take logits, so D never ends in a sigmoid.
+"""GAN objectives: the one place where variants differ, penalties included. The training loop only
+calls ``discriminator_loss``, ``after_d_step`` and ``generator_loss``; losses take D's raw outputs, so
+D never ends in a sigmoid.
 """
 from __future__ import annotations
 
@@ -22,20 +23,45 @@ def bce_logits(logits: torch.Tensor, target: float) -> torch.Tensor:
     return (target * F.softplus(-logits) + (1 - target) * F.softplus(logits)).mean()
 
 
-class Objective:
-    """Base: instance noise and one-sided label smoothing; subclasses define the loss terms."""
+def input_gradients(outputs: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """d sum(outputs) / d inputs, flattened per sample, kept in the graph so a penalty can train D."""
+    (grad,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=True)
+    return grad.flatten(1)
 
-    logistic_d = True  # D's logits are log-odds, so sigmoid(D) is the probability of "real"
+
+class Objective:
+    """Base: instance noise, one-sided label smoothing and the R1 penalty; subclasses define the loss
+    terms and any penalty of their own."""
+
+    logistic_d = True  # D's outputs are log-odds, so sigmoid(D) is the probability of "real"
+    needs_real_in_g = False  # G's loss also looks at D(x) (relativistic objectives)
 
     def __init__(self, cfg: ObjectiveConfig) -> None:
         self.cfg = cfg
+        if cfg.label_smoothing > 0 and not self.logistic_d:
+            raise ConfigError(f"config: objective.label_smoothing applies to the logistic objectives "
+                              f"(ns, minimax, rals), not to {cfg.name}")
 
-    # -- loss terms on logits, overridden by each objective
+    # -- loss terms on D's outputs, overridden by each objective
     def d_terms(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def g_term(self, fake_logits: torch.Tensor) -> torch.Tensor:
+    def g_term(self, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+    def d_stats(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> Stats:
+        """Mean D(x) and D(G(z)) for logs and health checks: probabilities for logistic objectives."""
+        if self.logistic_d:
+            return {"d_real": torch.sigmoid(real_logits).mean(), "d_fake": torch.sigmoid(fake_logits).mean()}
+        return {"d_real": real_logits.mean(), "d_fake": fake_logits.mean()}
+
+    def penalty(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor | None,
+                gen: torch.Generator | None) -> tuple[torch.Tensor | None, Stats]:
+        """An objective's own regulariser of D (weighted), and its unweighted value for the logs."""
+        return None, {}
+
+    def after_d_step(self, d: nn.Module) -> None:
+        """Called by the loop after every D update (weight clipping)."""
 
     # -- shared machinery
     def noise_std(self, step: int, total_steps: int) -> float:
@@ -53,17 +79,38 @@ class Objective:
 
     def discriminator_loss(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor,
                            y: torch.Tensor | None = None, noise_std: float = 0.0,
-                           gen: torch.Generator | None = None) -> tuple[torch.Tensor, Stats]:
-        real_logits = d(self._perturb(real, noise_std, gen), y)
+                           gen: torch.Generator | None = None, d_step: int = 0) -> tuple[torch.Tensor, Stats]:
+        """D's loss with its penalties; ``d_step`` counts D updates from the start (lazy R1)."""
+        r1 = self.cfg.r1_gamma > 0 and d_step % self.cfg.r1_every == 0
+        real_in = self._perturb(real, noise_std, gen)
+        if r1:
+            real_in = real_in.detach().requires_grad_(True)
+        real_logits = d(real_in, y)
         fake_logits = d(self._perturb(fake, noise_std, gen), y)
         loss = self.d_terms(real_logits, fake_logits)
-        return loss, {"loss_d": loss.detach(), "d_real": torch.sigmoid(real_logits.detach()).mean(),
-                      "d_fake": torch.sigmoid(fake_logits.detach()).mean()}
+        stats = {k: v.detach() for k, v in self.d_stats(real_logits, fake_logits).items()}
+        extra, extra_stats = self.penalty(d, real, fake, y, gen)
+        if extra is not None:
+            loss = loss + extra
+            stats.update(extra_stats)
+        if r1:  # Mescheder et al. 2018; lazy as in StyleGAN2: every N-th step, N times the weight
+            r1_value = input_gradients(real_logits, real_in).square().sum(1).mean()
+            loss = loss + 0.5 * self.cfg.r1_gamma * self.cfg.r1_every * r1_value
+            stats["r1"] = r1_value.detach()
+        stats["loss_d"] = loss.detach()
+        return loss, stats
 
     def generator_loss(self, d: nn.Module, fake: torch.Tensor, y: torch.Tensor | None = None,
-                       noise_std: float = 0.0, gen: torch.Generator | None = None
-                       ) -> tuple[torch.Tensor, Stats]:
-        loss = self.g_term(d(self._perturb(fake, noise_std, gen), y))
+                       noise_std: float = 0.0, gen: torch.Generator | None = None,
+                       real: torch.Tensor | None = None) -> tuple[torch.Tensor, Stats]:
+        """G's loss; ``real`` (a real batch with labels ``y``) is read only by relativistic objectives."""
+        fake_logits = d(self._perturb(fake, noise_std, gen), y)
+        real_logits = None
+        if self.needs_real_in_g:
+            if real is None:
+                raise ValueError(f"the {self.cfg.name} generator loss needs a real batch")
+            real_logits = d(self._perturb(real, noise_std, gen), y)
+        loss = self.g_term(fake_logits, real_logits)
         return loss, {"loss_g": loss.detach()}
 
 
@@ -77,7 +124,7 @@ class NonSaturating(Objective):
     def d_terms(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
         return bce_logits(real_logits, 1.0 - self.cfg.label_smoothing) + bce_logits(fake_logits, 0.0)
 
-    def g_term(self, fake_logits: torch.Tensor) -> torch.Tensor:
+    def g_term(self, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
         return bce_logits(fake_logits, 1.0)
 
 
@@ -85,8 +132,99 @@ class NonSaturating(Objective):
 class Minimax(NonSaturating):
     """The original saturating game: G minimises log(1 - D(G(z))); weak gradients when D wins."""
 
-    def g_term(self, fake_logits: torch.Tensor) -> torch.Tensor:
+    def g_term(self, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
         return -bce_logits(fake_logits, 0.0)
+
+
+class Critic(Objective):
+    """Wasserstein critic (Arjovsky et al. 2017): D maximises E[D(x)] - E[D(G(z))], G maximises E[D(G(z))].
+    The critic must be kept Lipschitz, by clipping (``wgan``) or a gradient penalty (``wgan-gp``)."""
+
+    logistic_d = False
+
+    def d_terms(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        return fake_logits.mean() - real_logits.mean()
+
+    def g_term(self, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
+        return -fake_logits.mean()
+
+
+@OBJECTIVES.register("wgan")
+class WGAN(Critic):
+    """Weight clipping to [-clip, clip] after every D step; the paper uses RMSprop 5e-5 and 5 D steps."""
+
+    @torch.no_grad()
+    def after_d_step(self, d: nn.Module) -> None:
+        for p in d.parameters():
+            p.clamp_(-self.cfg.clip, self.cfg.clip)
+
+
+@OBJECTIVES.register("wgan-gp")
+class WGANGP(Critic):
+    """Gulrajani et al. 2017: lambda * E[(|grad D(x_hat)| - 1)^2] on random interpolates x_hat."""
+
+    def penalty(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor, y: torch.Tensor | None,
+                gen: torch.Generator | None) -> tuple[torch.Tensor | None, Stats]:
+        if self.cfg.gp_weight == 0:
+            return None, {}
+        shape = (real.shape[0],) + (1,) * (real.dim() - 1)
+        eps = torch.rand(shape, generator=gen, device=real.device, dtype=real.dtype)
+        x_hat = torch.lerp(fake.detach(), real.detach(), eps).requires_grad_(True)
+        norms = torch.linalg.vector_norm(input_gradients(d(x_hat, y), x_hat), dim=1)
+        gp = (norms - 1).square().mean()
+        return self.cfg.gp_weight * gp, {"gp": gp.detach()}
+
+
+@OBJECTIVES.register("lsgan")
+class LeastSquares(Objective):
+    """Mao et al. 2017 with targets a = 0 (fake), b = 1 (real), c = 1 (what G wants D to say)."""
+
+    logistic_d = False
+
+    def d_terms(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        return 0.5 * ((real_logits - 1).square().mean() + fake_logits.square().mean())
+
+    def g_term(self, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
+        return 0.5 * (fake_logits - 1).square().mean()
+
+
+@OBJECTIVES.register("hinge")
+class Hinge(Objective):
+    """The hinge loss of SNGAN / SAGAN / BigGAN: D only pushes outputs past +-1, G maximises D(G(z))."""
+
+    logistic_d = False
+
+    def d_terms(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+
+    def g_term(self, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
+        return -fake_logits.mean()
+
+
+@OBJECTIVES.register("rals")
+class RelativisticAverage(Objective):
+    """RaSGAN (Jolicoeur-Martineau 2019): D judges whether x is more real than the average fake, and
+    G's loss is symmetric, so G also learns from real data. Logistic on the relative logits."""
+
+    needs_real_in_g = True
+
+    @staticmethod
+    def relative(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return real_logits - fake_logits.mean(), fake_logits - real_logits.mean()
+
+    def d_terms(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        real_rel, fake_rel = self.relative(real_logits, fake_logits)
+        return bce_logits(real_rel, 1.0 - self.cfg.label_smoothing) + bce_logits(fake_rel, 0.0)
+
+    def g_term(self, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
+        assert real_logits is not None
+        real_rel, fake_rel = self.relative(real_logits, fake_logits)
+        return bce_logits(fake_rel, 1.0) + bce_logits(real_rel, 0.0)
+
+    def d_stats(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> Stats:
+        """The relative probabilities: a real sample more real than the average fake, and vice versa."""
+        real_rel, fake_rel = self.relative(real_logits, fake_logits)
+        return {"d_real": torch.sigmoid(real_rel).mean(), "d_fake": torch.sigmoid(fake_rel).mean()}
 
 
 def build_objective(cfg: ObjectiveConfig) -> Objective:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from gankit.checkpoint import atomic_write_bytes, load_checkpoint, resolve
+from gankit.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, resolve
 from gankit.config import Config, from_dict
 from gankit.data import to_uint8
 
@@ -21,15 +21,60 @@ def latents(n: int, latent_dim: int, seed: int, device: torch.device | str = "cp
     return torch.randn(n, latent_dim, generator=gen).to(device)
 
 
+def class_labels(n: int, num_classes: int | None, per_row: int = 1,
+                 device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """Labels for ``n`` samples of a conditional G: class ``(i // per_row) % num_classes`` for sample i,
+    so a grid of ``per_row`` columns shows one class per row, and ``per_row=1`` cycles through the
+    classes (balanced). None for an unconditional G."""
+    if num_classes is None:
+        return None
+    return (torch.arange(n, device=device) // per_row) % num_classes
+
+
 @torch.no_grad()
-def generate(g: nn.Module, z: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Run G in eval mode over ``z`` in batches; returns samples in the model's range on the CPU."""
+def generate(g: nn.Module, z: torch.Tensor, batch_size: int = 256, labels: torch.Tensor | None = None, *,
+             truncation: float | None = None) -> torch.Tensor:
+    """Run G in eval mode over ``z`` (with class ``labels`` for a conditional G) in batches; returns
+    samples in the model's range on the CPU. ``truncation``: see :func:`truncated`."""
     was_training = g.training
     g.eval()
+    ys = [None] * len(z.split(batch_size)) if labels is None else labels.to(z.device).split(batch_size)
     try:
-        return torch.cat([g(chunk).float().cpu() for chunk in z.split(batch_size)])
+        return torch.cat([truncated(g, chunk, truncation, y).float().cpu()
+                          for chunk, y in zip(z.split(batch_size), ys)])
     finally:
         g.train(was_training)
+
+
+def truncated(g: nn.Module, z: torch.Tensor, truncation: float | None, y: torch.Tensor | None = None
+              ) -> torch.Tensor:
+    """G(z, y) with the truncation trick. Generators that map z to a style w (``supports_w_truncation``:
+    StyleGAN) use w_avg + psi (w - w_avg) with psi = ``truncation``; the others get z from a normal
+    truncated to |z_i| < ``truncation`` (:func:`truncate_latents`, BigGAN's trick). In both, 0 gives
+    the same image for every z (per class), and None leaves G alone."""
+    if truncation is None:
+        return g(z, y)
+    if truncation < 0:
+        raise ValueError(f"truncation must be >= 0, got {truncation}")
+    if getattr(g, "supports_w_truncation", False):
+        return g(z, y, psi=truncation)
+    return g(truncate_latents(z, truncation), y)
+
+
+def truncate_latents(z: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Standard normal ``z`` mapped to a normal truncated to (-threshold, threshold).
+
+    Each coordinate goes through the normal CDF into the truncated normal's quantiles: the same
+    distribution as redrawing every |z_i| >= threshold, without a loop and monotone in z, so one seed
+    gives related images at every threshold, and threshold 0 gives z = 0.
+    """
+    if threshold < 0:
+        raise ValueError(f"truncation threshold must be >= 0, got {threshold}")
+    if threshold == 0:
+        return torch.zeros_like(z)
+    lo = torch.special.ndtr(torch.tensor(-float(threshold), dtype=torch.float64))
+    u = torch.special.ndtr(z.double())
+    return torch.special.ndtri(lo + u * (1 - 2 * lo)).to(z.dtype)
 
 
 def image_grid(images: torch.Tensor, normalize: str, nrow: int) -> torch.Tensor:
@@ -86,6 +131,7 @@ class LoadedGenerator:
     data_shape: tuple[int, ...]
     step: int
     is_ema: bool
+    num_classes: int | None = None  # set for a class-conditional generator
 
     @property
     def latent_dim(self) -> int:
@@ -95,10 +141,36 @@ class LoadedGenerator:
     def is_image(self) -> bool:
         return len(self.data_shape) == 3
 
-    def sample(self, num: int, seed: int = 0, batch_size: int = 256) -> torch.Tensor:
-        """``num`` samples in the model's range (CPU); the same seed gives the same samples."""
+    def labels(self, num: int, class_index: int | None = None, per_row: int = 1) -> torch.Tensor | None:
+        """Labels of ``num`` samples: all ``class_index``, else :func:`class_labels` (None if unconditional)."""
+        if self.num_classes is None:
+            if class_index is not None:
+                raise ValueError("this generator is not class-conditional; a class needs a run trained "
+                                 "with model.conditional: true")
+            return None
+        if class_index is None:
+            return class_labels(num, self.num_classes, per_row)
+        if not 0 <= class_index < self.num_classes:
+            raise ValueError(f"class {class_index} out of range: this generator knows classes "
+                             f"0..{self.num_classes - 1}")
+        return torch.full((num,), class_index, dtype=torch.long)
+
+    def sample(self, num: int, seed: int = 0, batch_size: int = 256,
+               labels: torch.Tensor | int | None = None, truncation: float | None = None) -> torch.Tensor:
+        """``num`` samples in the model's range (CPU); the same seed (and labels) gives the same samples.
+
+        ``labels``: for a conditional G, one class for all samples (int) or one per sample (N,);
+        default: cycling through the classes (sample i is class i % num_classes).
+        ``truncation``: see :func:`truncated` (None = off)."""
         device = next(self.net.parameters()).device
-        return generate(self.net, latents(num, self.latent_dim, seed, device), batch_size)
+        if labels is None or isinstance(labels, int):
+            labels = self.labels(num, labels)
+        elif self.num_classes is None:
+            raise ValueError("this generator is not class-conditional; it takes no labels")
+        elif labels.shape != (num,) or not 0 <= int(labels.min()) <= int(labels.max()) < self.num_classes:
+            raise ValueError(f"labels must be {num} class indices in 0..{self.num_classes - 1}")
+        return generate(self.net, latents(num, self.latent_dim, seed, device), batch_size, labels,
+                        truncation=truncation)
 
     def to_uint8(self, samples: torch.Tensor) -> torch.Tensor:
         return to_uint8(samples, self.config.data.normalize)
@@ -111,11 +183,14 @@ def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.de
     state, meta = load_checkpoint(resolve(path))
     cfg = from_dict(meta["config"])
     shape = tuple(meta["data_shape"])
-    net = build_generator(cfg.model.generator, cfg.model.latent_dim, shape)
+    num_classes = meta.get("num_classes") if cfg.model.conditional else None
+    if cfg.model.conditional and not num_classes:
+        raise CheckpointError(f"{path}: a conditional run's checkpoint without num_classes in its metadata")
+    net = build_generator(cfg.model.generator, cfg.model.latent_dim, shape, num_classes)
     use_ema = ema and state.get("g_ema") is not None
     _load_module(net, state["g_ema" if use_ema else "g"], "generator")
     net.to(device).eval()
-    return LoadedGenerator(net, cfg, shape, int(meta["step"]), use_ema)
+    return LoadedGenerator(net, cfg, shape, int(meta["step"]), use_ema, num_classes)
 
 
 def _load_module(net: nn.Module, weights: dict[str, Any], what: str) -> None:
@@ -136,11 +211,19 @@ def _load_module(net: nn.Module, weights: dict[str, Any], what: str) -> None:
 
 
 def write_samples(gen: LoadedGenerator, num: int, out: str | Path, seed: int = 0, batch_size: int = 256,
-                  nrow: int | None = None) -> Path:
-    """Write ``num`` samples to a grid ``.png``, an ``.npz`` array file, or a directory (path ending in /)."""
+                  nrow: int | None = None, class_index: int | None = None,
+                  truncation: float | None = None) -> Path:
+    """Write ``num`` samples to a grid ``.png``, an ``.npz`` array file, or a directory (path ending in /).
+
+    A conditional G draws every sample of ``class_index`` when given; otherwise a grid shows one class
+    per row (row i is class i % num_classes) and files cycle through the classes. The ``.npz`` then
+    holds the ``labels`` (int64) too."""
     out_str = str(out)
     out = Path(out)
-    samples = gen.sample(num, seed, batch_size)
+    grid = out.suffix.lower() == ".png" and gen.is_image
+    nrow = nrow or _grid_side(num)
+    labels = gen.labels(num, class_index, per_row=nrow if grid else 1)
+    samples = gen.sample(num, seed, batch_size, labels, truncation)
     if out_str.endswith(("/", "\\")) or (out.is_dir()):
         if not gen.is_image:
             raise ValueError("a directory of PNGs needs image data; use .npz or .png for 2D points")
@@ -152,14 +235,15 @@ def write_samples(gen: LoadedGenerator, num: int, out: str | Path, seed: int = 0
     suffix = out.suffix.lower()
     if suffix == ".png":
         if gen.is_image:
-            return save_image_grid(samples, gen.config.data.normalize, out, nrow or _grid_side(num))
+            return save_image_grid(samples, gen.config.data.normalize, out, nrow)
         return save_points_plot(samples, out)
     if suffix == ".npz":
         buf = io.BytesIO()
+        arrays = {} if labels is None else {"labels": labels.numpy().astype(np.int64)}
         if gen.is_image:
-            np.savez(buf, images=gen.to_uint8(samples).permute(0, 2, 3, 1).numpy())
+            np.savez(buf, images=gen.to_uint8(samples).permute(0, 2, 3, 1).numpy(), **arrays)
         else:
-            np.savez(buf, points=samples.numpy().astype(np.float32))
+            np.savez(buf, points=samples.numpy().astype(np.float32), **arrays)
         atomic_write_bytes(out, buf.getvalue())
         return out
     raise ValueError(f"--out must end in .png, .npz or / (a directory), got {out_str!r}")
@@ -167,3 +251,125 @@ def write_samples(gen: LoadedGenerator, num: int, out: str | Path, seed: int = 0
 
 def _grid_side(n: int) -> int:
     return max(1, int(np.ceil(np.sqrt(n))))
+
+
+# ---------------------------------------------------------------------------------------------
+# Latent walks and style mixing
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation from rows of ``a`` to rows of ``b`` at fractions ``t`` (column (T, 1)):
+    it follows the great circle, so norms stay typical for a Gaussian latent (White 2016)."""
+    cos = (a / a.norm(dim=-1, keepdim=True) * b / b.norm(dim=-1, keepdim=True)).sum(-1, keepdim=True)
+    omega = torch.arccos(cos.clamp(-1.0, 1.0))
+    sin = torch.sin(omega)
+    if float(sin.abs().min()) < 1e-6:  # (anti)parallel endpoints: the arc is undefined, lerp instead
+        return torch.lerp(a, b, t)
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / sin
+
+
+def walk_latents(points: torch.Tensor, steps: int, spherical: bool = False) -> torch.Tensor:
+    """``steps`` latents from each point to the next (endpoints included, shared ones once):
+    ``(len(points) - 1) * (steps - 1) + 1`` rows."""
+    if steps < 2 or len(points) < 2:
+        raise ValueError(f"a walk needs at least 2 points and 2 steps, got {len(points)} and {steps}")
+    t = torch.linspace(0.0, 1.0, steps, dtype=points.dtype).unsqueeze(1)
+    segments = []
+    for i, (a, b) in enumerate(zip(points, points[1:])):
+        seg = slerp(a[None], b[None], t) if spherical else torch.lerp(a[None], b[None], t)
+        segments.append(seg if i == 0 else seg[1:])
+    return torch.cat(segments)
+
+
+def _single_class(gen: LoadedGenerator, num: int, class_index: int | None) -> torch.Tensor | None:
+    """Labels for latent tools: one class for every image (class 0 unless ``class_index``)."""
+    if gen.num_classes is None:
+        return gen.labels(num, class_index)
+    return gen.labels(num, 0 if class_index is None else class_index)
+
+
+def interpolation_frames(gen: LoadedGenerator, seeds: list[int], steps: int, *, spherical: bool = False,
+                         truncation: float | None = None, class_index: int | None = None) -> torch.Tensor:
+    """Images along a walk through the latents of ``seeds`` (the latent of seed s is that of the first
+    image of ``gankit sample --seed s``), ``steps`` frames per pair of seeds."""
+    if not gen.is_image:
+        raise ValueError("interpolation writes images; this run's data are 2D points")
+    points = torch.cat([latents(1, gen.latent_dim, s) for s in seeds])
+    path = walk_latents(points, steps, spherical).to(next(gen.net.parameters()).device)
+    return generate(gen.net, path, 256, _single_class(gen, len(path), class_index), truncation=truncation)
+
+
+def write_interpolation(gen: LoadedGenerator, seeds: list[int], steps: int, out: str | Path, *,
+                        spherical: bool = False, truncation: float | None = None,
+                        class_index: int | None = None, frame_ms: int = 80) -> Path:
+    """An animated ``.gif`` (looping, ``frame_ms`` per frame) or a ``.png`` strip of the walk."""
+    from PIL import Image
+
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in (".gif", ".png"):
+        raise ValueError(f"--out must end in .gif (an animation) or .png (a strip), got {str(out)!r}")
+    frames = interpolation_frames(gen, seeds, steps, spherical=spherical, truncation=truncation,
+                                  class_index=class_index)
+    if suffix == ".png":
+        return save_image_grid(frames, gen.config.data.normalize, out, nrow=len(frames))
+    images = [Image.fromarray(a.squeeze(-1) if a.shape[-1] == 1 else a)
+              for a in gen.to_uint8(frames).permute(0, 2, 3, 1).numpy()]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
+    atomic_write_bytes(out, buf.getvalue())
+    return out
+
+
+def default_coarse_styles(g: nn.Module) -> int:
+    """The styles of the 4x4 and 8x8 layers, the StyleGAN paper's "coarse" styles (pose, shape)."""
+    return min(4, g.num_ws - 1)
+
+
+@torch.no_grad()
+def style_mix_grid(g: nn.Module, row_z: torch.Tensor, col_z: torch.Tensor, *, coarse: int | None = None,
+                   truncation: float | None = None, row_y: torch.Tensor | None = None,
+                   col_y: torch.Tensor | None = None, blank: float = -1.0) -> torch.Tensor:
+    """A (rows + 1) x (cols + 1) grid of images, row-major: the top row shows the column latents'
+    images, the left column the row latents', and cell (i, j) the first ``coarse`` styles of row i
+    with the remaining (finer) styles of column j, as in Figure 3 of the StyleGAN paper with the rows
+    as its "source B". The top-left corner is filled with ``blank``. Noise inputs are the fixed ones."""
+    if not (hasattr(g, "mapping") and hasattr(g, "synthesis") and hasattr(g, "num_ws")):
+        raise ValueError(f"style mixing needs a generator with per-layer styles (model.generator.name: "
+                         f"stylegan); this one is a {type(g).__name__}")
+    k = default_coarse_styles(g) if coarse is None else coarse
+    if not 0 <= k <= g.num_ws:
+        raise ValueError(f"coarse must be in 0..{g.num_ws} (this generator has {g.num_ws} styles), got {k}")
+    was_training = g.training
+    g.eval()
+    try:
+        psi = 1.0 if truncation is None else truncation
+        ws_r, ws_c = g.mapping(row_z, row_y, psi=psi), g.mapping(col_z, col_y, psi=psi)
+        r, c = len(ws_r), len(ws_c)
+        mixed = torch.cat([ws_r[:, None, :k].expand(r, c, -1, -1), ws_c[None, :, k:].expand(r, c, -1, -1)], 2)
+        rows_img, cols_img = g.synthesis(ws_r).cpu(), g.synthesis(ws_c).cpu()
+        cells = g.synthesis(mixed.flatten(0, 1)).cpu().view(r, c, *rows_img.shape[1:])
+    finally:
+        g.train(was_training)
+    top = torch.cat([torch.full_like(cols_img[:1], blank), cols_img])
+    body = torch.cat([rows_img[:, None], cells], 1).flatten(0, 1)
+    return torch.cat([top, body]).float()
+
+
+def write_style_mix(gen: LoadedGenerator, rows: list[int], cols: list[int], out: str | Path, *,
+                    coarse: int | None = None, truncation: float | None = None,
+                    class_index: int | None = None) -> Path:
+    """Write :func:`style_mix_grid` of the latents of seeds ``rows`` and ``cols`` to a ``.png``."""
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out must end in .png, got {str(out)!r}")
+    device = next(gen.net.parameters()).device
+    row_z = torch.cat([latents(1, gen.latent_dim, s) for s in rows]).to(device)
+    col_z = torch.cat([latents(1, gen.latent_dim, s) for s in cols]).to(device)
+    row_y, col_y = _single_class(gen, len(rows), class_index), _single_class(gen, len(cols), class_index)
+    if row_y is not None:
+        row_y, col_y = row_y.to(device), col_y.to(device)
+    normalize = gen.config.data.normalize
+    grid = style_mix_grid(gen.net, row_z, col_z, coarse=coarse, truncation=truncation, row_y=row_y,
+                          col_y=col_y, blank=-1.0 if normalize == "symmetric" else 0.0)
+    return save_image_grid(grid, normalize, out, nrow=len(cols) + 1)

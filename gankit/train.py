@@ -6,6 +6,7 @@ restore a checkpoint if resuming -> loop (D steps, G step, EMA, log, sample, che
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -17,17 +18,24 @@ import torch
 import torch.nn as nn
 import yaml
 
-from gankit import __version__
-from gankit.checkpoint import CheckpointDir, CheckpointError, load_checkpoint
+from gankit import __version__, distributed
+from gankit.augment import AugmentedDiscriminator, DiffAugment
+from gankit.checkpoint import (CheckpointDir, CheckpointError, atomic_write_bytes, load_checkpoint,
+                               remove_temporaries)
 from gankit.config import Config, ConfigError, from_dict, load, resume_conflicts
-from gankit.data import BatchStream, Source, build_dataset
+from gankit.data import BatchStream, Source, TensorSource, build_dataset
+from gankit.distributed import Dist
 from gankit.ema import EMA
 from gankit.evaluator import TrainingEvaluator
 from gankit.health import Alarm, HealthMonitor
-from gankit.logs import RunLogger, plot_loss_curves
+from gankit.logs import NullLogger, RunLogger, plot_loss_curves
 from gankit.models import build_models
 from gankit.objectives import Objective, build_objective
-from gankit.sampling import _load_module, generate, image_grid, latents, save_image_grid, save_points_plot
+from gankit.optim import build_optimizers, lr_factor
+from gankit.perf import Perf, backward_step
+from gankit.perf import setup as perf_setup
+from gankit.sampling import (_load_module, class_labels, generate, image_grid, latents, save_image_grid,
+                             save_points_plot)
 
 
 class TrainError(RuntimeError):
@@ -88,28 +96,69 @@ class Trainer:
     rollbacks: int = 0
     best_fid: float = math.inf
     real_std: float | None = None  # per-feature std of one real batch: the diversity yardstick
+    num_classes: int | None = None  # set when G and D are class-conditional (model.conditional)
+    augment: DiffAugment | None = None  # train.augment, applied to every image D judges
+    dist: Dist = field(default_factory=Dist)  # this process's rank in a multi-process run (gankit.distributed)
+    perf: Perf = field(default_factory=Perf)  # resolved perf settings, training forwards, fp16 scalers
+    zrng: torch.Generator | None = None  # multi-process: the shared latent stream (else ``rng`` draws z)
+
+    @property
+    def g_train(self) -> nn.Module:
+        """G as the training step runs it: under autocast, channels-last or compiled when ``perf`` says so."""
+        return self.g if self.perf.g is None else self.perf.g
+
+    @property
+    def d_train(self) -> nn.Module:
+        return self.d if self.perf.d is None else self.perf.d
+
+    @functools.cached_property
+    def judge(self) -> nn.Module:
+        """D as the objective sees it: behind DiffAugment (drawing from ``rng``) when train.augment is set."""
+        return self.d_train if not self.augment else AugmentedDiscriminator(self.d_train, self.augment, self.rng)
+
+    def draw_latents(self, n: int) -> torch.Tensor:
+        """The latents of a global batch of ``n``; a process of a multi-process run keeps its slice."""
+        if self.zrng is None:
+            return torch.randn(n, self.cfg.model.latent_dim, generator=self.rng, device=self.device)
+        z = torch.randn(n, self.cfg.model.latent_dim, generator=self.zrng, device=self.device)
+        b = n // self.dist.world_size
+        return z[self.dist.rank * b:(self.dist.rank + 1) * b]
+
+    def backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+        """Backward, gradients averaged over processes, optimizer step (fp16: through its scaler)."""
+        scaler = self.perf.scalers.get("d" if opt is self.opt_d else "g")
+        backward_step(loss, opt, scaler, functools.partial(distributed.average_gradients, self.dist))
 
     def train_step(self, total: int | None) -> dict[str, torch.Tensor]:
         """``d_steps`` D updates, then one G update on the last D step's fakes."""
         cfg, bs = self.cfg, self.cfg.train.batch_size
         noise = self.objective.noise_std(self.step, total or 0)
+        if cfg.optim.schedule != "constant":
+            self.set_lr_scale(self.lr_scale, lr_factor(cfg.optim, self.step, total))
+        stats: dict[str, torch.Tensor] = {}
         self.d.requires_grad_(True)
         for i in range(cfg.train.d_steps):
             real, y = self.stream.next()
+            y = y if self.num_classes else None  # a conditional G draws its fakes with the real batch's labels
             if self.real_std is None:
                 self.real_std = float(real.flatten(1).float().std(0).mean())
-            z = torch.randn(bs, cfg.model.latent_dim, generator=self.rng, device=self.device)
+            z = self.draw_latents(bs)
             with torch.set_grad_enabled(i == cfg.train.d_steps - 1):  # keep only the graph G reuses
-                fake = self.g(z)
-            loss_d, stats = self.objective.discriminator_loss(self.d, real, fake.detach(), None, noise, self.rng)
+                fake = self.g_train(z, y)
+            loss_d, d_stats = self.objective.discriminator_loss(self.judge, real, fake.detach(), y, noise,
+                                                                self.rng, d_step=self.step * cfg.train.d_steps + i)
+            stats.update(d_stats)  # the last D step's values; a lazy penalty's from the step that ran it
             self.opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            self.opt_d.step()
+            self.backward_step(loss_d, self.opt_d)
+            self.objective.after_d_step(self.d)
         self.d.requires_grad_(False)  # G's step needs gradients through D, not for D's weights
-        loss_g, g_stats = self.objective.generator_loss(self.d, fake, None, noise, self.rng)
+        loss_g, g_stats = self.objective.generator_loss(self.judge, fake, y, noise, self.rng, real=real)
+        g_reg = self.g.regularization() if callable(getattr(self.g, "regularization", None)) else None
+        if g_reg is not None:  # a model's own penalty on its weights (BigGAN's orthogonal regularisation)
+            loss_g = loss_g + g_reg
+            g_stats["g_reg"] = g_reg.detach()
         self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
+        self.backward_step(loss_g, self.opt_g)
         self.step += 1
         self.images_seen += bs * cfg.train.d_steps
         if self.ema is not None:
@@ -122,21 +171,23 @@ class Trainer:
         if self.ema is None:
             return self.g
         z = latents(8 * 256, self.cfg.model.latent_dim, self.cfg.train.seed + 20_011, self.device)
-        self.ema.recalibrate_norms(list(z.split(256)))
+        y = class_labels(len(z), self.num_classes, device=self.device)
+        self.ema.recalibrate_norms(list(z.split(256)), None if y is None else list(y.split(256)))
         return self.ema.shadow
 
     def diversity(self, z: torch.Tensor) -> float | None:
         """Per-feature std of G's samples over the real data's: about 1 when healthy, near 0 when collapsed."""
         if not self.real_std:
             return None
-        fake = generate(self.g, z)
+        fake = generate(self.g, z, labels=class_labels(len(z), self.num_classes))
         return float(fake.flatten(1).std(0).mean()) / self.real_std
 
-    def set_lr_scale(self, scale: float) -> None:
+    def set_lr_scale(self, scale: float, schedule: float = 1.0) -> None:
+        """Learning rates = configured x ``scale`` (lowered by rollbacks) x ``schedule`` (optim.schedule)."""
         self.lr_scale = scale
         for opt, lr in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
             for group in opt.param_groups:
-                group["lr"] = lr * scale
+                group["lr"] = lr * scale * schedule
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -144,14 +195,18 @@ class Trainer:
             "g_ema": None if self.ema is None else self.ema.shadow.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "train": self.rng.get_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None},
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
+                    **({} if self.zrng is None else {"latent": self.zrng.get_state(), "rank": self.dist.rank})},
+            **self.perf.state_dict(),  # fp16: the gradient scalers
         }
 
     def meta(self, elapsed: float) -> dict[str, Any]:
         return {"config": self.cfg.to_dict(), "step": self.step, "images_seen": self.images_seen,
                 "data": self.stream.state_dict(), "data_shape": list(self.source.shape),
+                "num_classes": self.num_classes,
                 "lr_scale": self.lr_scale, "rollbacks": self.rollbacks,
                 "best_fid": None if math.isinf(self.best_fid) else self.best_fid,
+                "world_size": self.dist.world_size, "perf": self.perf.describe(),
                 "elapsed_seconds": elapsed, "gankit_version": __version__, "torch_version": torch.__version__,
                 "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
@@ -168,6 +223,8 @@ class Trainer:
         self.rng.set_state(state["rng"]["train"])
         if state["rng"].get("cuda") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        distributed.restore_rng(self, state["rng"])  # multi-process: each process's own streams
+        self.perf.load_state_dict(state)
         self.stream.load_state_dict(meta["data"])
         self.step, self.images_seen = int(meta["step"]), int(meta["images_seen"])
         self.rollbacks = int(meta.get("rollbacks", 0))
@@ -175,29 +232,56 @@ class Trainer:
         self.set_lr_scale(float(meta.get("lr_scale", 1.0)))
 
 
-def prepare(cfg: Config) -> Trainer:
-    """Build data, models, optimizers and objective; raises before anything is written."""
+def prepare(cfg: Config, dist: Dist | None = None) -> Trainer:
+    """Build data, models, optimizers and objective; raises before anything is written. ``dist``: this
+    process's place in a multi-process run (default: the initialised process group's, if any)."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = select_device(cfg.train.device)
+    dist = dist or distributed.current()
+    device = distributed.place(dist, select_device(cfg.train.device))
     torch.manual_seed(cfg.train.seed)
     source = build_dataset(cfg.data)
-    g, d = build_models(cfg.model, source.shape)
+    num_classes = conditional_classes(cfg, source)
+    augment = DiffAugment(cfg.train.augment)
+    if augment and not source.is_image:
+        raise ConfigError(f"config: train.augment augments images; {cfg.data.name} holds points (set it to '')")
+    if (cfg.train.batch_size // dist.world_size) % cfg.model.pack:
+        raise ConfigError(f"config: model.pack: the batch of each process ({cfg.train.batch_size // dist.world_size}) "
+                          f"must be a multiple of model.pack={cfg.model.pack}")
+    g, d = build_models(cfg.model, source.shape, num_classes)
     g.to(device)
     d.to(device)
-    o = cfg.optim
-    opt_g = torch.optim.Adam(g.parameters(), lr=o.lr_g, betas=tuple(o.betas_g), eps=o.eps, weight_decay=o.weight_decay)
-    opt_d = torch.optim.Adam(d.parameters(), lr=o.lr_d, betas=tuple(o.betas_d), eps=o.eps, weight_decay=o.weight_decay)
+    distributed.broadcast_modules(dist, g, d)
+    objective = build_objective(cfg.objective)
+    perf = perf_setup(cfg.perf, device, g, d, objective)  # channels-last converts in place: before the EMA copy
+    opt_g, opt_d = build_optimizers(cfg.optim, g, d)
     ema = EMA(g, cfg.train.ema_decay, cfg.train.ema_start) if cfg.train.ema_decay > 0 else None
+    if cfg.perf.sync_batchnorm and dist.enabled:  # after the EMA copy: rank 0 alone runs the EMA in train mode
+        g, d = distributed.sync_batchnorm(device, g, d)
     try:
-        stream = BatchStream(source, cfg.train.batch_size, cfg.train.seed, device, cfg.data.num_workers)
+        stream = BatchStream(source, cfg.train.batch_size, cfg.train.seed, device, cfg.data.num_workers,
+                             dist.rank, dist.world_size)
     except ValueError as exc:
         raise ConfigError(f"config: train.batch_size: {exc}") from None
-    rng = torch.Generator(device=device).manual_seed(cfg.train.seed + 1)
-    return Trainer(cfg, device, source, g, d, ema, opt_g, opt_d, build_objective(cfg.objective), stream, rng)
+    rng, zrng = distributed.random_streams(dist, cfg.train.seed, device)
+    return Trainer(cfg, device, source, g, d, ema, opt_g, opt_d, objective, stream, rng,
+                   num_classes=num_classes, augment=augment or None, dist=dist, perf=perf, zrng=zrng)
+
+
+def conditional_classes(cfg: Config, source: Source) -> int | None:
+    """The number of classes G and D condition on: the dataset's when model.conditional, else None."""
+    if not cfg.model.conditional:
+        return None
+    labelled = source.num_classes and (not isinstance(source, TensorSource) or source.labels is not None)
+    if not labelled:
+        raise ConfigError(f"config: model.conditional needs a labelled dataset; {cfg.data.name} has no labels "
+                          "(set model.conditional: false)")
+    return source.num_classes
 
 
 def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, trainer: Trainer) -> CheckpointDir:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainError(f"the run directory {run_dir} is a file")
     ckpts = CheckpointDir(run_dir / "checkpoints", cfg.checkpoint.keep)
     latest = ckpts.latest()
     if latest is not None and not resume:
@@ -209,8 +293,15 @@ def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, trainer: Trainer) ->
         if conflicts:
             raise TrainError(f"cannot resume {latest}: the config differs in " + "; ".join(conflicts))
         trainer.load_state_dict(state, meta)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if not trainer.dist.is_main:  # rank 0 alone writes to the run directory
+        return ckpts
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+    except OSError as exc:  # read-only, full, or not a directory: say so before any training happens
+        raise TrainError(f"cannot write to the run directory {run_dir}: {exc.strerror or exc}") from None
+    for folder in (run_dir, ckpts.root):  # what saves killed mid-write (kill -9, power loss) left behind
+        remove_temporaries(folder)
     return ckpts
 
 
@@ -229,16 +320,21 @@ def train(cfg: Config | dict | str | Path, run_dir: str | Path | None = None, *,
         cfg = load(cfg)
     elif isinstance(cfg, dict):
         cfg = from_dict(cfg)
-    trainer = prepare(cfg)
+    ctx = distributed.setup(select_device(cfg.train.device))  # under torchrun: join the process group
+    trainer = prepare(cfg, ctx)
     total = total_steps(cfg, trainer.stream)
     evaluator = TrainingEvaluator.build(cfg, trainer) if cfg.eval.every else None
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
+    evaluator = evaluator if ctx.is_main else None  # rank 0 alone evaluates, samples and writes
+    run_dir = Path(distributed.broadcast_object(ctx, str(run_dir) if run_dir is not None else str(default_run_dir())))
     ckpts = _open_run_dir(cfg, run_dir, resume, trainer)
     start_step = trainer.step
     # what a rollback returns to when no checkpoint has been written yet
     initial = (copy.deepcopy(trainer.state_dict()), trainer.meta(0.0))
     logger = RunLogger(run_dir, start_step=start_step, total_steps=total, progress=cfg.log.progress,
-                       tensorboard=cfg.log.tensorboard, batch_size=cfg.train.batch_size * cfg.train.d_steps)
+                       tensorboard=cfg.log.tensorboard, batch_size=cfg.train.batch_size * cfg.train.d_steps) \
+        if ctx.is_main else NullLogger(start_step=start_step, batch_size=cfg.train.batch_size * cfg.train.d_steps)
+    if ctx.enabled or trainer.perf.active:
+        logger.message(distributed.describe(trainer))
     health = HealthMonitor(cfg.health, logistic_d=trainer.objective.logistic_d)
     fixed_z = latents(cfg.log.grid ** 2 if trainer.source.is_image else 2500, cfg.model.latent_dim,
                       cfg.train.seed + 10_007, trainer.device)
@@ -253,16 +349,16 @@ def train(cfg: Config | dict | str | Path, run_dir: str | Path | None = None, *,
 
     try:
         while total is None or trainer.step < total:
-            if cfg.train.max_seconds is not None and time.perf_counter() - t0 >= cfg.train.max_seconds:
-                stopped_by = "max_seconds"
-                break
-            if stop is not None and getattr(stop, "requested", False):
-                stopped_by = "interrupt"
+            reason = distributed.stop_reason(ctx, t0, cfg.train.max_seconds, stop)  # agreed by all processes
+            if reason is not None:
+                stopped_by = reason
                 break
             window.add(trainer.train_step(total))
             logger.advance()
             step = trainer.step
             at_log, at_ckpt = step % cfg.log.every == 0, step % cfg.checkpoint.every == 0
+            if at_log or at_ckpt:
+                distributed.average_stats(ctx, window.sums)  # global-batch values, the same in every process
             if (at_log or at_ckpt) and not window.finite():
                 # never log, sample or checkpoint a diverged model: go back to the last good state
                 back_to = _rollback(trainer, ckpts, initial, cfg)
@@ -278,7 +374,7 @@ def train(cfg: Config | dict | str | Path, run_dir: str | Path | None = None, *,
                 window = StatWindow()
                 diversity = trainer.diversity(diversity_z) if cfg.health.alarms else None
                 alarm(health.observe(step, d_fake=means.get("d_fake"), diversity=diversity))
-            if cfg.log.sample_every and step % cfg.log.sample_every == 0:
+            if cfg.log.sample_every and step % cfg.log.sample_every == 0 and ctx.is_main:
                 _write_samples(trainer, fixed_z, run_dir, logger)
             if evaluator is not None and step % cfg.eval.every == 0:
                 result = evaluator.evaluate(step)
@@ -288,18 +384,19 @@ def train(cfg: Config | dict | str | Path, run_dir: str | Path | None = None, *,
                     trainer.best_fid = result["fid"]
                     ckpts.save_best(trainer.state_dict(), trainer.meta(time.perf_counter() - t0))
             if at_ckpt:
-                trainer.sampling_net()  # checkpoints hold sampling-ready EMA statistics
-                last_ckpt = ckpts.save(step, trainer.state_dict(), trainer.meta(time.perf_counter() - t0))
+                last_ckpt = distributed.save_checkpoint(trainer, ckpts, time.perf_counter() - t0)
                 saved_step = step
     finally:
         logger.close()
+    distributed.average_stats(ctx, window.sums)
     if not window.finite():  # diverged after the last check: the last good checkpoint stands
         _rollback(trainer, ckpts, initial, cfg)
         saved_step = trainer.step
         last_ckpt = ckpts.latest()
     if last_ckpt is None or trainer.step != saved_step:
-        trainer.sampling_net()
-        last_ckpt = ckpts.save(trainer.step, trainer.state_dict(), trainer.meta(time.perf_counter() - t0))
+        last_ckpt = distributed.save_checkpoint(trainer, ckpts, time.perf_counter() - t0)
+    if not ctx.is_main:
+        return TrainResult(run_dir, trainer.step, last_ckpt, stopped_by, row)
     _write_samples(trainer, fixed_z, run_dir, None)
     if cfg.log.plot:
         plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss_curves.png")
@@ -311,26 +408,28 @@ class StatWindow:
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
-        self.count = 0
+        self.counts: dict[str, int] = {}  # per key: a lazy penalty is not measured at every step
 
     def add(self, stats: dict[str, torch.Tensor]) -> None:
         for k, v in stats.items():
             self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
-        self.count += 1
+            self.counts[k] = self.counts.get(k, 0) + 1
 
     def finite(self) -> bool:
         return all(bool(torch.isfinite(v)) for v in self.sums.values())
 
     def means(self) -> dict[str, float]:
-        return {k: float(v) / self.count for k, v in self.sums.items()}
+        return {k: float(v) / self.counts[k] for k, v in self.sums.items()}
 
 
 def _rollback(trainer: Trainer, ckpts: CheckpointDir, initial: tuple[dict, dict], cfg: Config) -> int:
     """Restore the last good checkpoint (or the run's start) with lower learning rates; returns its step."""
     if trainer.rollbacks >= cfg.health.rollbacks:
+        latest = ckpts.latest()
+        good = f"the last good checkpoint is {latest}" if latest else "no checkpoint was written yet"
         raise TrainError(f"training diverged (non-finite loss at step {trainer.step}) after "
-                         f"{trainer.rollbacks} rollbacks with lower learning rates; the last good checkpoint "
-                         f"is {ckpts.latest()}. Lower optim.lr_g/lr_d, or try another objective")
+                         f"{trainer.rollbacks} rollbacks with lower learning rates; {good}. Lower "
+                         "optim.lr_g/lr_d, or try another objective")
     rollbacks, scale = trainer.rollbacks + 1, trainer.lr_scale * cfg.health.rollback_lr_factor
     latest = ckpts.latest()
     state, meta = load_checkpoint(latest) if latest is not None else copy.deepcopy(initial)
@@ -341,7 +440,9 @@ def _rollback(trainer: Trainer, ckpts: CheckpointDir, initial: tuple[dict, dict]
 
 
 def _write_samples(trainer: Trainer, z: torch.Tensor, run_dir: Path, logger: RunLogger | None) -> None:
-    samples = generate(trainer.sampling_net(), z)
+    # a conditional G shows one class per grid row (2D points cycle through the classes)
+    per_row = trainer.cfg.log.grid if trainer.source.is_image else 1
+    samples = generate(trainer.sampling_net(), z, labels=class_labels(len(z), trainer.num_classes, per_row))
     path = run_dir / "samples" / f"step_{trainer.step:06d}.png"
     if trainer.source.is_image:
         save_image_grid(samples, trainer.cfg.data.normalize, path, trainer.cfg.log.grid)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import signal
 import struct
 from pathlib import Path
 
@@ -257,3 +258,150 @@ def test_a_header_length_starting_with_byte_0x80_is_not_taken_for_a_pickle(tmp_p
         pytest.fail("no padding gave a header length starting with 0x80")
     loaded, meta = load_checkpoint(path)
     assert torch.equal(loaded["w"], state["w"]) and meta["pad"] == "x" * pad
+
+
+# ---------------------------------------------------------------------------------------------
+# Damage and foreign files: each refused with a message that says what the file is
+
+
+def _rewrite_header(path: Path, edit) -> None:
+    """Re-save ``path`` with its gankit header changed by ``edit`` (tensors untouched)."""
+    from safetensors.torch import load_file, save_file
+
+    raw = path.read_bytes()
+    info = json.loads(json.loads(raw[8:8 + _header_len(path)])["__metadata__"]["gankit"])
+    edit(info)
+    save_file(load_file(str(path)), str(path), metadata={"gankit": json.dumps(info)})
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda info: info.pop("sha256"), "has no checksum"),
+    (lambda info: info.update(sha256="0" * 64), "checksum mismatch"),
+    (lambda info: info.pop("state"), "header lacks state"),
+    (lambda info: info.update(state={"__tensor__": "nope"}), "does not describe its tensors"),
+    (lambda info: info.update(version="1"), "version '1'"),
+])
+def test_edited_headers_are_refused(tmp_path, edit, expected):
+    path = save_checkpoint(tmp_path / "ck.safetensors", {"w": torch.ones(3)}, {"step": 1})
+    _rewrite_header(path, edit)
+    with pytest.raises(CheckpointError, match=expected) as err:
+        load_checkpoint(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_checksum_mismatch_message(tmp_path):
+    path = save_checkpoint(tmp_path / "ck.safetensors", {"w": torch.randn(64)}, {})
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0x01  # the last byte of tensor data: a torn final page
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r"checksum mismatch.*\(file damaged or partially written\)"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"", "is empty"),
+    (b"gank", "too short"),
+    (b"data: {name: mnist}\n" * 4, "no safetensors header"),  # a YAML config passed by mistake
+    (b'{"file": "step_00000001.safetensors", "step": 1}', "no safetensors header"),  # latest.json
+])
+def test_files_that_are_not_checkpoints(tmp_path, content, expected):
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=expected):
+        load_checkpoint(path)
+
+
+def test_truncations_of_a_checkpoint_are_refused(tmp_path):
+    """A file cut anywhere (a copy interrupted, a save without atomic rename) never loads: every 7th byte
+    and each of the last 8."""
+    path = save_checkpoint(tmp_path / "ck.safetensors", {"w": torch.randn(40), "b": torch.arange(5)},
+                           {"step": 3})
+    raw = path.read_bytes()
+    cut_file = tmp_path / "cut.safetensors"
+    for cut in sorted({*range(0, len(raw), 7), *range(len(raw) - 8, len(raw))}):
+        cut_file.write_bytes(raw[:cut])
+        with pytest.raises(CheckpointError):
+            load_checkpoint(cut_file)
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals during a save
+
+
+def _signal_during_fsync(monkeypatch: pytest.MonkeyPatch, signum: int) -> list[int]:
+    """The first fsync of a save sends ``signum`` to this process, as a second Ctrl-C would."""
+    real_fsync, sent = os.fsync, []
+
+    def fsync(fd: int) -> None:
+        if not sent:
+            sent.append(signum)
+            os.kill(os.getpid(), signum)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return sent
+
+
+@pytest.fixture
+def _signal_handlers():
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def test_ctrl_c_during_a_save_is_held_until_the_save_is_complete(tmp_path, monkeypatch, _signal_handlers):
+    ckpts = CheckpointDir(tmp_path, keep=2)
+    ckpts.save(1, {"x": torch.zeros(3)}, {"step": 1})
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's: raises KeyboardInterrupt
+    sent = _signal_during_fsync(monkeypatch, signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        ckpts.save(2, {"x": torch.ones(3)}, {"step": 2})
+    monkeypatch.undo()
+    assert sent == [signal.SIGINT]
+    # the interrupt came after the checkpoint, its pointer and the rotation: nothing half-done
+    assert ckpts.latest() == ckpts.path_for(2)
+    assert load_checkpoint(ckpts.latest())[1] == {"step": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.json", "step_00000001.safetensors",
+                                                          "step_00000002.safetensors"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_held_signals_reach_the_handler_that_was_installed(tmp_path, monkeypatch, _signal_handlers):
+    received: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    _signal_during_fsync(monkeypatch, signal.SIGTERM)
+    save_checkpoint(tmp_path / "ck.safetensors", {"x": torch.ones(2)}, {})
+    assert received == [signal.SIGTERM]  # delivered once, after the write
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "ck.safetensors")[1] == {}
+
+
+def test_saving_from_a_thread_does_not_touch_signal_handlers(tmp_path):
+    """Only the main thread may set handlers; a save in a worker thread must still work."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            CheckpointDir(tmp_path).save(1, {"x": torch.ones(2)}, {"step": 1})
+        except BaseException as exc:  # noqa: BLE001 - reported to the main thread
+            errors.append(exc)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert errors == [] and load_checkpoint(tmp_path / "step_00000001.safetensors")[1] == {"step": 1}
+
+
+def test_remove_temporaries_only_touches_the_names_atomic_writes_use(tmp_path):
+    from gankit.checkpoint import remove_temporaries
+
+    stale = [tmp_path / ".step_00000002.safetensors.k3j_9xz0.tmp", tmp_path / ".latest.json.abcdefgh.tmp"]
+    kept = [tmp_path / "notes.tmp", tmp_path / ".hidden.tmp", tmp_path / "step_00000001.safetensors",
+            tmp_path / ".x.TOOLONGNAME.tmp"]
+    for p in stale + kept:
+        p.write_text("x")
+    assert sorted(remove_temporaries(tmp_path)) == sorted(stale)
+    assert sorted(tmp_path.iterdir()) == sorted(kept)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -157,7 +158,7 @@ def test_config_lists_every_field(capsys):
     for key in ("data.name", "optim.lr_g", "train.ema_decay", "objective.instance_noise", "checkpoint.keep"):
         assert key in out
     line = next(line for line in out.splitlines() if line.startswith("optim.lr_g "))
-    assert "0.0002" in line and "Adam learning rate of G" in line
+    assert "0.0002" in line and "learning rate of G" in line
 
 
 def test_config_prints_the_resolved_config(tiny_yaml, capsys):
@@ -233,7 +234,8 @@ def test_subprocess_end_to_end(tmp_path, tiny_yaml):
     assert not (tmp_path / "runs").exists()
 
 
-def test_subprocess_sigint_saves_and_resumes(tmp_path, tiny_yaml):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_subprocess_signal_saves_and_prints_the_resume_command(tmp_path, tiny_yaml, capsys, monkeypatch, signum):
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-m", "gankit", "train", str(tiny_yaml), "--run-dir", "run",
                              "--steps", "100000", "--set", "log.every=1"],
@@ -244,13 +246,45 @@ def test_subprocess_sigint_saves_and_resumes(tmp_path, tiny_yaml):
         while not (metrics.is_file() and metrics.read_text().strip()):  # training has started
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
             time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
-    assert "SIGINT received" in err and "was interrupted" in out and "--resume" in out
+    assert proc.returncode == 128 + signum, err  # 130 for SIGINT, 143 for SIGTERM
+    assert f"{signal.Signals(signum).name} received" in err and "Traceback" not in err
     latest = CheckpointDir(tmp_path / "run" / "checkpoints").latest()
     _, meta = load_checkpoint(latest)
     assert meta["step"] >= 1
+    assert f"was interrupted at step {meta['step']}; checkpoint run/checkpoints/{latest.name}" in out
+    command = f"gankit train {tiny_yaml} --run-dir run --resume --steps 100000 --set log.every=1"
+    assert f"gankit: continue with: {command}\n" in out
+
+    # the printed command continues the run (here to one more step)
+    monkeypatch.chdir(tmp_path)
+    argv = shlex.split(command)[1:]
+    argv[argv.index("--steps") + 1] = str(meta["step"] + 1)
+    assert main(argv) == 0
+    assert f"reached its step target at step {meta['step'] + 1}" in capsys.readouterr().out
+
+
+def test_second_signal_aborts_the_step_and_says_how_to_resume(tmp_path, tiny_yaml, capsys, monkeypatch):
+    """A second Ctrl-C during a step raises KeyboardInterrupt there: the last checkpoint stands."""
+    from gankit.train import Trainer
+
+    real_step, calls = Trainer.train_step, []
+
+    def step_then_abort(self, total):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_step(self, total)
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_abort)
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_yaml), "--run-dir", str(run), "--set", "checkpoint.every=1"]) == 130
+    latest = run / "checkpoints" / "step_00000002.safetensors"
+    assert capsys.readouterr().err.strip() == (
+        f"gankit: aborted; the last checkpoint is {latest}; continue with: "
+        f"gankit train {tiny_yaml} --run-dir {run} --resume --set checkpoint.every=1")
+    assert load_checkpoint(CheckpointDir(run / "checkpoints").latest())[1]["step"] == 2

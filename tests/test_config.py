@@ -225,3 +225,12 @@ def test_resume_conflicts_sees_nested_model_changes():
 def test_override_inside_default_model_spec_keeps_its_name():
     cfg = from_dict(apply_overrides({}, ["model.generator.width=16"]))
     assert cfg.model.generator == {"name": "dcgan", "width": 16}
+
+
+def test_resume_treats_a_key_the_checkpoint_lacks_as_its_default():
+    # a checkpoint written before a field existed ran with that field's default
+    saved = from_dict({}).to_dict()
+    del saved["data"]["stacked_size"]
+    assert resume_conflicts(saved, from_dict({})) == []
+    (conflict,) = resume_conflicts(saved, from_dict({"data": {"stacked_size": 10}}))
+    assert conflict == "data.stacked_size: checkpoint has 60000, config has 10"

@@ -209,3 +209,90 @@ def test_ema_follows_batchnorm_statistics():
     ema.update(net, step=1)
     assert torch.equal(ema.shadow[1].running_mean, net[1].running_mean)
     assert torch.equal(ema.shadow[1].num_batches_tracked, net[1].num_batches_tracked)
+
+
+# ---------------------------------------------------------------------------------------------
+# Spectral normalisation and the minibatch-stddev layer
+
+
+def _weight_matrices(net: nn.Module) -> list[torch.Tensor]:
+    return [m.weight.detach().flatten(1) for m in net.modules()
+            if isinstance(m, (nn.Linear, nn.Conv2d)) and hasattr(m, "parametrizations")]
+
+
+@pytest.mark.parametrize("spec, shape", [
+    ({"name": "mlp", "widths": [64, 32]}, (2,)),
+    ({"name": "dcgan", "width": 8, "norm": "none"}, (1, 28, 28)),
+])
+@pytest.mark.parametrize("init", ["dcgan", "xavier", "default"])
+def test_spectral_norm_bounds_the_top_singular_value(spec, shape, init):
+    torch.manual_seed(0)
+    _, d = build_models(ModelConfig(latent_dim=Z, generator={"name": "mlp", "widths": [8]},
+                                    discriminator={**spec, "spectral_norm": True}, init=init), shape)
+    mats = _weight_matrices(d)
+    assert len(mats) == sum(isinstance(m, (nn.Linear, nn.Conv2d)) for m in d.modules())
+    # every layer, including a re-initialised one, is divided by its own top singular value
+    for w in mats:
+        assert torch.linalg.matrix_norm(w, 2).item() == pytest.approx(1.0, abs=0.02)
+    # the trainable tensor is the unnormalised original; the power-iteration vectors are buffers
+    keys = list(d.state_dict())
+    assert any(k.endswith("parametrizations.weight.original") for k in keys)
+    assert any(k.endswith("parametrizations.weight.0._u") for k in keys)
+    assert d(torch.randn(3, *shape)).shape == (3,)
+
+
+def test_spectral_norm_is_off_by_default():
+    d = build_discriminator({"name": "mlp", "widths": [8]}, (2,))
+    assert not any("parametrizations" in k for k in d.state_dict())
+
+
+def test_minibatch_std_adds_one_feature_map_of_the_batch_spread():
+    from gankit.models.layers import MinibatchStd
+
+    layer = MinibatchStd(group=4)
+    x = torch.randn(8, 3, 5, 5)
+    out = layer(x)
+    assert out.shape == (8, 4, 5, 5) and torch.equal(out[:, :3], x)
+    same = layer(x[:1].expand(8, 3, 5, 5).contiguous())[:, 3]  # no spread: ~0
+    assert same.abs().max().item() < 1e-3
+    assert out[:, 3].min().item() > 0.3  # unit-variance features: spread ~0.8
+    assert layer(torch.randn(3, 2, 4, 4)).shape == (3, 3, 4, 4)  # 4 does not divide 3: groups of 1
+    # in D, for both heads, with spectral norm too
+    for head in ("conv", "fc"):
+        d = build_discriminator({"name": "dcgan", "width": 4, "minibatch_std": True, "head": head,
+                                 "spectral_norm": True, "norm": "none"}, (1, 28, 28))
+        assert any(isinstance(m, MinibatchStd) for m in d.modules())
+        assert d(torch.randn(6, 1, 28, 28)).shape == (6,)
+
+
+def test_packed_discriminator_judges_groups_of_samples():
+    from gankit.config import ModelConfig
+    from gankit.models import build_models
+    from gankit.models.pack import PackedDiscriminator
+
+    cfg = ModelConfig(latent_dim=8, generator={"name": "dcgan", "width": 4},
+                      discriminator={"name": "dcgan", "width": 4}, pack=2)
+    g, d = build_models(cfg, (1, 28, 28))
+    assert isinstance(d, PackedDiscriminator)
+    x = torch.randn(6, 1, 28, 28)
+    assert d(x).shape == (3,)
+    # a pack is consecutive samples: swapping two packs swaps their logits, nothing else
+    d.eval()
+    swapped = torch.cat([x[2:4], x[:2], x[4:]])
+    torch.testing.assert_close(d(swapped), d(x)[[1, 0, 2]])
+    with pytest.raises(ValueError, match="divisible by 2"):
+        d(x[:5])
+    points = build_models(ModelConfig(latent_dim=2, generator={"name": "mlp", "widths": [8]},
+                                      discriminator={"name": "mlp", "widths": [8]}, pack=4), (2,))[1]
+    assert points(torch.randn(8, 2)).shape == (2,)
+
+
+def test_pack_is_validated_against_the_batch_and_conditioning(tiny_cfg):
+    from conftest import make_cfg
+    from gankit.config import from_dict
+    from gankit.train import prepare
+
+    with pytest.raises(ConfigError, match="model.pack"):
+        prepare(from_dict(make_cfg(tiny_cfg, "model.pack=3")))  # batch 32
+    with pytest.raises(ConfigError, match="model.pack > 1 cannot be combined"):
+        prepare(from_dict(make_cfg(tiny_cfg, "model.pack=2", "model.conditional=true")))

@@ -140,5 +140,141 @@ def test_instance_noise_perturbs_d_inputs_reproducibly():
 
 
 def test_unknown_objective_name():
-    with pytest.raises(ConfigError, match="objective.name: unknown objective 'wgan'"):
-        build_objective(ObjectiveConfig(name="wgan"))
+    with pytest.raises(ConfigError, match="objective.name: unknown objective 'wgan-lp'; did you mean"):
+        build_objective(ObjectiveConfig(name="wgan-lp"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Critics and the other losses: closed forms on hand-made outputs
+
+
+def _losses(name: str, **cfg) -> tuple[float, float, dict]:
+    obj = build_objective(ObjectiveConfig(name=name, **cfg))
+    loss_d, stats = obj.discriminator_loss(Fixed(REAL, FAKE), torch.zeros(4, 2), torch.zeros(4, 2))
+    loss_g, _ = obj.generator_loss(Fixed(FAKE, REAL), torch.zeros(4, 2), real=torch.zeros(4, 2))
+    return loss_d.item(), loss_g.item(), stats
+
+
+def test_wgan_losses_closed_form_and_raw_outputs():
+    r, f = REAL.double(), FAKE.double()
+    for name in ("wgan", "wgan-gp"):
+        loss_d, loss_g, stats = _losses(name, gp_weight=0.0)
+        assert loss_d == pytest.approx((f.mean() - r.mean()).item(), rel=1e-6)  # E[D(G(z))] - E[D(x)]
+        assert loss_g == pytest.approx(-f.mean().item(), rel=1e-6)
+        # a critic's outputs are no probabilities: the logs show them raw
+        assert stats["d_real"].item() == pytest.approx(r.mean().item(), rel=1e-6)
+        assert stats["d_fake"].item() == pytest.approx(f.mean().item(), rel=1e-6)
+        assert not build_objective(ObjectiveConfig(name=name)).logistic_d
+
+
+def test_lsgan_losses_closed_form():
+    r, f = REAL.double(), FAKE.double()
+    loss_d, loss_g, stats = _losses("lsgan")
+    assert loss_d == pytest.approx((0.5 * (r - 1).square().mean() + 0.5 * f.square().mean()).item(), rel=1e-6)
+    assert loss_g == pytest.approx((0.5 * (f - 1).square().mean()).item(), rel=1e-6)
+    assert stats["d_real"].item() == pytest.approx(r.mean().item(), rel=1e-6)
+
+
+def test_hinge_losses_closed_form():
+    r, f = REAL.double(), FAKE.double()
+    loss_d, loss_g, _ = _losses("hinge")
+    # real: max(0, 1 - [2, -1, .5, 30]) = [0, 2, .5, 0]; fake: max(0, 1 + [-3, 0, 1.5, -40]) = [0, 1, 2.5, 0]
+    assert loss_d == pytest.approx(2.5 / 4 + 3.5 / 4, rel=1e-6)
+    assert loss_d == pytest.approx(((1 - r).clamp(min=0).mean() + (1 + f).clamp(min=0).mean()).item())
+    assert loss_g == pytest.approx(-f.mean().item(), rel=1e-6)
+
+
+def test_rals_losses_closed_form():
+    r, f = REAL.double(), FAKE.double()
+    real_rel, fake_rel = r - f.mean(), f - r.mean()
+    loss_d, loss_g, stats = _losses("rals")
+    assert loss_d == pytest.approx((-log_d(real_rel).mean() - log_1m_d(fake_rel).mean()).item(), rel=1e-6)
+    # symmetric: G wants fakes more real than the average real, and reals less real than the average fake
+    assert loss_g == pytest.approx((-log_d(fake_rel).mean() - log_1m_d(real_rel).mean()).item(), rel=1e-6)
+    assert stats["d_fake"].item() == pytest.approx(sig(fake_rel).mean().item(), rel=1e-6)
+    smoothed, _, _ = _losses("rals", label_smoothing=0.1)
+    assert smoothed == pytest.approx((-(0.9 * log_d(real_rel) + 0.1 * log_1m_d(real_rel)).mean()
+                                      - log_1m_d(fake_rel).mean()).item(), rel=1e-6)
+    obj = build_objective(ObjectiveConfig(name="rals"))
+    with pytest.raises(ValueError, match="needs a real batch"):
+        obj.generator_loss(Fixed(FAKE), torch.zeros(4, 2))
+
+
+@pytest.mark.parametrize("name", ["wgan", "wgan-gp", "lsgan", "hinge"])
+def test_label_smoothing_is_refused_where_there_are_no_labels(name):
+    with pytest.raises(ConfigError, match="objective.label_smoothing applies to the logistic"):
+        build_objective(ObjectiveConfig(name=name, label_smoothing=0.1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Penalties and clipping
+
+
+def linear_critic(weight: list[float]) -> torch.nn.Module:
+    """D(x) = <w, x>: its input gradient is w everywhere, so |grad| = |w|."""
+    d = torch.nn.Linear(len(weight), 1, bias=False)
+    with torch.no_grad():
+        d.weight.copy_(torch.tensor([weight]))
+
+    class Critic(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = d
+
+        def forward(self, x, y=None):
+            return self.lin(x).squeeze(1)
+
+    return Critic()
+
+
+def test_gradient_penalty_vanishes_for_a_unit_norm_linear_critic():
+    obj = build_objective(ObjectiveConfig(name="wgan-gp"))
+    real, fake = torch.randn(16, 2), torch.randn(16, 2) + 3
+    gen = torch.Generator().manual_seed(0)
+    _, stats = obj.discriminator_loss(linear_critic([0.6, 0.8]), real, fake, gen=gen)
+    assert stats["gp"].item() < 1e-10
+    # |w| = 2: (2 - 1)^2 = 1 at every interpolate, weighted by lambda = 10 in D's loss
+    d = linear_critic([1.2, 1.6])
+    loss, stats = obj.discriminator_loss(d, real, fake, gen=gen)
+    assert stats["gp"].item() == pytest.approx(1.0, rel=1e-5)
+    plain = (d(fake).mean() - d(real).mean()).item()
+    assert loss.item() == pytest.approx(plain + 10.0, rel=1e-5)
+    # the penalty trains D: d gp / d w = 2 (|w| - 1) w / |w| = w, times lambda
+    loss.backward()
+    expected = 10.0 * torch.tensor([[1.2, 1.6]]) + (fake.mean(0) - real.mean(0))
+    assert torch.allclose(d.lin.weight.grad, expected, atol=1e-5)
+
+
+def test_r1_penalty_is_gamma_half_grad_norm_squared_and_lazy():
+    real, fake = torch.randn(8, 2), torch.randn(8, 2)
+    d = linear_critic([3.0, 4.0])  # |grad D(x)|^2 = 25 on every real sample
+    base, _ = build_objective(ObjectiveConfig(name="hinge")).discriminator_loss(d, real, fake)
+    obj = build_objective(ObjectiveConfig(name="hinge", r1_gamma=0.2))
+    loss, stats = obj.discriminator_loss(d, real, fake)
+    assert stats["r1"].item() == pytest.approx(25.0, rel=1e-5)
+    assert (loss - base).item() == pytest.approx(0.1 * 25.0, rel=1e-5)
+    lazy = build_objective(ObjectiveConfig(name="ns", r1_gamma=0.2, r1_every=4))
+    ns_base, _ = build_objective(ObjectiveConfig(name="ns")).discriminator_loss(d, real, fake)
+    for step in range(6):
+        loss, stats = lazy.discriminator_loss(d, real, fake, d_step=step)
+        if step % 4 == 0:  # computed every 4th D step, 4 times as heavy
+            assert (loss - ns_base).item() == pytest.approx(4 * 0.1 * 25.0, rel=1e-5)
+        else:
+            assert "r1" not in stats and loss.item() == ns_base.item()
+
+
+def test_wgan_clips_every_weight_after_a_d_step():
+    torch.manual_seed(0)
+    d = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Linear(8, 1))
+    with torch.no_grad():
+        for p in d.parameters():
+            p.mul_(10)
+    assert max(p.abs().max().item() for p in d.parameters()) > 1
+    build_objective(ObjectiveConfig(name="wgan", clip=0.05)).after_d_step(d)
+    c = torch.tensor(0.05)  # float32, as the weights
+    assert all((p.abs() <= c).all() for p in d.parameters())
+    assert any((p.abs() == c).any() for p in d.parameters())
+    # the other objectives leave D alone
+    before = [p.clone() for p in d.parameters()]
+    build_objective(ObjectiveConfig(name="wgan-gp")).after_d_step(d)
+    assert all(torch.equal(a, b) for a, b in zip(before, d.parameters()))

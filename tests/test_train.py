@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -309,3 +311,73 @@ def test_select_device():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA device"):
             select_device("cuda")
+
+
+# ---------------------------------------------------------------------------------------------
+# Objectives, optimizers and D options through the loop
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+QUIET = ["train.device=cpu", "train.steps=3", "log.every=1", "log.sample_every=0", "log.progress=false",
+         "log.tensorboard=false", "log.plot=false", "checkpoint.every=100", "eval.every=0"]
+TINY_IMAGES = ["data.limit=64", "train.batch_size=16", "model.latent_dim=8", "model.generator.width=4",
+               "model.discriminator.width=4"]
+TINY_POINTS = ["data.num_points=256", "train.batch_size=32", "model.latent_dim=4",
+               "model.generator.widths=[16]", "model.discriminator.widths=[16]"]
+PRESETS = {"mnist_wgan": TINY_IMAGES, "mnist_wgan_gp": TINY_IMAGES, "mnist_lsgan": TINY_IMAGES,
+           "mnist_sngan": TINY_IMAGES, "ring": TINY_POINTS, "grid": TINY_POINTS}
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_presets_train_three_steps(tmp_path, preset):
+    cfg = load(CONFIGS / f"{preset}.yaml", [*PRESETS[preset], *QUIET])
+    result = train(cfg, tmp_path / "run")
+    assert result.step == 3 and result.stopped_by == "steps"
+    rows = _rows(tmp_path / "run")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(math.isfinite(r[k]) for r in rows for k in ("loss_d", "loss_g", "d_real", "d_fake"))
+    if cfg.objective.name == "wgan-gp":
+        assert all(r["gp"] >= 0 for r in rows)
+    if cfg.objective.name == "wgan":  # clipped after every critic step, saved clipped
+        d = load_checkpoint(result.checkpoint)[0]["d"]
+        params = [t for k, t in d.items() if k.endswith(("weight", "bias"))]  # not BatchNorm's statistics
+        assert params and max(t.abs().max().item() for t in params) <= 0.01 + 1e-9
+
+
+# wgan-gp's penalty (double backward through spectrally normalised layers), RMSprop, a linear lr decay,
+# a lazy R1 penalty, D steps 2, and a dcgan D with SN and minibatch stddev plus dropout (RNG use in D)
+EXOTIC = ["objective.name=wgan-gp", "objective.label_smoothing=0", "objective.r1_gamma=1",
+          "objective.r1_every=3", "optim.name=rmsprop", "optim.schedule=linear", "train.steps=12",
+          "model.discriminator={name: dcgan, width: 8, norm: none, spectral_norm: true, minibatch_std: true, "
+          "dropout: 0.2}", "checkpoint.every=100", "log.every=2", "log.sample_every=0"]
+
+
+def test_resume_is_bit_exact_with_spectral_norm_gradient_penalty_rmsprop_and_lr_decay(tmp_path):
+    cfg = make_cfg(TINY, *EXOTIC)
+    straight = train(cfg, tmp_path / "straight")
+    first = train(cfg, tmp_path / "run", stop=StopAfter(6))  # at a log step: log windows stay aligned
+    assert first.step == 6
+    second = train(cfg, tmp_path / "run", resume=True)
+    assert second.step == 12
+    _assert_same_training_state(_final_state(second), _final_state(straight))
+    state, _ = _final_state(straight)
+    assert any(k.endswith("weight.0._u") for k in state["d"])  # the power iteration was saved and restored
+    # the learning rate of the last update: lr_d x (1 - 11 / 12)
+    assert state["opt_d"]["param_groups"][0]["lr"] == pytest.approx(2e-4 / 12)
+    assert state["opt_g"]["param_groups"][0]["lr"] == pytest.approx(2e-4 / 12)
+    rows = _rows(tmp_path / "straight")
+    assert all(r["gp"] >= 0 for r in rows)
+    assert sum("r1" in r for r in rows) >= 3  # lazy: logged in the intervals where it ran
+    strip = ("seconds", "img_per_s")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in _rows(tmp_path / "run")] == \
+        [{k: v for k, v in r.items() if k not in strip} for r in rows]
+
+
+@pytest.mark.parametrize("name, alarm", [("ns", True), ("hinge", False)])
+def test_the_d_wins_alarm_reads_probabilities_only(tmp_path, tiny_cfg, name, alarm):
+    # a threshold every D(G(z)) is below: only a logistic D's output is a probability to compare with it
+    cfg = make_cfg(tiny_cfg, f"objective.name={name}", "objective.label_smoothing=0", "train.steps=2",
+                   "log.every=1", "health.patience=1", "health.d_wins_below=1e9")
+    train(cfg, tmp_path / "run")
+    events = tmp_path / "run" / "events.jsonl"
+    assert (events.exists() and "d_wins" in events.read_text()) == alarm

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from gankit.config import ConfigError, DataConfig
-from gankit.data import bundled, folder, toy2d, vision  # noqa: F401  (registers the datasets)
+from gankit.data import bundled, folder, stacked, toy2d, vision  # noqa: F401  (registers the datasets)
 from gankit.data.registry import DATASETS
 from gankit.data.source import DataError, LazySource, Source, TensorSource, to_model_range, to_uint8
 from gankit.data.stream import BatchStream

@@ -2,6 +2,8 @@
 
 Each epoch's order is a permutation drawn from a generator seeded by (seed, epoch), so the stream's
 whole state is two integers and resuming continues with exactly the batch that would have come next.
+In a multi-process run every process draws the same permutation and global batches and keeps its
+slice of each (``rank`` of ``world_size``): the union is the single-process batch, in any process count.
 """
 from __future__ import annotations
 
@@ -15,9 +17,13 @@ from gankit.data.source import LazySource, Source, TensorSource
 
 class BatchStream:
     def __init__(self, source: Source, batch_size: int, seed: int, device: torch.device,
-                 num_workers: int = 0) -> None:
+                 num_workers: int = 0, rank: int = 0, world_size: int = 1) -> None:
         if len(source) < batch_size:
             raise ValueError(f"the dataset has {len(source)} samples, fewer than one batch of {batch_size}")
+        if batch_size % world_size:
+            raise ValueError(f"{batch_size} is the global batch of {world_size} processes and must be divisible "
+                             f"by {world_size}")
+        self.rank, self.world_size = rank, world_size
         self.source = source.to(device) if isinstance(source, TensorSource) else source
         self.batch_size = batch_size
         self.seed = seed
@@ -32,6 +38,13 @@ class BatchStream:
     def batches_per_epoch(self) -> int:
         return len(self.source) // self.batch_size  # drop_last: every batch is full
 
+    def _local(self, batch: torch.Tensor) -> torch.Tensor:
+        """This process's slice of a global batch of indices."""
+        if self.world_size == 1:
+            return batch
+        b = self.batch_size // self.world_size
+        return batch[self.rank * b:(self.rank + 1) * b]
+
     def _permutation(self) -> torch.Tensor:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         return torch.randperm(len(self.source), generator=gen)
@@ -43,7 +56,8 @@ class BatchStream:
             self._loader = None
             return
         b = self.batch_size
-        batches = [order[i * b:(i + 1) * b].tolist() for i in range(self.index, self.batches_per_epoch)]
+        batches = [self._local(order[i * b:(i + 1) * b]).tolist()
+                   for i in range(self.index, self.batches_per_epoch)]
         loader = DataLoader(self.source.dataset, batch_sampler=batches, num_workers=self.num_workers,
                             pin_memory=self.device.type == "cuda", persistent_workers=False)
         self._loader = iter(loader)
@@ -58,7 +72,7 @@ class BatchStream:
             self._start_epoch()
         if isinstance(self.source, TensorSource):
             b = self.batch_size
-            x, y = self.source.batch(self._order[self.index * b:(self.index + 1) * b])
+            x, y = self.source.batch(self._local(self._order[self.index * b:(self.index + 1) * b]))
         else:
             x, y = _split(next(self._loader))
             x = x.to(self.device, non_blocking=True)

@@ -14,11 +14,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from gankit.metrics.classes import class_stats
+from gankit.metrics.classes import class_agreement, class_stats
 from gankit.metrics.errors import EvalError
 from gankit.metrics.features import FeatureExtractor, default_extractor, get_extractor, is_points_dataset
 from gankit.metrics.fid import fid
 from gankit.metrics.kid import kid
+from gankit.metrics.modes import pacgan_modes, stacked_mnist_modes
 from gankit.metrics.prdc import prdc
 from gankit.metrics.reference import check_reference, reference_features
 from gankit.registry import Registry
@@ -40,6 +41,7 @@ class MetricInputs:
     ref_features: torch.Tensor | None = None
     ref_labels: torch.Tensor | None = None
     num_classes: int | None = None
+    labels: torch.Tensor | None = None  # the class each sample was generated for (conditional G)
     _knn: dict[str, float] | None = field(default=None, repr=False)
 
     def pair(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,6 +66,7 @@ class Metric:
     needs: str
     summary: str
     spread: tuple[tuple[str, str], ...] = ()  # (value key, key of its standard deviation)
+    reference: bool = True  # False: reads only the samples' own features / logits, no reference data
 
 
 METRICS: Registry[Metric] = Registry("metric")
@@ -102,13 +105,21 @@ def _classes(x: MetricInputs) -> dict[str, Any]:
     return class_stats(x.logits, k, target)
 
 
+def _class_agreement(x: MetricInputs) -> dict[str, Any]:
+    if x.logits is None or x.num_classes is None:
+        raise EvalError("metric 'class_agreement' needs an extractor with class logits (mnist-cnn or classifier:PATH)")
+    if x.labels is None:
+        raise EvalError("metric 'class_agreement' needs the class each sample was generated for: a conditional "
+                        "run or checkpoint, or an .npz with `labels` (gankit sample of a conditional run)")
+    if len(x.labels) != len(x.logits) or int(x.labels.max()) >= x.num_classes:
+        raise EvalError(f"metric 'class_agreement': {len(x.labels)} labels in 0..{int(x.labels.max())} for "
+                        f"{len(x.logits)} samples and a {x.num_classes}-class classifier")
+    return class_agreement(x.logits, x.labels)
+
+
 def _modes2d(x: MetricInputs) -> dict[str, Any]:
     if x.samples.dim() != 2:
         raise EvalError("metric 'modes2d' needs 2D points (a ring or grid run)")
-    try:
-        from gankit.metrics.modes import pacgan_modes
-    except ImportError as exc:
-        raise EvalError(f"metric 'modes2d' is not available in this gankit ({exc})") from None
     return dict(pacgan_modes(x.samples, x.dataset))
 
 
@@ -116,10 +127,6 @@ def _stacked(x: MetricInputs) -> dict[str, Any]:
     if x.samples.dim() != 4 or tuple(x.samples.shape[1:]) != (3, 28, 28):
         raise EvalError(f"metric 'stacked' needs uint8 stacked-MNIST images (N, 3, 28, 28), got "
                         f"{tuple(x.samples.shape)}")
-    try:
-        from gankit.metrics.modes import stacked_mnist_modes
-    except ImportError as exc:
-        raise EvalError(f"metric 'stacked' is not available in this gankit ({exc})") from None
     return dict(stacked_mnist_modes(x.samples))
 
 
@@ -132,6 +139,9 @@ for _name, _metric in {
                  "sample nearby), k = 3"),
     "classes": Metric(_classes, "logits", "class shares of the samples, classes present (>= 1 %), KL to the "
                       "reference's class distribution"),
+    "class_agreement": Metric(_class_agreement, "logits", "conditional G: share of samples the classifier puts in "
+                              "the class they were generated for (and the worst class's share)",
+                              reference=False),
     "modes2d": Metric(_modes2d, "samples", "2D mixtures: modes captured, high-quality share, reverse KL (PacGAN)"),
     "stacked": Metric(_stacked, "samples", "stacked MNIST: modes captured out of 1000 and KL to uniform"),
 }.items():
@@ -156,6 +166,9 @@ def _read_npz(path: Path) -> torch.Tensor:
                 arr = npz["images"]
                 if arr.dtype != np.uint8 or arr.ndim not in (3, 4):
                     raise EvalError(f"{path}: `images` must be uint8 (N, H, W, C), got {arr.dtype} {arr.shape}")
+                if arr.ndim == 4 and arr.shape[3] not in (1, 3):
+                    raise EvalError(f"{path}: `images` must have 1 (grayscale) or 3 (RGB) channels, got "
+                                    f"{arr.shape[3]} (shape N, H, W, C = {arr.shape})")
                 x = torch.from_numpy(np.ascontiguousarray(arr))
                 return x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
             if "points" in npz:
@@ -183,6 +196,17 @@ def load_samples(samples: torch.Tensor | np.ndarray | str | Path, num: int, *, s
     """(uint8 images (N, C, H, W) or float points (N, D), a description): at most ``num`` samples of a
     tensor / array, an ``.npz`` (``images`` N x H x W x C or ``points``), a directory of images, or
     ``num`` fresh samples (latent seed ``seed``) of the generator in a run directory or checkpoint."""
+    x, _, described = load_labelled_samples(samples, num, seed=seed, device=device, batch_size=batch_size)
+    return x, described
+
+
+def load_labelled_samples(samples: torch.Tensor | np.ndarray | str | Path, num: int, *, seed: int = 0,
+                          device: str | torch.device = "cpu", batch_size: int = 256,
+                          labels: torch.Tensor | np.ndarray | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """:func:`load_samples` plus the class each sample was generated for, when known (else None):
+    ``labels`` given with a tensor or array, an ``.npz``'s ``labels``, or the labels a conditional
+    generator is sampled with here (sample i is class i % num_classes)."""
     from gankit.checkpoint import CheckpointError, resolve
 
     if num < 1:
@@ -190,24 +214,38 @@ def load_samples(samples: torch.Tensor | np.ndarray | str | Path, num: int, *, s
     if isinstance(samples, np.ndarray):
         samples = torch.from_numpy(samples)
     if isinstance(samples, torch.Tensor):
-        return _as_samples(samples[:num].cpu(), "tensor"), "tensor"
+        return _as_samples(samples[:num].cpu(), "tensor"), _as_labels(labels, num), "tensor"
     path = Path(samples).expanduser()
     if path.suffix.lower() == ".npz":
         if not path.is_file():
             raise EvalError(f"no such file: {path}")
-        return _as_samples(_read_npz(path)[:num], str(path)), str(path)
+        x = _as_samples(_read_npz(path)[:num], str(path))
+        return x, _as_labels(_read_npz_labels(path) if labels is None else labels, num), str(path)
     if path.is_dir():
         try:
             resolve(path)
         except CheckpointError:  # no checkpoint here: a directory of images (`gankit sample --out DIR/`)
-            return _read_image_dir(path, num), f"{path} (images)"
+            return _read_image_dir(path, num), _as_labels(labels, num), f"{path} (images)"
     from gankit.sampling import load_generator
 
     gen = load_generator(path, device=device)
-    x = gen.sample(num, seed=seed, batch_size=batch_size)
+    y = gen.labels(num)
+    x = gen.sample(num, seed=seed, batch_size=batch_size, labels=y)
     x = gen.to_uint8(x) if gen.is_image else x.float()
     which = "EMA generator" if gen.is_ema else "generator"
-    return x, f"{path} ({which} at step {gen.step}, latent seed {seed})"
+    return x, y, f"{path} ({which} at step {gen.step}, latent seed {seed})"
+
+
+def _as_labels(labels: torch.Tensor | np.ndarray | None, num: int) -> torch.Tensor | None:
+    if labels is None:
+        return None
+    return torch.as_tensor(np.asarray(labels)[:num], dtype=torch.long)
+
+
+def _read_npz_labels(path: Path) -> np.ndarray | None:
+    """The ``labels`` array of an .npz written by ``gankit sample`` from a conditional run, if any."""
+    with np.load(path, allow_pickle=False) as npz:
+        return np.asarray(npz["labels"]) if "labels" in npz else None
 
 
 def _extractor(spec: str | FeatureExtractor | None, ref: str, download: bool) -> FeatureExtractor:
@@ -216,10 +254,13 @@ def _extractor(spec: str | FeatureExtractor | None, ref: str, download: bool) ->
     return get_extractor(spec or default_extractor(ref), download=download)
 
 
-def default_metrics(extractor: FeatureExtractor | None) -> tuple[str, ...]:
-    """fid, kid, pr, dc, plus classes when the extractor classifies."""
+def default_metrics(extractor: FeatureExtractor | None, labelled: bool = False) -> tuple[str, ...]:
+    """fid, kid, pr, dc, plus classes when the extractor classifies, and class_agreement when the
+    samples also carry the classes they were generated for."""
     base = ("fid", "kid", "pr", "dc")
-    return base + ("classes",) if extractor is not None and extractor.has_logits else base
+    if extractor is None or not extractor.has_logits:
+        return base
+    return base + ("classes", "class_agreement") if labelled else base + ("classes",)
 
 
 def get_metric(name: str) -> Metric:
@@ -256,10 +297,13 @@ def calculate_metrics(samples: torch.Tensor | np.ndarray | str | Path, ref: str,
                       metrics: Sequence[str] | None = None, num: int = 10_000,
                       extractor: str | FeatureExtractor | None = None, split: str = "train", root: str = "data",
                       seed: int = 0, cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
-                      num_reference: int | None = None, download: bool = False) -> dict[str, Any]:
+                      num_reference: int | None = None, download: bool = False,
+                      labels: torch.Tensor | np.ndarray | None = None) -> dict[str, Any]:
     """Measure ``samples`` against the registered dataset ``ref`` (its ``split``, first ``num_reference``
-    items, all when None). ``metrics`` default: fid, kid, pr, dc (+ classes for classifier extractors);
-    ``extractor`` default: mnist-cnn for MNIST, points for 2D mixtures, inception otherwise.
+    items, all when None). ``metrics`` default: fid, kid, pr, dc (+ classes for classifier extractors, and
+    class_agreement when the samples' generated classes are known: a conditional run, an .npz with
+    ``labels``, or ``labels`` given with a tensor); ``extractor`` default: mnist-cnn for MNIST, points
+    for 2D mixtures, inception otherwise.
 
     Returns every metric value (flat: ``fid``, ``kid`` and ``kid_std``, ``precision``, ...) and ``info``
     (sample and reference counts, dataset, split, extractor name and version, seed, gankit version).
@@ -272,13 +316,13 @@ def calculate_metrics(samples: torch.Tensor | np.ndarray | str | Path, ref: str,
         raise EvalError(f"no metrics requested (choose from {', '.join(METRICS.names())})")
     chosen = {n: get_metric(n) for n in names or ()}
     check_reference(ref, split)
-    x, described = load_samples(samples, num, seed=seed, device=device)
+    x, y, described = load_labelled_samples(samples, num, seed=seed, device=device, labels=labels)
     needs_features = names is None or any(m.needs != "samples" for m in chosen.values())
     ext = _extractor(extractor, ref, download) if needs_features else None
     if names is None:
-        names = list(default_metrics(ext))
+        names = list(default_metrics(ext, labelled=y is not None))
         chosen = {n: get_metric(n) for n in names}
-    inputs = MetricInputs(x, ref, seed)
+    inputs = MetricInputs(x, ref, seed, labels=y)
     if ext is not None:
         _check_kinds(x, ref, ext)
         wants_logits = [n for n, m in chosen.items() if m.needs == "logits"]
@@ -287,9 +331,11 @@ def calculate_metrics(samples: torch.Tensor | np.ndarray | str | Path, ref: str,
                             f"classifier:PATH); {ext.name} has none")
         square = x.dim() == 4 and x.shape[-1] == x.shape[-2]
         inputs.features, inputs.logits = ext.extract(x, device=device)
-        inputs.ref_features, inputs.ref_labels = reference_features(
-            ref, ext, split=split, num=num_reference, root=root, resolution=x.shape[-1] if square else None,
-            channels=x.shape[1] if x.dim() == 4 else None, download=download, cache_dir=cache_dir, device=device)
+        if any(get_metric(n).reference for n in names):
+            inputs.ref_features, inputs.ref_labels = reference_features(
+                ref, ext, split=split, num=num_reference, root=root, resolution=x.shape[-1] if square else None,
+                channels=x.shape[1] if x.dim() == 4 else None, download=download, cache_dir=cache_dir,
+                device=device)
         inputs.num_classes = ext.num_classes
     result = run_metrics(names, inputs)
     info: dict[str, Any] = {

@@ -25,3 +25,11 @@ def class_stats(logits: torch.Tensor, num_classes: int, target: np.ndarray) -> d
     return {"classes_present": int((shares >= PRESENT_SHARE).sum()), "num_classes": num_classes,
             "min_share": float(shares.min()), "max_share": float(shares.max()), "class_kl": kl_to(shares, target),
             "class_shares": [round(float(s), 4) for s in shares]}
+
+
+def class_agreement(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """How often the classifier agrees with the class each sample was generated for: overall, and for
+    the worst class (a conditional G that ignores one label shows there, not in the mean)."""
+    agree = logits.argmax(1) == labels.to(logits.device).long()
+    per_class = [float(agree[labels == k].float().mean()) for k in labels.unique().tolist()]
+    return {"class_agreement": float(agree.float().mean()), "class_agreement_min": min(per_class)}

@@ -2,7 +2,8 @@
 extractor is a classifier.
 
 An extractor is named by a spec string ``NAME`` or ``NAME:ARG``: ``mnist-cnn`` (the shipped digit
-classifier), ``classifier:PATH`` (one trained by ``gankit classifier``), ``inception`` /
+classifier), ``mnist-cnn-stacked`` (its features of each channel of stacked-MNIST images),
+``classifier:PATH`` (one trained by ``gankit classifier``), ``inception`` /
 ``inception:PATH`` (Inception-v3 with the FID weights) and ``points`` (2D data as its own features).
 """
 from __future__ import annotations
@@ -109,6 +110,35 @@ def mnist_cnn(arg: str | None = None, download: bool = False) -> FeatureExtracto
     return _classifier_extractor("mnist-cnn", raw, "gankit/assets/mnist_cnn.safetensors")
 
 
+class _PerChannel(nn.Module):
+    """Stacked digits: a digit classifier's features of each channel, concatenated."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.net.features(x[:, c:c + 1]) for c in range(x.shape[1])], 1)
+
+
+@FEATURES.register("mnist-cnn-stacked")
+def mnist_cnn_stacked(arg: str | None = None, download: bool = False) -> FeatureExtractor:
+    """stacked-mnist: mnist-cnn's 128-d features of the R, G and B digit, concatenated (384-d, no logits:
+    the 1000 modes are counted by the `stacked` metric)."""
+    _no_arg("mnist-cnn-stacked", arg)
+    base = mnist_cnn()
+    name = "mnist-cnn-stacked"
+
+    def prepare(images: torch.Tensor) -> torch.Tensor:
+        _check_images(images, name)
+        if images.shape[1] != 3:
+            raise EvalError(f"the {name} extractor takes 3-channel stacked digits, got {images.shape[1]} channel(s)")
+        return fit_to(images, base.net.resolution, 3)
+
+    return FeatureExtractor(name, base.version, f"{name}-{base.key}", _PerChannel(base.net), prepare, None,
+                            dict(base.info))
+
+
 @FEATURES.register("classifier")
 def classifier(arg: str | None = None, download: bool = False) -> FeatureExtractor:
     """A classifier trained by ``gankit classifier --data NAME --out PATH``: ``classifier:PATH``."""
@@ -154,6 +184,8 @@ def default_extractor(dataset: str) -> str:
     """The feature space a dataset is measured in unless told otherwise."""
     if dataset in ("mnist10k", "mnist"):
         return "mnist-cnn"
+    if dataset == "stacked-mnist":
+        return "mnist-cnn-stacked"
     if is_points_dataset(dataset):
         return "points"
     return "inception"

@@ -9,14 +9,18 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from gankit.models.conditional import (ConditionalBatchNorm, CondSequential, Projection, check_conditioning,
+                                       label_embedding, label_maps, require_labels)
 from gankit.models.layers import activation as make_activation
-from gankit.models.layers import image_shape, output_activation, pyramid, same_padding
+from gankit.models.layers import (MinibatchStd, apply_spectral_norm, image_shape, output_activation, pyramid,
+                                  same_padding)
 from gankit.models.registry import DISCRIMINATORS, GENERATORS
 
 
-def _norm2d(norm: str, channels: int) -> list[nn.Module]:
+def _norm2d(norm: str, channels: int, num_classes: int | None = None) -> list[nn.Module]:
+    """[BatchNorm2d], [ConditionalBatchNorm] when ``num_classes`` is given, or [] for norm none."""
     if norm == "batch":
-        return [nn.BatchNorm2d(channels)]
+        return [ConditionalBatchNorm(channels, num_classes) if num_classes else nn.BatchNorm2d(channels)]
     if norm == "none":
         return []
     raise ValueError(f"norm must be batch or none, got {norm!r}")
@@ -24,11 +28,23 @@ def _norm2d(norm: str, channels: int) -> list[nn.Module]:
 
 @GENERATORS.register("dcgan")
 class DCGANGenerator(nn.Module):
-    def __init__(self, latent_dim: int, out_shape: tuple[int, ...], *, width: int = 64,
-                 max_width: int | None = None, stem: str = "conv", fc_hidden: list[int] = [],
+    """Conditional (``num_classes``): a label embedding of ``embed_dim`` features joins z, and with
+    ``conditional_norm`` every BatchNorm takes per-class scales and shifts (set embed_dim 0 to condition
+    through the norms alone)."""
+
+    def __init__(self, latent_dim: int, out_shape: tuple[int, ...], num_classes: int | None = None, *,
+                 width: int = 64, max_width: int | None = None, stem: str = "conv", fc_hidden: list[int] = [],
                  kernel: int = 4, norm: str = "batch", activation: str = "relu", slope: float = 0.2,
-                 output: str = "tanh") -> None:
+                 output: str = "tanh", embed_dim: int = 32, conditional_norm: bool = False) -> None:
         super().__init__()
+        if conditional_norm and (num_classes is None or norm != "batch"):
+            raise ValueError("conditional_norm needs model.conditional: true and norm batch")
+        if num_classes is not None and embed_dim < 1 and not conditional_norm:
+            raise ValueError("a conditional dcgan generator needs embed_dim >= 1 or conditional_norm: true")
+        self.num_classes = num_classes
+        self.embed = label_embedding(num_classes, embed_dim)
+        latent_dim += embed_dim if self.embed is not None else 0
+        cbn = num_classes if conditional_norm else None
         channels, side = image_shape(out_shape, "dcgan")
         base, levels = pyramid(side)
         widths = [width * 2 ** (levels - 1 - i) for i in range(levels)]
@@ -37,18 +53,19 @@ class DCGANGenerator(nn.Module):
         self.base, self.c0 = base, widths[0]
         use_bias = norm == "none"
         if stem == "conv":
-            self.stem = nn.Sequential(nn.Unflatten(1, (latent_dim, 1, 1)),
-                                      nn.ConvTranspose2d(latent_dim, widths[0], base, 1, 0, bias=use_bias),
-                                      *_norm2d(norm, widths[0]), make_activation(activation, slope))
+            self.stem = CondSequential(nn.Unflatten(1, (latent_dim, 1, 1)),
+                                       nn.ConvTranspose2d(latent_dim, widths[0], base, 1, 0, bias=use_bias),
+                                       *_norm2d(norm, widths[0], cbn), make_activation(activation, slope))
         elif stem == "fc":
             layers: list[nn.Module] = []
             n = latent_dim
             for h in [*fc_hidden, widths[0] * base * base]:
                 layers += [nn.Linear(n, h, bias=use_bias)]
-                layers += [nn.BatchNorm1d(h)] if norm == "batch" else []
+                if norm == "batch":
+                    layers += [ConditionalBatchNorm(h, cbn, dims=1) if cbn else nn.BatchNorm1d(h)]
                 layers += [make_activation(activation, slope)]
                 n = h
-            self.stem = nn.Sequential(*layers, nn.Unflatten(1, (widths[0], base, base)))
+            self.stem = CondSequential(*layers, nn.Unflatten(1, (widths[0], base, base)))
         else:
             raise ValueError(f"stem must be conv or fc, got {stem!r}")
         pad = same_padding(kernel)
@@ -56,22 +73,36 @@ class DCGANGenerator(nn.Module):
         blocks: list[nn.Module] = []
         for c_in, c_out in zip(widths, widths[1:]):
             blocks += [nn.ConvTranspose2d(c_in, c_out, kernel, 2, pad, out_pad, bias=use_bias),
-                       *_norm2d(norm, c_out), make_activation(activation, slope)]
+                       *_norm2d(norm, c_out, cbn), make_activation(activation, slope)]
         blocks += [nn.ConvTranspose2d(widths[-1], channels, kernel, 2, pad, out_pad),
                    output_activation(output)]
-        self.body = nn.Sequential(*blocks)
+        self.body = CondSequential(*blocks)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.body(self.stem(z))
+        y = require_labels(y, self.num_classes, "dcgan generator")
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(y)], 1)
+        return self.body(self.stem(z, y), y)
 
 
 @DISCRIMINATORS.register("dcgan")
 class DCGANDiscriminator(nn.Module):
-    def __init__(self, in_shape: tuple[int, ...], *, width: int = 64, max_width: int | None = None,
-                 kernel: int = 4, downsample: str = "stride", norm: str = "batch", first_norm: bool = False,
-                 slope: float = 0.2, head: str = "conv", fc_hidden: list[int] = [],
-                 dropout: float = 0.0) -> None:
+    """Conditional (``num_classes``): ``conditioning`` concat appends the label embedding (``embed_dim``
+    features) to the image as constant maps; projection adds ``<embed(y), h>`` with h the input of the
+    last linear map (the flattened final features, or the last fc_hidden layer)."""
+
+    def __init__(self, in_shape: tuple[int, ...], num_classes: int | None = None, *, width: int = 64,
+                 max_width: int | None = None, kernel: int = 4, downsample: str = "stride", norm: str = "batch",
+                 first_norm: bool = False, slope: float = 0.2, head: str = "conv", fc_hidden: list[int] = [],
+                 dropout: float = 0.0, spectral_norm: bool = False, minibatch_std: bool = False,
+                 conditioning: str = "projection", embed_dim: int = 8) -> None:
         super().__init__()
+        check_conditioning(conditioning)
+        concat = num_classes is not None and conditioning == "concat"
+        if concat and embed_dim < 1:
+            raise ValueError(f"concat conditioning needs embed_dim >= 1, got {embed_dim}")
+        self.num_classes = num_classes
+        self.embed = label_embedding(num_classes, embed_dim) if concat else None
         channels, side = image_shape(in_shape, "dcgan")
         base, levels = pyramid(side)
         widths = [width * 2 ** i for i in range(levels)]
@@ -84,7 +115,7 @@ class DCGANDiscriminator(nn.Module):
         use_bias = norm == "none"
         pad = same_padding(kernel)
         layers: list[nn.Module] = []
-        c_in = channels
+        c_in = channels + (embed_dim if concat else 0)
         for i, c_out in enumerate(widths):
             stride = 2 if downsample == "stride" else 1
             layers.append(nn.Conv2d(c_in, c_out, kernel, stride, pad, bias=use_bias or (i == 0 and not first_norm)))
@@ -96,18 +127,33 @@ class DCGANDiscriminator(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             c_in = c_out
+        if minibatch_std:
+            layers.append(MinibatchStd())
+            c_in += 1
         self.features = nn.Sequential(*layers)
+        n = c_in * base * base  # the conv head is a linear map of the flattened features
         if head == "conv":
             self.head = nn.Sequential(nn.Conv2d(c_in, 1, base, 1, 0), nn.Flatten())
         elif head == "fc":
             head_layers: list[nn.Module] = [nn.Flatten()]
-            n = c_in * base * base
             for h in fc_hidden:
                 head_layers += [nn.Linear(n, h), nn.LeakyReLU(slope, inplace=True)]
                 n = h
             self.head = nn.Sequential(*head_layers, nn.Linear(n, 1))
         else:
             raise ValueError(f"head must be conv or fc, got {head!r}")
+        self.projection = Projection(num_classes, n) if num_classes is not None and not concat else None
+        if spectral_norm:
+            apply_spectral_norm(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.features(x)).squeeze(1)
+        y = require_labels(y, self.num_classes, "dcgan discriminator")
+        if self.embed is not None:
+            x = label_maps(x, self.embed(y))
+        h = self.features(x)
+        if self.projection is None:
+            return self.head(h).squeeze(1)
+        if isinstance(self.head[-1], nn.Linear):  # fc head: project the last hidden layer
+            h = self.head[:-1](h)
+            return self.head[-1](h).squeeze(1) + self.projection(h, y)
+        return self.head(h).squeeze(1) + self.projection(h, y)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn as nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 
 def activation(name: str, slope: float = 0.2) -> nn.Module:
@@ -51,3 +53,38 @@ def same_padding(kernel: int) -> int:
 
 def flat_size(shape: tuple[int, ...]) -> int:
     return math.prod(shape)
+
+
+def apply_spectral_norm(net: nn.Module) -> nn.Module:
+    """Spectrally normalise every linear and conv weight (Miyato et al. 2018): each layer's top
+    singular value is estimated by one power iteration per forward pass in training mode (the
+    vectors are buffers, so checkpoints and resume keep them) and divided out."""
+    for m in list(net.modules()):
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):  # embeddings: projection D
+            spectral_norm(m)
+    return net
+
+
+class MinibatchStd(nn.Module):
+    """Appends one feature map: the std of each feature across groups of ``group`` samples, averaged
+    (Karras et al. 2018). D sees the batch's variety, so a collapsed G is easy to tell from real data."""
+
+    def __init__(self, group: int = 4) -> None:
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = math.gcd(n, self.group)  # a batch the group does not divide still works, in smaller groups
+        std = (x.reshape(g, n // g, c, h, w).var(0, unbiased=False) + 1e-8).sqrt()
+        feature = std.mean((1, 2, 3)).reshape(n // g, 1, 1, 1).repeat(g, 1, h, w)
+        return torch.cat([x, feature], 1)
+
+
+def doubling_widths(side: int, width: int, max_width: int, base: int = 4) -> dict[int, int]:
+    """Channels per resolution from ``base`` to ``side``: ``width`` at ``side``, doubling per halving of
+    the resolution, capped at ``max_width`` (the usual pyramid of StyleGAN and BigGAN)."""
+    if width < 1 or max_width < 1:
+        raise ValueError(f"width and max_width must be >= 1, got {width} and {max_width}")
+    sides = [base * 2 ** i for i in range(int(math.log2(side // base)) + 1)]
+    return {r: min(width * side // r, max_width) for r in sides}

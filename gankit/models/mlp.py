@@ -4,8 +4,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from gankit.models.conditional import Projection, check_conditioning, label_embedding, require_labels
 from gankit.models.layers import activation as make_activation
-from gankit.models.layers import flat_size, output_activation
+from gankit.models.layers import apply_spectral_norm, flat_size, output_activation
 from gankit.models.registry import DISCRIMINATORS, GENERATORS
 
 
@@ -25,26 +26,56 @@ def _hidden(widths: list[int], n_in: int, act: str, slope: float, batchnorm: boo
 
 @GENERATORS.register("mlp")
 class MLPGenerator(nn.Module):
-    def __init__(self, latent_dim: int, out_shape: tuple[int, ...], *, widths: list[int] = [256, 512, 1024],
-                 activation: str = "leaky_relu", slope: float = 0.2, batchnorm: bool = False,
-                 dropout: float = 0.0, output: str = "tanh") -> None:
+    """Conditional (``num_classes``): a label embedding of ``embed_dim`` features joins z (Mirza & Osindero)."""
+
+    def __init__(self, latent_dim: int, out_shape: tuple[int, ...], num_classes: int | None = None, *,
+                 widths: list[int] = [256, 512, 1024], activation: str = "leaky_relu", slope: float = 0.2,
+                 batchnorm: bool = False, dropout: float = 0.0, output: str = "tanh",
+                 embed_dim: int = 32) -> None:
         super().__init__()
-        self.out_shape = tuple(out_shape)
-        layers, n = _hidden(widths, latent_dim, activation, slope, batchnorm, dropout)
+        self.out_shape, self.num_classes = tuple(out_shape), num_classes
+        if num_classes is not None and embed_dim < 1:
+            raise ValueError(f"a conditional mlp generator needs embed_dim >= 1, got {embed_dim}")
+        self.embed = label_embedding(num_classes, embed_dim)
+        n_in = latent_dim + (embed_dim if self.embed is not None else 0)
+        layers, n = _hidden(widths, n_in, activation, slope, batchnorm, dropout)
         self.net = nn.Sequential(*layers, nn.Linear(n, flat_size(self.out_shape)), output_activation(output))
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        y = require_labels(y, self.num_classes, "mlp generator")
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(y)], 1)
         return self.net(z).view(z.shape[0], *self.out_shape)
 
 
 @DISCRIMINATORS.register("mlp")
 class MLPDiscriminator(nn.Module):
-    def __init__(self, in_shape: tuple[int, ...], *, widths: list[int] = [1024, 512, 256],
-                 activation: str = "leaky_relu", slope: float = 0.2, batchnorm: bool = False,
-                 dropout: float = 0.0) -> None:
+    """Conditional (``num_classes``): ``conditioning`` concat appends a label embedding of ``embed_dim``
+    features to the input; projection adds ``<embed(y), h>`` on the last hidden layer (Miyato & Koyama)."""
+
+    def __init__(self, in_shape: tuple[int, ...], num_classes: int | None = None, *,
+                 widths: list[int] = [1024, 512, 256], activation: str = "leaky_relu", slope: float = 0.2,
+                 batchnorm: bool = False, dropout: float = 0.0, conditioning: str = "projection",
+                 embed_dim: int = 32, spectral_norm: bool = False) -> None:
         super().__init__()
-        layers, n = _hidden(widths, flat_size(in_shape), activation, slope, batchnorm, dropout)
+        check_conditioning(conditioning)
+        self.num_classes = num_classes
+        concat = num_classes is not None and conditioning == "concat"
+        if concat and embed_dim < 1:
+            raise ValueError(f"concat conditioning needs embed_dim >= 1, got {embed_dim}")
+        self.embed = label_embedding(num_classes, embed_dim) if concat else None
+        n_in = flat_size(in_shape) + (embed_dim if concat else 0)
+        layers, n = _hidden(widths, n_in, activation, slope, batchnorm, dropout)
         self.net = nn.Sequential(nn.Flatten(), *layers, nn.Linear(n, 1))
+        self.projection = Projection(num_classes, n) if num_classes is not None and not concat else None
+        if spectral_norm:
+            apply_spectral_norm(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x).squeeze(1)
+        y = require_labels(y, self.num_classes, "mlp discriminator")
+        if self.embed is not None:
+            x = torch.cat([x.flatten(1), self.embed(y)], 1)
+        if self.projection is None:
+            return self.net(x).squeeze(1)
+        h = self.net[:-1](x)
+        return self.net[-1](h).squeeze(1) + self.projection(h, y)

@@ -1,9 +1,12 @@
 """Generator and discriminator registries; G and D are chosen independently, so hybrids work."""
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 import typing
+import warnings
+from collections.abc import Iterator
 
 import torch.nn as nn
 
@@ -40,21 +43,45 @@ def _lookup(registry: Registry, spec: dict, key: str) -> type[nn.Module]:
         raise ConfigError(f"config: {key}.name: {exc.args[0]}") from None
 
 
-def build_generator(spec: dict, latent_dim: int, out_shape: tuple[int, ...]) -> nn.Module:
-    """Instantiate G from ``model.generator``; architecture errors become ConfigErrors."""
+def build_generator(spec: dict, latent_dim: int, out_shape: tuple[int, ...],
+                    num_classes: int | None = None) -> nn.Module:
+    """Instantiate G from ``model.generator`` (class-conditional when ``num_classes`` is given);
+    architecture errors become ConfigErrors."""
     cls = _lookup(GENERATORS, spec, "model.generator")
-    kwargs = _arch_kwargs(cls, spec, "model.generator", positional=2)
+    # (latent_dim, out_shape, num_classes) come from the data, never from the spec
+    kwargs = _arch_kwargs(cls, spec, "model.generator", positional=3)
     try:
-        return cls(latent_dim, tuple(out_shape), **kwargs)
-    except ValueError as exc:
+        with _zero_size_quiet():
+            net = cls(latent_dim, tuple(out_shape), num_classes, **kwargs)
+    except (ValueError, RuntimeError) as exc:  # RuntimeError: torch refusing a layer size (width: -3)
         raise ConfigError(f"config: model.generator ({spec['name']}): {exc}") from None
+    return _non_empty(net, spec, "model.generator")
 
 
-def build_discriminator(spec: dict, in_shape: tuple[int, ...]) -> nn.Module:
-    """Instantiate D from ``model.discriminator``; architecture errors become ConfigErrors."""
+def build_discriminator(spec: dict, in_shape: tuple[int, ...], num_classes: int | None = None) -> nn.Module:
+    """Instantiate D from ``model.discriminator`` (class-conditional when ``num_classes`` is given);
+    architecture errors become ConfigErrors."""
     cls = _lookup(DISCRIMINATORS, spec, "model.discriminator")
-    kwargs = _arch_kwargs(cls, spec, "model.discriminator", positional=1)
+    kwargs = _arch_kwargs(cls, spec, "model.discriminator", positional=2)
     try:
-        return cls(tuple(in_shape), **kwargs)
-    except ValueError as exc:
+        with _zero_size_quiet():
+            net = cls(tuple(in_shape), num_classes, **kwargs)
+    except (ValueError, RuntimeError) as exc:
         raise ConfigError(f"config: model.discriminator ({spec['name']}): {exc}") from None
+    return _non_empty(net, spec, "model.discriminator")
+
+
+@contextlib.contextmanager
+def _zero_size_quiet() -> Iterator[None]:
+    """torch warns when initialising a zero-size layer; :func:`_non_empty` reports it as one clear error."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+        yield
+
+
+def _non_empty(net: nn.Module, spec: dict, key: str) -> nn.Module:
+    """A layer without weights (a width of 0) builds, then fails in the first forward pass: refuse it here."""
+    empty = next((name for name, p in net.named_parameters() if p.numel() == 0), None)
+    if empty is not None:
+        raise ConfigError(f"config: {key} ({spec['name']}): layer {empty} has no weights (a width or size of 0?)")
+    return net

@@ -1,0 +1,70 @@
+"""Optimizers and learning-rate schedules, selected by name in ``optim``.
+
+A schedule is a pure function of (step, total steps), never an object with state: the loop sets the
+learning rates from the step before every update, so a resumed run follows exactly the same rates.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+
+from gankit.config import ConfigError, OptimConfig
+from gankit.registry import Registry
+
+Factory = Callable[[Iterable[torch.nn.Parameter], float, list[float], OptimConfig], torch.optim.Optimizer]
+OPTIMIZERS: Registry[Factory] = Registry("optimizer")
+SCHEDULES: Registry[Callable[[int, int | None], float]] = Registry("schedule")
+
+
+@OPTIMIZERS.register("adam")
+def adam(params: Iterable[torch.nn.Parameter], lr: float, betas: list[float], o: OptimConfig
+         ) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr, betas=(betas[0], betas[1]), eps=o.eps, weight_decay=o.weight_decay)
+
+
+@OPTIMIZERS.register("rmsprop")
+def rmsprop(params: Iterable[torch.nn.Parameter], lr: float, betas: list[float], o: OptimConfig
+            ) -> torch.optim.Optimizer:
+    """RMSprop as in the WGAN paper (lr 5e-5): no momentum on a non-stationary critic loss by default."""
+    return torch.optim.RMSprop(params, lr=lr, alpha=o.alpha, eps=o.eps, momentum=o.momentum,
+                               weight_decay=o.weight_decay)
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(params: Iterable[torch.nn.Parameter], lr: float, betas: list[float], o: OptimConfig
+        ) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
+
+
+@SCHEDULES.register("constant")
+def constant(step: int, total: int | None) -> float:
+    return 1.0
+
+
+@SCHEDULES.register("linear")
+def linear(step: int, total: int | None) -> float:
+    """1 at step 0, falling linearly to 0 at ``total`` (the last update still has 1 / total)."""
+    if not total:
+        raise ConfigError("config: optim.schedule linear decays to 0 at the last step: "
+                          "set train.steps or train.epochs")
+    return max(0.0, 1.0 - step / total)
+
+
+def build_optimizers(cfg: OptimConfig, g: torch.nn.Module, d: torch.nn.Module
+                     ) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """(G's, D's) optimizer as ``cfg.name`` says; an unknown name is a ConfigError."""
+    try:
+        factory = OPTIMIZERS.get(cfg.name)
+    except KeyError as exc:
+        raise ConfigError(f"config: optim.name: {exc.args[0]}") from None
+    return factory(g.parameters(), cfg.lr_g, cfg.betas_g, cfg), factory(d.parameters(), cfg.lr_d, cfg.betas_d, cfg)
+
+
+def lr_factor(cfg: OptimConfig, step: int, total: int | None) -> float:
+    """The schedule's multiplier of the configured learning rates at generator step ``step``."""
+    try:
+        schedule = SCHEDULES.get(cfg.schedule)
+    except KeyError as exc:
+        raise ConfigError(f"config: optim.schedule: {exc.args[0]}") from None
+    return schedule(step, total)

@@ -1,0 +1,51 @@
+"""gankit.optim: optimizers by name (betas only for Adam), learning-rate schedules as functions of the step."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gankit.config import ConfigError, OptimConfig, from_dict
+from gankit.optim import build_optimizers, lr_factor
+
+
+def _nets() -> tuple[torch.nn.Module, torch.nn.Module]:
+    return torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
+
+
+def test_adam_is_the_default_with_per_network_rates_and_betas():
+    cfg = OptimConfig(lr_g=1e-4, lr_d=4e-4, betas_g=[0.0, 0.9], betas_d=[0.5, 0.99])
+    opt_g, opt_d = build_optimizers(cfg, *_nets())
+    assert isinstance(opt_g, torch.optim.Adam) and isinstance(opt_d, torch.optim.Adam)
+    assert opt_g.param_groups[0]["lr"] == 1e-4 and opt_g.param_groups[0]["betas"] == (0.0, 0.9)
+    assert opt_d.param_groups[0]["lr"] == 4e-4 and opt_d.param_groups[0]["betas"] == (0.5, 0.99)
+
+
+def test_rmsprop_and_sgd():
+    opt_g, opt_d = build_optimizers(OptimConfig(name="rmsprop", lr_g=5e-5, lr_d=5e-5, alpha=0.9), *_nets())
+    assert isinstance(opt_d, torch.optim.RMSprop)
+    group = opt_d.param_groups[0]
+    assert group["lr"] == 5e-5 and group["alpha"] == 0.9 and group["momentum"] == 0.0
+    assert "betas" not in group  # Adam's betas mean nothing to RMSprop
+    _, sgd = build_optimizers(OptimConfig(name="sgd", momentum=0.9), *_nets())
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
+
+
+def test_bad_optimizer_settings_are_config_errors():
+    with pytest.raises(ConfigError, match="optim.name must be one of adam, rmsprop, sgd"):
+        from_dict({"optim": {"name": "adagrad"}})
+    with pytest.raises(ConfigError, match="optim.name: unknown optimizer 'adamw'"):
+        build_optimizers(OptimConfig(name="adamw"), *_nets())
+    with pytest.raises(ConfigError, match="optim.momentum must be < 1"):
+        from_dict({"optim": {"momentum": 1.0}})
+
+
+def test_linear_schedule_decays_to_zero_at_the_last_step():
+    cfg = OptimConfig(schedule="linear")
+    assert [lr_factor(cfg, s, 4) for s in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
+    assert lr_factor(cfg, 9, 4) == 0.0
+    assert lr_factor(OptimConfig(), 3, 4) == lr_factor(OptimConfig(), 3, None) == 1.0
+    with pytest.raises(ConfigError, match="set train.steps or train.epochs"):
+        lr_factor(cfg, 0, None)
+    with pytest.raises(ConfigError, match="optim.schedule linear"):
+        from_dict({"optim": {"schedule": "linear"}, "train": {"steps": None, "max_seconds": 10}})
+    assert from_dict({"optim": {"schedule": "linear"}, "train": {"steps": None, "epochs": 2}}).optim.schedule == "linear"

@@ -1,0 +1,99 @@
+"""gankit.perf: the code paths of mixed precision, channels-last and torch.compile that run on a CPU.
+
+CUDA-only behaviour (auto choosing bf16 or fp16, NCCL) is resolved by the same functions on a GPU;
+``benchmarks/throughput.py --device cuda`` measures it.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import TINY, TINY_RING, assert_states_equal, make_cfg
+from gankit import perf
+from gankit.checkpoint import load_checkpoint
+from gankit.config import ConfigError, from_dict
+from gankit.train import prepare, train
+
+# a conv G and a conv D, without dropout or noise, so that two ways of running a step can be compared
+CONV = make_cfg(TINY, "model.discriminator={name: dcgan, width: 8}", "objective.label_smoothing=0",
+                "objective.instance_noise=0", "train.ema_decay=0", "train.d_steps=1")
+
+
+def test_cpu_defaults_leave_the_step_alone():
+    trainer = prepare(from_dict(TINY))
+    assert trainer.perf.describe() == {"amp": "fp32", "channels_last": False, "compile": "off"}
+    assert trainer.g_train is trainer.g and trainer.d_train is trainer.d  # the plain networks: bit for bit
+    assert "scaler" not in trainer.state_dict()
+
+
+def test_bf16_autocast_runs_the_networks_in_bf16_and_the_losses_in_float32():
+    trainer = prepare(from_dict(make_cfg(CONV, "perf.amp=bf16")))
+    assert trainer.perf.amp == "bf16" and not trainer.perf.scalers
+    seen: list[torch.dtype] = []
+    conv = next(m for m in trainer.d.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
+    before = [p.clone() for p in trainer.g.parameters()]
+    stats = trainer.train_step(10)
+    assert seen and set(seen) == {torch.bfloat16}
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in stats.values())
+    assert all(p.dtype == torch.float32 for p in trainer.g.parameters())  # master weights stay float32
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.g.parameters()))
+
+
+def test_fp16_gradient_scaler_is_checkpointed_and_resumes_bit_exact(tmp_path):
+    cfg = make_cfg(TINY_RING, "perf.amp=fp16", "checkpoint.every=3", "checkpoint.keep=5")
+    straight = train(make_cfg(cfg, "train.steps=6"), tmp_path / "straight")
+    first = train(make_cfg(cfg, "train.steps=3"), tmp_path / "resumed")
+    assert first.step == 3
+    resumed = train(make_cfg(cfg, "train.steps=6"), tmp_path / "resumed", resume=True)
+    (a, meta), (b, _) = load_checkpoint(straight.checkpoint), load_checkpoint(resumed.checkpoint)
+    assert set(a["scaler"]) == {"g", "d"} and a["scaler"]["d"]["scale"] > 0
+    assert meta["perf"] == {"amp": "fp16", "channels_last": False, "compile": "off"}
+    for key in ("g", "d", "opt_g", "opt_d", "rng", "scaler"):
+        assert_states_equal(a[key], b[key], key)
+
+
+def test_channels_last_converts_the_convs_and_checkpoints_stay_standard(tmp_path):
+    cfg = make_cfg(CONV, "perf.channels_last=true", "train.steps=2", "train.ema_decay=0.9")
+    trainer = prepare(from_dict(cfg))
+    convs = [p for p in trainer.d.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    plain = prepare(from_dict(make_cfg(CONV, "train.steps=2", "train.ema_decay=0.9")))
+    a, b = trainer.train_step(2), plain.train_step(2)
+    for key in a:  # the same step in another memory layout
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+    result = train(cfg, tmp_path / "run")
+    state, _ = load_checkpoint(result.checkpoint)
+    assert all(t.is_contiguous() for net in ("g", "d", "g_ema") for t in state[net].values())
+
+
+@pytest.mark.parametrize("objective, compiled", [("ns", "g+d"), ("wgan-gp", "g")])
+def test_compile_wraps_the_training_forwards(monkeypatch, objective, compiled):
+    # inductor needs a C++ toolchain and minutes on this CPU; aot_eager runs the same Dynamo capture and
+    # AOTAutograd backward graphs, with eager kernels
+    monkeypatch.setattr(perf, "COMPILE_BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    cfg = make_cfg(CONV, f"objective.name={objective}", "perf.compile=true")
+    trainer = prepare(from_dict(cfg))
+    assert trainer.perf.compile == compiled  # a gradient penalty keeps D eager (no double backward)
+    plain = prepare(from_dict(make_cfg(CONV, f"objective.name={objective}")))
+    for _ in range(2):
+        a, b = trainer.train_step(2), plain.train_step(2)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("override, match", [
+    ("perf.amp=fp8", "perf.amp must be one of auto, fp32, bf16, fp16"),
+    ("perf.channels_last=sometimes", "perf.channels_last must be bool"),
+])
+def test_bad_perf_values_are_config_errors(override, match):
+    with pytest.raises(ConfigError, match=match):
+        from_dict(make_cfg(TINY, override))
+
+
+def test_sync_batchnorm_needs_cuda():
+    from gankit.distributed import sync_batchnorm
+
+    with pytest.raises(ConfigError, match="SyncBatchNorm runs on CUDA only"):
+        sync_batchnorm(torch.device("cpu"), torch.nn.BatchNorm1d(3))
