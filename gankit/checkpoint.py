@@ -289,3 +289,18 @@ def resolve(path: str | Path) -> Path:
     if not path.exists():
         raise CheckpointError(f"no such file or directory: {path}")
     raise CheckpointError(f"no checkpoint found in {path}")
+
+
+def state_mismatch(own: dict[str, Any], state: dict[str, Any], optional: str | None = None) -> str | None:
+    """What keeps ``state`` from loading into a module whose state dict is ``own`` (None: it fits).
+    Keys of ``own`` ending in ``optional`` may be absent from ``state``."""
+    missing = sorted(k for k in own if k not in state and not (optional and k.endswith(optional)))
+    unexpected = sorted(k for k in state if k not in own)
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
+    if not (missing or unexpected or wrong):
+        return None
+    return "; ".join(filter(None, [
+        f"missing {', '.join(missing[:3])}" if missing else "",
+        f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
+        f"shape mismatch {', '.join(wrong[:3])}" if wrong else ""]))

@@ -35,39 +35,23 @@ class StopFlag:
               "checkpoint (send it again to abort without saving)", file=sys.stderr)
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+def _bounded(kind: type, low: float, strict: bool = False):
+    """An argparse type: ``kind`` (int or float) >= ``low`` (> ``low`` when ``strict``); NaN is refused."""
+    def parse(text: str) -> float:
+        value = kind(text)
+        if not (value > low if strict else value >= low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low:g}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value" messages
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _at_least_two(text: str) -> int:
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be >= 2, got {text}")
-    return value
+_positive_float = _bounded(float, 0, strict=True)
+_non_negative_float = _bounded(float, 0)
+_non_negative_int = _bounded(int, 0)
+_positive_int = _bounded(int, 1)
+_at_least_two = _bounded(int, 2)
 
 
 def _seed_list(text: str) -> list[int]:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from gankit.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, resolve
+from gankit.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, resolve, state_mismatch
 from gankit.config import Config, from_dict
 from gankit.data import to_uint8
 
@@ -194,18 +194,8 @@ def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.de
 
 
 def _load_module(net: nn.Module, weights: dict[str, Any], what: str) -> None:
-    from gankit.checkpoint import CheckpointError
-
-    own = net.state_dict()
-    missing = sorted(set(own) - set(weights))
-    unexpected = sorted(set(weights) - set(own))
-    wrong = [f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}"
-             for k in own if k in weights and weights[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        details = "; ".join(filter(None, [
-            f"missing {', '.join(missing[:3])}" if missing else "",
-            f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
-            f"shape mismatch {', '.join(wrong[:3])}" if wrong else ""]))
+    details = state_mismatch(net.state_dict(), weights)
+    if details:
         raise CheckpointError(f"the checkpoint's {what} does not fit the configured model: {details}")
     net.load_state_dict(weights)
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torchvision.models.inception import (BasicConv2d, Inception3, InceptionA, InceptionAux, InceptionB,
                                           InceptionC, InceptionD, InceptionE)
 
+from gankit.checkpoint import state_mismatch
 from gankit.metrics.errors import EvalError
 from gankit.metrics.features import FeatureExtractor
 from gankit.metrics.store import cache_root, digest
@@ -158,14 +159,6 @@ def load_fid_inception(path: str | Path | None = None, *, download: bool = False
 
 
 def _check_state(net: nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
-    own = net.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-             if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        details = "; ".join(filter(None, [
-            f"missing {', '.join(missing[:3])}" if missing else "",
-            f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
-            f"shape mismatch {', '.join(wrong[:3])}" if wrong else ""]))
+    details = state_mismatch(net.state_dict(), state, optional="num_batches_tracked")
+    if details:
         raise EvalError(f"{where} is not the FID Inception weights ({WEIGHTS_FILE}): {details}")
