@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,15 @@ SHARED = ["train.steps=30", "checkpoint.every=15", "log.sample_every=15", "log.p
 def make_cfg(base: dict[str, Any], *overrides: str) -> dict[str, Any]:
     """A deep copy of ``base`` with dotted ``key=value`` overrides applied."""
     return apply_overrides(copy.deepcopy(base), list(overrides))
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers():
+    """`gankit train` installs SIGINT/SIGTERM handlers; never leave them in the test process."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -20,15 +20,6 @@ from gankit.cli import StopFlag, main
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _restore_signal_handlers():
-    """`gankit train` installs SIGINT/SIGTERM handlers; never leave them in the test process."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
-
-
 def _error_line(err: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1, err

@@ -179,14 +179,6 @@ def _write(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _restore_signal_handlers():
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
-
-
 # ---------------------------------------------------------------------------------------------
 # Disk full, read-only run directory
 
