@@ -149,18 +149,9 @@ def _fill(argv: list[str], w: Path, o: Path) -> list[str]:
     return [a.format(w=w, o=o) for a in argv]
 
 
-@pytest.fixture
-def _signal_handlers():
-    import signal
-
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
-
 
 @pytest.mark.parametrize("argv, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_one_clear_line_and_writes_nothing(world, tmp_path, monkeypatch, capsys, _signal_handlers,
+def test_bad_input_is_one_clear_line_and_writes_nothing(world, tmp_path, monkeypatch, capsys,
                                                         argv, expected):
     monkeypatch.chdir(tmp_path)  # a default runs/<name> would appear here
     before = _snapshot(world)

@@ -342,15 +342,8 @@ def _signal_during_fsync(monkeypatch: pytest.MonkeyPatch, signum: int) -> list[i
     return sent
 
 
-@pytest.fixture
-def _signal_handlers():
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
 
-
-def test_ctrl_c_during_a_save_is_held_until_the_save_is_complete(tmp_path, monkeypatch, _signal_handlers):
+def test_ctrl_c_during_a_save_is_held_until_the_save_is_complete(tmp_path, monkeypatch):
     ckpts = CheckpointDir(tmp_path, keep=2)
     ckpts.save(1, {"x": torch.zeros(3)}, {"step": 1})
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's: raises KeyboardInterrupt
@@ -367,7 +360,7 @@ def test_ctrl_c_during_a_save_is_held_until_the_save_is_complete(tmp_path, monke
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_held_signals_reach_the_handler_that_was_installed(tmp_path, monkeypatch, _signal_handlers):
+def test_held_signals_reach_the_handler_that_was_installed(tmp_path, monkeypatch):
     received: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
     _signal_during_fsync(monkeypatch, signal.SIGTERM)
