@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -20,6 +21,11 @@ import time
 from pathlib import Path
 
 import yaml
+
+
+COLUMNS = [("steps", "steps", "d"), ("fid", "FID", ".2f"), ("precision", "prec", ".3f"), ("recall", "recall", ".3f"),
+           ("classes_present", "classes", "d"), ("class_kl", "class KL", ".4f"), ("class_agreement", "agree", ".3f"),
+           ("modes", "modes", "d"), ("kl", "KL", ".4f")]
 
 
 def gankit(*args: str) -> list[str]:
@@ -104,6 +110,8 @@ def main() -> None:
         result = evaluate(run_dir, args.ref, metrics, args.num, out_dir / f"{name}.eval.json")
         row = {"name": name, "config": runs[name], "budget_s": args.seconds, "threads": args.threads,
                "jobs": args.jobs, "wall_s": walls.get(name), "psi": 1.0, **result}
+        found = re.search(r"at step (\d+)", result["info"]["samples"])
+        row["steps"] = int(found.group(1)) if found else None
         rows.append(row)
         for psi in args.truncation:
             npz = out_dir / f"{name}.psi{psi}.npz"
@@ -115,13 +123,11 @@ def main() -> None:
 
     print(f"\n{args.ref}, {args.num} samples, budget {args.seconds:.0f} s per run "
           f"({args.jobs} at a time, {args.threads} thread(s) each), `gankit eval --metrics {args.metrics}`")
-    print(f"{'run':28} {'psi':>4} {'FID':>8} {'prec':>6} {'recall':>6} {'classes':>7} {'class KL':>8} {'agree':>6}")
+    columns = [(key, head, spec) for key, head, spec in COLUMNS if any(r.get(key) is not None for r in rows)]
+    print(f"{'run':28} {'psi':>4} " + " ".join(f"{head:>8}" for _, head, _ in columns))
     for r in rows:
-        def fmt(key: str, spec: str) -> str:
-            return format(r[key], spec) if r.get(key) is not None else "-"
-        print(f"{r['name']:28} {r['psi']:4.1f} {fmt('fid', '8.2f'):>8} {fmt('precision', '6.3f'):>6} "
-              f"{fmt('recall', '6.3f'):>6} {fmt('classes_present', 'd'):>7} {fmt('class_kl', '8.4f'):>8} "
-              f"{fmt('class_agreement', '6.3f'):>6}")
+        cells = [format(r[key], spec) if r.get(key) is not None else "-" for key, _, spec in columns]
+        print(f"{r['name']:28} {r['psi']:4.1f} " + " ".join(f"{c:>8}" for c in cells))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"runs": rows}, indent=2))

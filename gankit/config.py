@@ -72,7 +72,7 @@ class ModelConfig:
 class ObjectiveConfig:
     name: str = opt("ns", "loss: ns (non-saturating), minimax (the saturating log(1 - D(G(z)))), "
                     "wgan (critic, weight clipping), wgan-gp (critic, gradient penalty), lsgan (least "
-                    "squares), hinge, rals (relativistic average, logistic)")
+                    "squares), hinge, rals (relativistic average, logistic), rpgan (relativistic pairing, R3GAN)")
     label_smoothing: float = opt(0.0, "one-sided label smoothing: real targets become 1 - this",
                                  ge=0.0)
     instance_noise: float = opt(0.0, "std of Gaussian noise added to D's inputs, annealed to 0",
@@ -84,7 +84,9 @@ class ObjectiveConfig:
                            "interpolates of real and fake", ge=0.0)
     r1_gamma: float = opt(0.0, "R1 penalty gamma / 2 * |grad D(x)|^2 on real data, added to D's loss of "
                           "any objective (0 = off; e.g. 10 with ns or hinge)", ge=0.0)
-    r1_every: int = opt(1, "lazy R1: compute it on every N-th D step only, scaled by N", ge=1)
+    r2_gamma: float = opt(0.0, "R2 penalty gamma / 2 * |grad D(G(z))|^2 on generated data, the fake-side twin "
+                          "of R1 (R3GAN regularises both; 0 = off)", ge=0.0)
+    r1_every: int = opt(1, "lazy R1 / R2: compute them on every N-th D step only, scaled by N", ge=1)
 
 
 @dataclass
@@ -162,7 +164,7 @@ class HealthConfig:
     alarms: bool = opt(True, "watch for a winning D, collapse and divergence; print a suggested action",
                        resumable=True)
     patience: int = opt(10, "log intervals a condition must last before its alarm fires", ge=1, resumable=True)
-    d_wins_below: float = opt(0.02, "`d wins` alarm: mean D(G(z)) below this (logistic losses: ns, minimax, rals)",
+    d_wins_below: float = opt(0.02, "`d wins` alarm: mean D(G(z)) below this (logistic losses: ns, minimax, rals, rpgan)",
                               ge=0.0, resumable=True)
     diversity_below: float = opt(0.25, "`collapse` alarm: per-feature std of G's samples over that of the real "
                                  "data below this", ge=0.0, resumable=True)

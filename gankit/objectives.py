@@ -40,7 +40,7 @@ class Objective:
         self.cfg = cfg
         if cfg.label_smoothing > 0 and not self.logistic_d:
             raise ConfigError(f"config: objective.label_smoothing applies to the logistic objectives "
-                              f"(ns, minimax, rals), not to {cfg.name}")
+                              f"(ns, minimax, rals, rpgan), not to {cfg.name}")
 
     # -- loss terms on D's outputs, overridden by each objective
     def d_terms(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -80,23 +80,31 @@ class Objective:
     def discriminator_loss(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor,
                            y: torch.Tensor | None = None, noise_std: float = 0.0,
                            gen: torch.Generator | None = None, d_step: int = 0) -> tuple[torch.Tensor, Stats]:
-        """D's loss with its penalties; ``d_step`` counts D updates from the start (lazy R1)."""
-        r1 = self.cfg.r1_gamma > 0 and d_step % self.cfg.r1_every == 0
+        """D's loss with its penalties; ``d_step`` counts D updates from the start (lazy R1 / R2)."""
+        lazy = d_step % self.cfg.r1_every == 0
+        r1, r2 = lazy and self.cfg.r1_gamma > 0, lazy and self.cfg.r2_gamma > 0
         real_in = self._perturb(real, noise_std, gen)
+        fake_in = self._perturb(fake, noise_std, gen)
         if r1:
             real_in = real_in.detach().requires_grad_(True)
+        if r2:
+            fake_in = fake_in.detach().requires_grad_(True)
         real_logits = d(real_in, y)
-        fake_logits = d(self._perturb(fake, noise_std, gen), y)
+        fake_logits = d(fake_in, y)
         loss = self.d_terms(real_logits, fake_logits)
         stats = {k: v.detach() for k, v in self.d_stats(real_logits, fake_logits).items()}
         extra, extra_stats = self.penalty(d, real, fake, y, gen)
         if extra is not None:
             loss = loss + extra
             stats.update(extra_stats)
-        if r1:  # Mescheder et al. 2018; lazy as in StyleGAN2: every N-th step, N times the weight
-            r1_value = input_gradients(real_logits, real_in).square().sum(1).mean()
-            loss = loss + 0.5 * self.cfg.r1_gamma * self.cfg.r1_every * r1_value
-            stats["r1"] = r1_value.detach()
+        # Mescheder et al. 2018 (R1, and R2 on fakes as in R3GAN); lazy as in StyleGAN2: every N-th step,
+        # N times the weight
+        for name, on, logits, inputs, gamma in (("r1", r1, real_logits, real_in, self.cfg.r1_gamma),
+                                                 ("r2", r2, fake_logits, fake_in, self.cfg.r2_gamma)):
+            if on:
+                value = input_gradients(logits, inputs).square().sum(1).mean()
+                loss = loss + 0.5 * gamma * self.cfg.r1_every * value
+                stats[name] = value.detach()
         stats["loss_d"] = loss.detach()
         return loss, stats
 
@@ -225,6 +233,27 @@ class RelativisticAverage(Objective):
         """The relative probabilities: a real sample more real than the average fake, and vice versa."""
         real_rel, fake_rel = self.relative(real_logits, fake_logits)
         return {"d_real": torch.sigmoid(real_rel).mean(), "d_fake": torch.sigmoid(fake_rel).mean()}
+
+
+@OBJECTIVES.register("rpgan")
+class RelativisticPairing(Objective):
+    """RpGAN (Jolicoeur-Martineau 2019; the loss of R3GAN, Huang et al. 2024): each real sample is paired
+    with a fake one and D judges which of the two is more real. Its loss landscape has no mode-dropping
+    local minima (Sun et al. 2020), so it suits mode-coverage benchmarks; pair it with R1 and R2."""
+
+    needs_real_in_g = True
+
+    def d_terms(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+        return bce_logits(real_logits - fake_logits, 1.0 - self.cfg.label_smoothing)
+
+    def g_term(self, fake_logits: torch.Tensor, real_logits: torch.Tensor | None = None) -> torch.Tensor:
+        assert real_logits is not None
+        return bce_logits(fake_logits - real_logits, 1.0)
+
+    def d_stats(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> Stats:
+        """P(the real sample of a pair looks more real than its fake), and the converse."""
+        p = torch.sigmoid(real_logits - fake_logits).mean()
+        return {"d_real": p, "d_fake": 1 - p}
 
 
 def build_objective(cfg: ObjectiveConfig) -> Objective:

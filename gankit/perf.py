@@ -98,7 +98,8 @@ def needs_double_backward(objective: Any) -> bool:
     """Whether D's loss differentiates D's output with respect to its input (penalties, R1)."""
     from gankit.objectives import Objective
 
-    return type(objective).penalty is not Objective.penalty or getattr(objective.cfg, "r1_gamma", 0) > 0
+    return type(objective).penalty is not Objective.penalty or (getattr(objective.cfg, "r1_gamma", 0) > 0
+                                                                  or getattr(objective.cfg, "r2_gamma", 0) > 0)
 
 
 def setup(cfg: PerfConfig, device: torch.device, g: nn.Module, d: nn.Module, objective: Any) -> Perf:

@@ -200,6 +200,23 @@ def test_rals_losses_closed_form():
         obj.generator_loss(Fixed(FAKE), torch.zeros(4, 2))
 
 
+def test_rpgan_losses_closed_form():
+    r, f = REAL.double(), FAKE.double()
+    loss_d, loss_g, stats = _losses("rpgan")
+    # pairs (real_i, fake_i): D wants real_i more real than fake_i, G the converse
+    assert loss_d == pytest.approx(-log_d(r - f).mean().item(), rel=1e-6)
+    assert loss_g == pytest.approx(-log_d(f - r).mean().item(), rel=1e-6)
+    assert stats["d_real"].item() == pytest.approx(sig(r - f).mean().item(), rel=1e-6)
+    assert stats["d_fake"].item() == pytest.approx(1 - sig(r - f).mean().item(), rel=1e-6)
+    # unlike rals, pairing is not a batch mean: permuting the fakes changes the loss
+    perm = torch.tensor([3, 2, 1, 0])
+    obj = build_objective(ObjectiveConfig(name="rpgan"))
+    shuffled, _ = obj.discriminator_loss(Fixed(REAL, FAKE[perm]), torch.zeros(4, 2), torch.zeros(4, 2))
+    assert shuffled.item() != pytest.approx(loss_d, rel=1e-3)
+    with pytest.raises(ValueError, match="needs a real batch"):
+        obj.generator_loss(Fixed(FAKE), torch.zeros(4, 2))
+
+
 @pytest.mark.parametrize("name", ["wgan", "wgan-gp", "lsgan", "hinge"])
 def test_label_smoothing_is_refused_where_there_are_no_labels(name):
     with pytest.raises(ConfigError, match="objective.label_smoothing applies to the logistic"):
@@ -278,3 +295,23 @@ def test_wgan_clips_every_weight_after_a_d_step():
     before = [p.clone() for p in d.parameters()]
     build_objective(ObjectiveConfig(name="wgan-gp")).after_d_step(d)
     assert all(torch.equal(a, b) for a, b in zip(before, d.parameters()))
+
+
+def test_r2_penalty_is_on_generated_samples_and_shares_r1_laziness():
+    real, fake = torch.randn(8, 2), torch.randn(8, 2)
+    d = linear_critic([3.0, 4.0])
+    base, _ = build_objective(ObjectiveConfig(name="rpgan")).discriminator_loss(d, real, fake)
+    both = build_objective(ObjectiveConfig(name="rpgan", r1_gamma=0.2, r2_gamma=0.4, r1_every=2))
+    loss, stats = both.discriminator_loss(d, real, fake, d_step=0)
+    assert stats["r1"].item() == pytest.approx(25.0, rel=1e-5) and stats["r2"].item() == pytest.approx(25.0, rel=1e-5)
+    assert (loss - base).item() == pytest.approx(2 * (0.1 + 0.2) * 25.0, rel=1e-5)
+    loss, stats = both.discriminator_loss(d, real, fake, d_step=1)
+    assert "r1" not in stats and "r2" not in stats and loss.item() == pytest.approx(base.item())
+    # the R2 term's gradient reaches D's weights through the fake inputs
+    d.zero_grad()
+    only_r2 = build_objective(ObjectiveConfig(name="rpgan", r2_gamma=1.0))
+    only_r2.discriminator_loss(d, real, fake)[0].backward()
+    with_r2 = d.lin.weight.grad.clone()
+    d.zero_grad()
+    base.backward()
+    assert torch.allclose(with_r2 - d.lin.weight.grad, 0.5 * 2 * torch.tensor([[3.0, 4.0]]), atol=1e-5)
