@@ -25,7 +25,8 @@ import yaml
 
 COLUMNS = [("steps", "steps", "d"), ("fid", "FID", ".2f"), ("precision", "prec", ".3f"), ("recall", "recall", ".3f"),
            ("classes_present", "classes", "d"), ("class_kl", "class KL", ".4f"), ("class_agreement", "agree", ".3f"),
-           ("modes", "modes", "d"), ("kl", "KL", ".4f")]
+           ("modes", "modes", "d"), ("kl", "KL", ".4f"), ("high_quality", "HQ", ".4f"),
+           ("reverse_kl", "rev KL", ".4f")]
 
 
 def gankit(*args: str) -> list[str]:
@@ -39,9 +40,11 @@ def child_env(threads: int) -> dict[str, str]:
     return env
 
 
-def train_cmd(config: str, run_dir: Path, seconds: float, threads: int, extra: list[str]) -> list[str]:
+def train_cmd(config: str, run_dir: Path, seconds: float, threads: int, extra: list[str],
+              keep_steps: bool) -> list[str]:
+    steps = [] if keep_steps else ["train.steps=100000000"]
     return gankit("train", config, "--run-dir", str(run_dir), "--max-seconds", str(seconds), "--set",
-                  "log.progress=false", f"train.threads={threads}", "train.steps=100000000", *extra)
+                  "log.progress=false", f"train.threads={threads}", *steps, *extra)
 
 
 def run_parallel(cmds: list[tuple[str, list[str], Path]], jobs: int, threads: int) -> dict[str, float]:
@@ -75,7 +78,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--jobs", type=int, default=1, help="training runs at a time")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per training run")
-    parser.add_argument("--ref", default="mnist10k")
+    parser.add_argument("--ref", default="auto", help="reference dataset (auto: each run's data.name)")
     parser.add_argument("--metrics", default="fid,pr,classes",
                         help="gankit eval --metrics (class_agreement is added for conditional runs)")
     parser.add_argument("--num", type=int, default=10_000)
@@ -85,49 +88,75 @@ def main() -> None:
     parser.add_argument("--out-dir", default="benchmarks/out/budget")
     parser.add_argument("--json")
     parser.add_argument("--eval-only", action="store_true", help="reuse the runs already in --out-dir")
+    parser.add_argument("--seeds", type=int, nargs="*", help="one run per train.seed (default: the config's)")
+    parser.add_argument("--keep-steps", action="store_true",
+                        help="keep the configs' train.steps (default: raise it so the budget ends each run)")
+    parser.add_argument("--raw", action="store_true", help="also evaluate the raw G, not only its EMA")
+    parser.add_argument("--tag", default="", help="suffix of the run names (variants side by side)")
     args = parser.parse_args()
 
     out_dir = Path(args.out_dir)
-    runs = {Path(c).stem: c for c in args.configs}
+    runs: dict[str, tuple[str, list[str]]] = {}
+    for config in args.configs:
+        for seed in args.seeds or [None]:
+            name = Path(config).stem + args.tag + ("" if seed is None else f"-s{seed}")
+            runs[name] = (config, [] if seed is None else [f"train.seed={seed}"])
     walls: dict[str, float] = {}
     if not args.eval_only:
         cmds = []
-        for name, config in runs.items():
+        for name, (config, seed_set) in runs.items():
             run_dir = out_dir / name
             if run_dir.exists():
                 shutil.rmtree(run_dir)
-            cmds.append((name, train_cmd(config, run_dir, args.seconds, args.threads, args.extra),
-                         out_dir / f"{name}.log"))
+            cmds.append((name, train_cmd(config, run_dir, args.seconds, args.threads, [*args.extra, *seed_set],
+                                         args.keep_steps), out_dir / f"{name}.log"))
         walls = run_parallel(cmds, args.jobs, args.threads)
 
     rows = []
-    for name in runs:
+    for name, (config, _) in runs.items():
         run_dir = out_dir / name
         metrics = args.metrics
         saved = yaml.safe_load((run_dir / "config.yaml").read_text())
         if saved["model"].get("conditional") and "class_agreement" not in metrics:
             metrics += ",class_agreement"
-        result = evaluate(run_dir, args.ref, metrics, args.num, out_dir / f"{name}.eval.json")
-        row = {"name": name, "config": runs[name], "budget_s": args.seconds, "threads": args.threads,
-               "jobs": args.jobs, "wall_s": walls.get(name), "psi": 1.0, **result}
+        ref = saved["data"]["name"] if args.ref == "auto" else args.ref
+        result = evaluate(run_dir, ref, metrics, args.num, out_dir / f"{name}.eval.json")
         found = re.search(r"at step (\d+)", result["info"]["samples"])
-        row["steps"] = int(found.group(1)) if found else None
+        row = {"name": name, "config": config, "set": args.extra, "budget_s": args.seconds,
+               "threads": args.threads, "jobs": args.jobs, "wall_s": walls.get(name), "psi": 1.0, "g": "ema",
+               "steps": int(found.group(1)) if found else None, **result}
         rows.append(row)
-        for psi in args.truncation:
-            npz = out_dir / f"{name}.psi{psi}.npz"
-            subprocess.run(gankit("sample", str(run_dir), "--num", str(args.num), "--truncation", str(psi),
-                                  "--out", str(npz)), check=True, stdout=subprocess.DEVNULL)
-            res = evaluate(npz, args.ref, metrics, args.num, out_dir / f"{name}.psi{psi}.eval.json")
-            rows.append({**row, **res, "psi": psi})
+        variants = [(f"psi{psi}", ["--truncation", str(psi)], {"psi": psi}) for psi in args.truncation]
+        if args.raw:
+            variants.append(("raw", ["--no-ema"], {"g": "raw"}))
+        for tag, flags, fields in variants:
+            npz = out_dir / f"{name}.{tag}.npz"
+            subprocess.run(gankit("sample", str(run_dir), "--num", str(args.num), *flags, "--out", str(npz)),
+                           check=True, stdout=subprocess.DEVNULL)
+            res = evaluate(npz, ref, metrics, args.num, out_dir / f"{name}.{tag}.eval.json")
+            rows.append({**row, **res, **fields})
             npz.unlink()
 
-    print(f"\n{args.ref}, {args.num} samples, budget {args.seconds:.0f} s per run "
-          f"({args.jobs} at a time, {args.threads} thread(s) each), `gankit eval --metrics {args.metrics}`")
+    print(f"\n{args.num} samples, budget {args.seconds:.0f} s per run "
+          f"({args.jobs} at a time, {args.threads} thread(s) each), `gankit eval --metrics {args.metrics}`"
+          + (f", --set {' '.join(args.extra)}" if args.extra else ""))
     columns = [(key, head, spec) for key, head, spec in COLUMNS if any(r.get(key) is not None for r in rows)]
-    print(f"{'run':28} {'psi':>4} " + " ".join(f"{head:>8}" for _, head, _ in columns))
+    print(f"{'run':30} {'G':>4} {'psi':>4} {'wall':>6} " + " ".join(f"{head:>8}" for _, head, _ in columns))
     for r in rows:
         cells = [format(r[key], spec) if r.get(key) is not None else "-" for key, _, spec in columns]
-        print(f"{r['name']:28} {r['psi']:4.1f} " + " ".join(f"{c:>8}" for c in cells))
+        wall = f"{r['wall_s']:.0f}" if r.get("wall_s") else "-"
+        print(f"{r['name']:30} {r['g']:>4} {r['psi']:4.1f} {wall:>6} " + " ".join(f"{c:>8}" for c in cells))
+    if args.seeds and len(args.seeds) > 1:
+        print(f"mean over seeds {args.seeds}:")
+        groups: dict[tuple, list[dict]] = {}
+        for r in rows:
+            groups.setdefault((Path(r["config"]).stem + args.tag, r["g"], r["psi"]), []).append(r)
+        for (name, g, psi), group in groups.items():
+            cells = []
+            for key, _, spec in columns:
+                values = [r[key] for r in group if r.get(key) is not None]
+                cells.append(format(sum(values) / len(values), spec.replace("d", ".1f")) if values else "-")
+            print(f"{name:30} {g:>4} {psi:4.1f} {'':>6} " + " ".join(f"{c:>8}" for c in cells))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"runs": rows}, indent=2))
