@@ -5,15 +5,18 @@
         --seconds 900 --jobs 2 --threads 1 --json benchmarks/results/x.json
 
 With ``--jobs 2 --threads 1`` on a 2-core machine every run has one core to itself for the same wall
-clock, so runs started together are measured in the same conditions. ``train.steps`` is raised so the
-time budget, not the preset's step count, ends every run.
+clock, so runs started together are measured in the same conditions (pin them with ``taskset`` when
+something else runs). ``train.steps`` is raised so the time budget, not the preset's step count, ends
+every run, unless ``--keep-steps`` (presets with a linear decay to their last step). ``--seeds``,
+``--raw`` (the raw G beside its EMA) and ``--truncation`` add rows; with several seeds the means are
+printed too. ``--ref auto`` measures each run against its own ``data.name``.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +24,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 
 COLUMNS = [("steps", "steps", "d"), ("fid", "FID", ".2f"), ("precision", "prec", ".3f"), ("recall", "recall", ".3f"),
            ("classes_present", "classes", "d"), ("class_kl", "class KL", ".4f"), ("class_agreement", "agree", ".3f"),
