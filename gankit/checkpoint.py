@@ -229,7 +229,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
 
 
 class CheckpointDir:
-    """``step_XXXXXXXX.safetensors`` files, the newest ``keep`` kept, ``latest.json`` naming the last."""
+    """``step_<8-digit step>.safetensors`` files, the newest ``keep`` kept, ``latest.json`` naming the last."""
 
     def __init__(self, root: str | Path, keep: int = 3) -> None:
         self.root = Path(root)

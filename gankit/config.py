@@ -129,7 +129,7 @@ class TrainConfig:
 @dataclass
 class LogConfig:
     every: int = opt(50, "steps between metrics.jsonl / TensorBoard scalar records", ge=1, resumable=True)
-    sample_every: int = opt(500, "steps between sample grids (samples/step_XXXXXX.png); 0 = end only",
+    sample_every: int = opt(500, "steps between sample grids (samples/step_000500.png, ...); 0 = end only",
                             ge=0, resumable=True)
     grid: int = opt(8, "sample grids are grid x grid images from a fixed latent batch", ge=1,
                     resumable=True)

@@ -247,12 +247,18 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint_as_latest(tmp_pat
     assert train(cfg, run, resume=True).step == 6
 
 
-def test_disk_full_through_the_cli_is_one_line(tmp_path, monkeypatch, capsys):
+def _cli_run_of_two_steps(tmp_path: Path, capsys: pytest.CaptureFixture) -> tuple[Path, Path, dict[str, bytes]]:
+    """A config, its run directory after `gankit train --steps 2`, and the checkpoint files it left."""
     config = _write(tmp_path)
     run = tmp_path / "run"
     assert main(["train", str(config), "--run-dir", str(run), "--steps", "2"]) == 0
     before = _files(run / "checkpoints")
     capsys.readouterr()
+    return config, run, before
+
+
+def test_disk_full_through_the_cli_is_one_line(tmp_path, monkeypatch, capsys):
+    config, run, before = _cli_run_of_two_steps(tmp_path, capsys)
     _fill_disk_for(monkeypatch, ".step_")
     assert main(["train", str(config), "--run-dir", str(run), "--steps", "4", "--resume"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -274,11 +280,7 @@ def _read_only(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
 
 
 def test_read_only_run_directory(tmp_path, monkeypatch, capsys):
-    config = _write(tmp_path)
-    run = tmp_path / "run"
-    assert main(["train", str(config), "--run-dir", str(run), "--steps", "2"]) == 0
-    before = _files(run / "checkpoints")
-    capsys.readouterr()
+    config, run, before = _cli_run_of_two_steps(tmp_path, capsys)
     _read_only(monkeypatch, run)
     assert main(["train", str(config), "--run-dir", str(run), "--steps", "4", "--resume"]) == 2
     line = capsys.readouterr().err.strip()
