@@ -164,7 +164,8 @@ class HealthConfig:
     alarms: bool = opt(True, "watch for a winning D, collapse and divergence; print a suggested action",
                        resumable=True)
     patience: int = opt(10, "log intervals a condition must last before its alarm fires", ge=1, resumable=True)
-    d_wins_below: float = opt(0.02, "`d wins` alarm: mean D(G(z)) below this (logistic losses: ns, minimax, rals, rpgan)",
+    d_wins_below: float = opt(0.02, "`d wins` alarm: mean D(G(z)) below this (logistic losses: ns, minimax, "
+                                    "rals, rpgan)",
                               ge=0.0, resumable=True)
     diversity_below: float = opt(0.25, "`collapse` alarm: per-feature std of G's samples over that of the real "
                                  "data below this", ge=0.0, resumable=True)
