@@ -8,8 +8,9 @@ With ``--jobs 2 --threads 1`` on a 2-core machine every run has one core to itse
 clock, so runs started together are measured in the same conditions (pin them with ``taskset`` when
 something else runs). ``train.steps`` is raised so the time budget, not the preset's step count, ends
 every run, unless ``--keep-steps`` (presets with a linear decay to their last step). ``--seeds``,
-``--raw`` (the raw G beside its EMA) and ``--truncation`` add rows; with several seeds the means are
-printed too. ``--ref auto`` measures each run against its own ``data.name``.
+``--raw`` (the raw G beside its EMA), ``--truncation`` and ``--drs`` (rejection sampling) add rows;
+with several seeds the means are printed too. ``--ref auto`` measures each run against its own
+``data.name``.
 """
 from __future__ import annotations
 
@@ -94,6 +95,9 @@ def main() -> None:
     parser.add_argument("--keep-steps", action="store_true",
                         help="keep the configs' train.steps (default: raise it so the budget ends each run)")
     parser.add_argument("--raw", action="store_true", help="also evaluate the raw G, not only its EMA")
+    parser.add_argument("--drs", type=float, nargs="*", default=[],
+                        help="also evaluate `gankit sample --drs PCT` (discriminator rejection sampling)")
+    parser.add_argument("--drs-calibrate", type=int, default=0, help="with --drs: `--drs-calibrate STEPS`")
     parser.add_argument("--tag", default="", help="suffix of the run names (variants side by side)")
     args = parser.parse_args()
 
@@ -131,6 +135,10 @@ def main() -> None:
         variants = [(f"psi{psi}", ["--truncation", str(psi)], {"psi": psi}) for psi in args.truncation]
         if args.raw:
             variants.append(("raw", ["--no-ema"], {"g": "raw"}))
+        cal = ["--drs-calibrate", str(args.drs_calibrate)] if args.drs_calibrate else []
+        tag = f"c{args.drs_calibrate}" if args.drs_calibrate else ""
+        variants += [(f"drs{pct:g}{tag}", ["--drs", str(pct), *cal], {"g": f"drs{pct:g}{tag}"})
+                     for pct in args.drs]
         for tag, flags, fields in variants:
             npz = out_dir / f"{name}.{tag}.npz"
             subprocess.run(gankit("sample", str(run_dir), "--num", str(args.num), *flags, "--out", str(npz)),
@@ -143,11 +151,11 @@ def main() -> None:
           f"({args.jobs} at a time, {args.threads} thread(s) each), `gankit eval --metrics {args.metrics}`"
           + (f", --set {' '.join(args.extra)}" if args.extra else ""))
     columns = [(key, head, spec) for key, head, spec in COLUMNS if any(r.get(key) is not None for r in rows)]
-    print(f"{'run':30} {'G':>4} {'psi':>4} {'wall':>6} " + " ".join(f"{head:>8}" for _, head, _ in columns))
+    print(f"{'run':30} {'G':>9} {'psi':>4} {'wall':>6} " + " ".join(f"{head:>8}" for _, head, _ in columns))
     for r in rows:
         cells = [format(r[key], spec) if r.get(key) is not None else "-" for key, _, spec in columns]
         wall = f"{r['wall_s']:.0f}" if r.get("wall_s") else "-"
-        print(f"{r['name']:30} {r['g']:>4} {r['psi']:4.1f} {wall:>6} " + " ".join(f"{c:>8}" for c in cells))
+        print(f"{r['name']:30} {r['g']:>9} {r['psi']:4.1f} {wall:>6} " + " ".join(f"{c:>8}" for c in cells))
     if args.seeds and len(args.seeds) > 1:
         print(f"mean over seeds {args.seeds}:")
         groups: dict[tuple, list[dict]] = {}
@@ -158,7 +166,7 @@ def main() -> None:
             for key, _, spec in columns:
                 values = [r[key] for r in group if r.get(key) is not None]
                 cells.append(format(sum(values) / len(values), spec.replace("d", ".1f")) if values else "-")
-            print(f"{name:30} {g:>4} {psi:4.1f} {'':>6} " + " ".join(f"{c:>8}" for c in cells))
+            print(f"{name:30} {g:>9} {psi:4.1f} {'':>6} " + " ".join(f"{c:>8}" for c in cells))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"runs": rows}, indent=2))

@@ -54,6 +54,13 @@ _positive_int = _bounded(int, 1)
 _at_least_two = _bounded(int, 2)
 
 
+def _percentile(text: str) -> float:
+    value = _non_negative_float(text)
+    if value >= 100:
+        raise argparse.ArgumentTypeError(f"must be < 100, got {text}")
+    return value
+
+
 def _seed_list(text: str) -> list[int]:
     """``3``, ``1,5,9`` or ``0-4`` (inclusive) -> a list of seeds."""
     seeds: list[int] = []
@@ -112,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="conditional runs: every sample of class K (default: a .png grid shows class i in "
                         "row i, files cycle through the classes)")
     s.add_argument("--truncation", type=_non_negative_float, metavar="PSI", help=TRUNCATION_HELP)
+    s.add_argument("--drs", type=_percentile, nargs="?", const=80.0, metavar="PCT",
+                   help="discriminator rejection sampling: keep each sample with a probability set by the "
+                        "run's D (Azadi et al. 2019); PCT in [0, 100) sets the threshold gamma as that "
+                        "percentile of a burn-in set's scores: higher rejects more (default 80)")
+    s.add_argument("--drs-calibrate", type=_non_negative_int, default=0, metavar="STEPS",
+                   help="with --drs: first train a copy of D for STEPS more steps on the run's data against "
+                        "this generator's samples (logistic loss, G fixed), so its logit estimates the "
+                        "density ratio of the G being sampled (default 0: D as saved)")
 
     i = sub.add_parser("interpolate", help="a walk through latent space between seeds, as a GIF or a PNG strip")
     i.add_argument("source", help="run directory or checkpoint file")
@@ -253,11 +268,27 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from gankit.train import select_device
 
     gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device))
+    if args.drs_calibrate and args.drs is None:
+        raise ValueError("--drs-calibrate calibrates D for rejection sampling; add --drs")
+    rejection = None
+    if args.drs is not None:
+        from gankit.rejection import Rejection, calibrate, load_discriminator
+
+        d = load_discriminator(args.source, gen)
+        if args.drs_calibrate:
+            losses = calibrate(d, gen, args.drs_calibrate, seed=args.seed)
+            print(f"gankit: calibrated D for {len(losses)} steps, logistic loss {losses[0]:.3f} -> "
+                  f"{sum(losses[-50:]) / len(losses[-50:]):.3f} (mean of the last 50)")
+        rejection = Rejection(d, percentile=args.drs)
     out = write_samples(gen, args.num, args.out, seed=args.seed, batch_size=args.batch_size,
-                        class_index=args.class_index, truncation=args.truncation)
+                        class_index=args.class_index, truncation=args.truncation, rejection=rejection)
     which = "EMA generator" if gen.is_ema else "generator"
     of_class = f" of class {args.class_index}" if args.class_index is not None else ""
     print(f"gankit: wrote {args.num} samples{of_class} of the {which} at step {gen.step} to {out}")
+    if rejection is not None and rejection.stats is not None:
+        st = rejection.stats
+        print(f"gankit: rejection sampling kept {st.accepted} of {st.proposed} proposals "
+              f"({100 * st.acceptance:.1f}%), gamma {st.gamma:.3f} (percentile {args.drs:g})")
     return 0
 
 

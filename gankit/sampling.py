@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -13,6 +13,9 @@ import torch.nn as nn
 from gankit.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, resolve, state_mismatch
 from gankit.config import Config, from_dict
 from gankit.data import to_uint8
+
+if TYPE_CHECKING:
+    from gankit.rejection import Rejection
 
 
 def latents(n: int, latent_dim: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -202,18 +205,21 @@ def _load_module(net: nn.Module, weights: dict[str, Any], what: str) -> None:
 
 def write_samples(gen: LoadedGenerator, num: int, out: str | Path, seed: int = 0, batch_size: int = 256,
                   nrow: int | None = None, class_index: int | None = None,
-                  truncation: float | None = None) -> Path:
+                  truncation: float | None = None, *, rejection: Rejection | None = None) -> Path:
     """Write ``num`` samples to a grid ``.png``, an ``.npz`` array file, or a directory (path ending in /).
 
     A conditional G draws every sample of ``class_index`` when given; otherwise a grid shows one class
     per row (row i is class i % num_classes) and files cycle through the classes. The ``.npz`` then
-    holds the ``labels`` (int64) too."""
+    holds the ``labels`` (int64) too. ``rejection``: keep only samples its discriminator accepts (DRS)."""
     out_str = str(out)
     out = Path(out)
     grid = out.suffix.lower() == ".png" and gen.is_image
     nrow = nrow or _grid_side(num)
     labels = gen.labels(num, class_index, per_row=nrow if grid else 1)
-    samples = gen.sample(num, seed, batch_size, labels, truncation)
+    if rejection is None:
+        samples = gen.sample(num, seed, batch_size, labels, truncation)
+    else:
+        samples = rejection.sample(gen, num, seed, batch_size, labels, truncation)
     if out_str.endswith(("/", "\\")) or (out.is_dir()):
         if not gen.is_image:
             raise ValueError("a directory of PNGs needs image data; use .npz or .png for 2D points")
