@@ -54,9 +54,18 @@ def default_configs_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "configs"
 
 
+@dataclass(frozen=True)
+class DRSOptions:
+    """Also measure the samples that discriminator rejection sampling keeps (gankit.rejection)."""
+
+    percentile: float = 80.0
+    calibrate: int = 0  # D steps against the sampled G first
+
+
 def run_benchmark(bench: Benchmark, *, configs_dir: Path, out_dir: Path, seed: int, seconds: float,
-                  overrides: list[str] | None = None) -> dict[str, Any]:
-    """Train ``bench``'s preset for ``seconds`` with ``seed`` in a fresh run directory, then measure it."""
+                  overrides: list[str] | None = None, drs: DRSOptions | None = None) -> dict[str, Any]:
+    """Train ``bench``'s preset for ``seconds`` with ``seed`` in a fresh run directory, then measure it
+    (and, with ``drs``, the samples rejection sampling keeps: the row's ``drs`` entry)."""
     import shutil
 
     from gankit.metrics.api import calculate_metrics
@@ -75,8 +84,28 @@ def run_benchmark(bench: Benchmark, *, configs_dir: Path, out_dir: Path, seed: i
     wall = time.perf_counter() - t0
     metrics = calculate_metrics(str(run_dir), cfg.data.name, metrics=bench.metrics, num=bench.num, seed=seed)
     flat = {k: v for k, v in metrics.items() if k != "info"}
-    return {"benchmark": bench.name, "config": str(path), "seed": seed, "budget_s": seconds,
-            "wall_s": round(wall, 1), "steps": result.step, **_flatten(flat), "info": metrics.get("info", {})}
+    row = {"benchmark": bench.name, "config": str(path), "seed": seed, "budget_s": seconds,
+           "wall_s": round(wall, 1), "steps": result.step, **_flatten(flat), "info": metrics.get("info", {})}
+    if drs is not None:
+        row["drs"] = _drs_metrics(bench, run_dir, cfg.data.name, seed, drs)
+    return row
+
+
+def _drs_metrics(bench: Benchmark, run_dir: Path, ref: str, seed: int, drs: DRSOptions) -> dict[str, Any]:
+    from gankit.metrics.api import calculate_metrics
+    from gankit.rejection import calibrate, load_discriminator, rejection_sample
+    from gankit.sampling import load_generator
+
+    gen = load_generator(run_dir)
+    d = load_discriminator(run_dir, gen)
+    if drs.calibrate:
+        calibrate(d, gen, drs.calibrate, seed=seed)
+    labels = gen.labels(bench.num)
+    x, stats = rejection_sample(gen, d, bench.num, seed, labels=labels, percentile=drs.percentile)
+    x = gen.to_uint8(x) if gen.is_image else x
+    metrics = calculate_metrics(x, ref, metrics=bench.metrics, num=bench.num, seed=seed, labels=labels)
+    return {**_flatten({k: v for k, v in metrics.items() if k != "info"}), "acceptance": stats.acceptance,
+            "percentile": drs.percentile, "calibrate": drs.calibrate}
 
 
 def _flatten(d: dict[str, Any]) -> dict[str, Any]:
@@ -91,9 +120,14 @@ def _flatten(d: dict[str, Any]) -> dict[str, Any]:
 
 def summarise(rows: list[dict[str, Any]], bench: Benchmark) -> dict[str, Any]:
     """Mean over seeds of each shown column."""
-    mean = {c: sum(float(r[c]) for r in rows) / len(rows) for c in bench.columns if all(c in r for r in rows)}
+    def mean(rs: list[dict[str, Any]]) -> dict[str, float]:
+        return {c: sum(float(r[c]) for r in rs) / len(rs) for c in bench.columns if all(c in r for r in rs)}
+
     budget = rows[0]["budget_s"] if rows else bench.seconds
-    return {"benchmark": bench.name, "seeds": len(rows), "budget_s": budget, **mean}
+    summary = {"benchmark": bench.name, "seeds": len(rows), "budget_s": budget, **mean(rows)}
+    if rows and all("drs" in r for r in rows):
+        summary["drs"] = mean([r["drs"] for r in rows])
+    return summary
 
 
 def format_table(summaries: list[dict[str, Any]]) -> str:
@@ -105,6 +139,8 @@ def format_table(summaries: list[dict[str, Any]]) -> str:
                      f"mean of {s['seeds']} seed(s))")
         lines.append("  " + f"{'method':16}" + "".join(f"{c:>16}" for c in cols))
         lines.append("  " + f"{'gankit':16}" + "".join(f"{_fmt(s.get(c)):>16}" for c in cols))
+        if "drs" in s:
+            lines.append("  " + f"{'gankit + DRS':16}" + "".join(f"{_fmt(s['drs'].get(c)):>16}" for c in cols))
         for a in bench.anchors:
             lines.append("  " + f"{a.method:16}" + "".join(f"{_fmt(a.values.get(c)):>16}" for c in cols))
         lines.append("")
@@ -121,7 +157,7 @@ def _fmt(v: Any) -> str:
 
 def bench(names: list[str], *, seeds: int = 1, time_scale: float = 1.0, configs_dir: Path | None = None,
           out_dir: Path = Path("runs/bench"), json_out: Path | None = None,
-          overrides: list[str] | None = None) -> list[dict[str, Any]]:
+          overrides: list[str] | None = None, drs: DRSOptions | None = None) -> list[dict[str, Any]]:
     """Run the named benchmarks; print and return one summary per benchmark (JSON has every run)."""
     for name in names:
         if name not in BENCHMARKS:
@@ -133,7 +169,7 @@ def bench(names: list[str], *, seeds: int = 1, time_scale: float = 1.0, configs_
     for name in names:
         b = BENCHMARKS[name]
         rows = [run_benchmark(b, configs_dir=configs_dir, out_dir=out_dir, seed=s, seconds=b.seconds * time_scale,
-                              overrides=overrides) for s in range(seeds)]
+                              overrides=overrides, drs=drs) for s in range(seeds)]
         runs += rows
         summaries.append(summarise(rows, b))
     print(format_table(summaries))

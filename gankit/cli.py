@@ -79,6 +79,17 @@ TRUNCATION_HELP = ("truncation trick: StyleGAN: w = w_avg + PSI (w - w_avg), 0 <
                    "image); other models: z from a normal truncated to |z_i| < PSI (0: z = 0)")
 
 
+def _drs_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--drs", type=_percentile, nargs="?", const=80.0, metavar="PCT",
+                   help="discriminator rejection sampling: keep each sample with a probability set by the "
+                        "run's D (Azadi et al. 2019); PCT in [0, 100) sets the threshold gamma as that "
+                        "percentile of a burn-in set's scores: higher rejects more (default 80)")
+    p.add_argument("--drs-calibrate", type=_non_negative_int, default=0, metavar="STEPS",
+                   help="with --drs: first train a copy of D for STEPS more steps on the run's data against "
+                        "this generator's samples (logistic loss, G fixed), so its logit estimates the "
+                        "density ratio of the G being sampled (default 0: D as saved)")
+
+
 def _latent_tool_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--truncation", type=_non_negative_float, metavar="PSI", help=TRUNCATION_HELP)
     p.add_argument("--class", dest="class_index", type=_non_negative_int, metavar="K",
@@ -119,14 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="conditional runs: every sample of class K (default: a .png grid shows class i in "
                         "row i, files cycle through the classes)")
     s.add_argument("--truncation", type=_non_negative_float, metavar="PSI", help=TRUNCATION_HELP)
-    s.add_argument("--drs", type=_percentile, nargs="?", const=80.0, metavar="PCT",
-                   help="discriminator rejection sampling: keep each sample with a probability set by the "
-                        "run's D (Azadi et al. 2019); PCT in [0, 100) sets the threshold gamma as that "
-                        "percentile of a burn-in set's scores: higher rejects more (default 80)")
-    s.add_argument("--drs-calibrate", type=_non_negative_int, default=0, metavar="STEPS",
-                   help="with --drs: first train a copy of D for STEPS more steps on the run's data against "
-                        "this generator's samples (logistic loss, G fixed), so its logit estimates the "
-                        "density ratio of the G being sampled (default 0: D as saved)")
+    _drs_arguments(s)
 
     i = sub.add_parser("interpolate", help="a walk through latent space between seeds, as a GIF or a PNG strip")
     i.add_argument("source", help="run directory or checkpoint file")
@@ -188,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="write every run and the summaries to this JSON file")
     b.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config values of every run (e.g. train.device=cuda)")
+    _drs_arguments(b)  # adds a "gankit + DRS" row per benchmark
 
     c = sub.add_parser("config", help="print a resolved config, or every field with its default and help")
     c.add_argument("config", nargs="?", help="YAML config file; omit to list all fields")
@@ -370,11 +375,14 @@ def cmd_classifier(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from gankit.bench import bench
+    from gankit.bench import DRSOptions, bench
 
+    if args.drs_calibrate and args.drs is None:
+        raise ValueError("--drs-calibrate calibrates D for rejection sampling; add --drs")
+    drs = DRSOptions(args.drs, args.drs_calibrate) if args.drs is not None else None
     bench(args.names, seeds=args.seeds, time_scale=args.time_scale,
           configs_dir=Path(args.configs) if args.configs else None, out_dir=Path(args.out_dir),
-          json_out=Path(args.json) if args.json else None, overrides=args.overrides)
+          json_out=Path(args.json) if args.json else None, overrides=args.overrides, drs=drs)
     return 0
 
 

@@ -44,3 +44,17 @@ def test_summary_is_the_mean_over_seeds_and_the_table_shows_the_anchors():
 def test_unknown_benchmark_is_refused_with_a_suggestion(tmp_path):
     with pytest.raises(ConfigError, match="did you mean 'ring'"):
         bench(["rign"], out_dir=tmp_path)
+
+
+def test_ring_bench_with_drs_adds_a_row(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "ring", "--time-scale", "0.02", "--out-dir", str(tmp_path / "runs"), "--json", str(out),
+                 "--drs", "50", "--drs-calibrate", "5", "--set", "model.generator.widths=[16]",
+                 "model.discriminator.widths=[16]"]) == 0
+    table = capsys.readouterr().out
+    assert "gankit + DRS" in table
+    (run,) = json.loads(out.read_text())["runs"]
+    drs = run["drs"]
+    assert drs["percentile"] == 50 and drs["calibrate"] == 5 and 0 < drs["acceptance"] <= 1
+    assert 0 <= drs["high_quality"] <= 1 and 0 <= drs["modes"] <= 8
+    assert main(["bench", "ring", "--drs-calibrate", "5"]) == 2
