@@ -90,6 +90,11 @@ def _drs_arguments(p: argparse.ArgumentParser) -> None:
                         "density ratio of the G being sampled (default 0: D as saved)")
 
 
+def _check_drs(args: argparse.Namespace) -> None:
+    if args.drs_calibrate and args.drs is None:
+        raise ValueError("--drs-calibrate calibrates D for rejection sampling; add --drs")
+
+
 def _latent_tool_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--truncation", type=_non_negative_float, metavar="PSI", help=TRUNCATION_HELP)
     p.add_argument("--class", dest="class_index", type=_non_negative_int, metavar="K",
@@ -272,9 +277,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from gankit.sampling import load_generator, write_samples
     from gankit.train import select_device
 
+    _check_drs(args)
     gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device))
-    if args.drs_calibrate and args.drs is None:
-        raise ValueError("--drs-calibrate calibrates D for rejection sampling; add --drs")
     rejection = None
     if args.drs is not None:
         from gankit.rejection import Rejection, calibrate, load_discriminator
@@ -377,8 +381,7 @@ def cmd_classifier(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from gankit.bench import DRSOptions, bench
 
-    if args.drs_calibrate and args.drs is None:
-        raise ValueError("--drs-calibrate calibrates D for rejection sampling; add --drs")
+    _check_drs(args)
     drs = DRSOptions(args.drs, args.drs_calibrate) if args.drs is not None else None
     bench(args.names, seeds=args.seeds, time_scale=args.time_scale,
           configs_dir=Path(args.configs) if args.configs else None, out_dir=Path(args.out_dir),
