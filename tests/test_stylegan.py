@@ -179,3 +179,49 @@ def test_train_resume_bit_exact_and_sample(tmp_path):
     first = gen.sample(4, seed=3)
     assert first.shape == (4, 1, 16, 16)
     assert torch.equal(first, gen.sample(4, seed=3))  # `sample --seed` is reproducible
+
+
+def test_path_length_regularisation_is_lazy_and_tracks_its_mean():
+    off = _g()
+    assert off.regularization() is None and "pl_mean" not in off.state_dict()  # off: old layout
+    g = _g(pl_weight=2.0, pl_every=2, pl_batch=4).train()
+    assert g.regularization() is None  # the first of every 2 G steps skips it
+    torch.manual_seed(1)
+    reg = g.regularization()
+    assert reg is not None and reg.dim() == 0 and reg > 0
+    mean_after_one = float(g.pl_mean)
+    assert mean_after_one > 0  # lerp from 0 towards the batch's mean length
+    reg.backward()
+    synth = [p for n, p in g.named_parameters() if n.startswith("blocks.")]
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in synth)
+    # the penalty is (length - running mean)^2: with the mean pinned at the batch's own mean length it
+    # is the variance of the lengths, recomputed here from an explicit Jacobian-vector product
+    torch.manual_seed(2)
+    g.pl_decay = 1.0
+    value = g.path_length_penalty()
+    torch.manual_seed(2)
+    z = torch.randn(4, Z)
+    ws = g._map(z, None).unsqueeze(1).repeat(1, g.num_ws, 1)
+    img = g.synthesis(ws)
+    noise = torch.randn_like(img) / 16.0  # 1 / sqrt(16 * 16 pixels)
+    (grad,) = torch.autograd.grad((img * noise).sum(), ws)
+    lengths = grad.square().sum(2).mean(1).sqrt()
+    assert float(value.detach()) == pytest.approx(float(lengths.var(unbiased=False)), rel=1e-4)
+    assert float(g.pl_mean) == pytest.approx(float(lengths.mean()), rel=1e-5)
+    g.eval()
+    assert g.regularization() is None  # sampling never regularises
+    with pytest.raises(ConfigError, match="path-length"):
+        build_generator({**G_SPEC, "pl_every": 0, "pl_weight": 1.0}, Z, (1, 16, 16), None)
+
+
+def test_path_length_regularisation_trains_and_resumes_bit_exact(tmp_path):
+    pl = ["model.generator.pl_weight=2.0", "model.generator.pl_every=2", "model.generator.pl_batch=4"]
+    straight = train(make_cfg(TINY_SG, *pl), tmp_path / "straight")
+    assert "g_reg" in straight.last and math.isfinite(straight.last["g_reg"])
+    run = tmp_path / "resumed"
+    train(make_cfg(TINY_SG, *pl, "train.steps=2"), run)
+    resumed = train(make_cfg(TINY_SG, *pl), run, resume=True)
+    (a, _), (b, _) = _states(resumed), _states(straight)
+    for key in ("g", "d", "g_ema", "opt_g", "opt_d", "rng"):
+        assert_states_equal(a[key], b[key], key)
+    assert int(a["g"]["pl_calls"]) == 4 and float(a["g"]["pl_mean"]) > 0

@@ -5,7 +5,8 @@ whose weights are modulated by a style (an affine map of w) and demodulated, per
 learned strength, and skip connections that sum the toRGB outputs of every resolution. Every layer
 uses the equalised learning rate: weights are stored N(0, 1) and scaled by He's constant at runtime
 (``model.init`` does not apply to these layers). D: residual blocks, minibatch standard deviation
-and equalised learning rate. Train with ``objective: {name: ns, r1_gamma: ..., r1_every: 16}``.
+and equalised learning rate. Train with ``objective: {name: ns, r1_gamma: ..., r1_every: 16}``;
+``pl_weight`` > 0 adds StyleGAN2's lazy path-length regularisation to G's loss.
 
 Randomness. In training mode G draws its noise inputs and style-mixing latents from the global
 torch RNG, which checkpoints save, so a resumed run is bit-exact. In eval mode (sampling, EMA) it
@@ -180,6 +181,7 @@ class StyleGANGenerator(nn.Module):
                  width: int = 32, max_width: int = 256, w_dim: int | None = None, mapping_layers: int = 8,
                  mapping_width: int | None = None, mapping_lr: float = 0.01, style_mixing: float = 0.9,
                  w_avg_beta: float = 0.995, noise: bool = True, embed_dim: int | None = None,
+                 pl_weight: float = 0.0, pl_every: int = 4, pl_batch: int = 8, pl_decay: float = 0.01,
                  output: str = "none") -> None:
         super().__init__()
         channels, side = _power_of_two_side(out_shape, "stylegan")
@@ -189,6 +191,10 @@ class StyleGANGenerator(nn.Module):
             raise ValueError(f"style_mixing is a probability in [0, 1], got {style_mixing}")
         if not 0.0 <= w_avg_beta < 1.0:
             raise ValueError(f"w_avg_beta must be in [0, 1), got {w_avg_beta}")
+        if pl_weight < 0 or pl_every < 1 or pl_batch < 1 or not 0.0 < pl_decay <= 1.0:
+            raise ValueError(f"path-length regularisation needs pl_weight >= 0, pl_every >= 1, pl_batch >= 1 and "
+                             f"pl_decay in (0, 1]; got {pl_weight}, {pl_every}, {pl_batch}, {pl_decay}")
+        self.latent_dim = latent_dim
         self.w_dim = w_dim or latent_dim
         self.num_classes, self.style_mixing, self.w_avg_beta = num_classes, style_mixing, w_avg_beta
         # mapping: normalised z (and label embedding) -> w through an MLP trained 100x slower
@@ -207,6 +213,10 @@ class StyleGANGenerator(nn.Module):
             c_in = c_out
         self.num_ws = sum(b.num_conv for b in self.blocks) + 1
         self.output = output_activation(output)
+        self.pl_weight, self.pl_every, self.pl_batch, self.pl_decay = pl_weight, pl_every, pl_batch, pl_decay
+        if pl_weight > 0:  # buffers only when on, so runs without it keep their checkpoint layout
+            self.register_buffer("pl_mean", torch.zeros(()))  # running mean of the path lengths
+            self.register_buffer("pl_calls", torch.zeros((), dtype=torch.long))  # G steps seen (laziness)
 
     def mapping(self, z: torch.Tensor, y: torch.Tensor | None = None, *, psi: float = 1.0) -> torch.Tensor:
         """Per-layer styles (N, num_ws, w_dim), truncated towards ``w_avg`` when ``psi != 1``."""
@@ -251,6 +261,35 @@ class StyleGANGenerator(nn.Module):
         if self.training and self.style_mixing > 0 and self.num_ws > 1:
             ws = self._mix(ws, z, y)
         return self.synthesis(self.truncate(ws, psi), noise)
+
+    def regularization(self) -> torch.Tensor | None:
+        """Lazy path-length regularisation (StyleGAN2): every ``pl_every``-th G step,
+        ``pl_weight * pl_every * path_length_penalty()``; None on the other steps and when off. The
+        training loop adds it to G's loss."""
+        if not self.pl_weight or not self.training:
+            return None
+        self.pl_calls += 1
+        if int(self.pl_calls) % self.pl_every:
+            return None
+        return self.pl_weight * self.pl_every * self.path_length_penalty()
+
+    def path_length_penalty(self) -> torch.Tensor:
+        """(|J_w^T y| - a)^2 for ``pl_batch`` fresh latents: J_w the Jacobian of the image with respect to
+        the styles, y unit-variance image noise scaled by 1/sqrt(pixels), a the running mean of the
+        lengths (updated here). Low values mean a fixed step in w changes the image by a fixed amount
+        in every direction: a smoother, better-conditioned G. Draws from the global RNG, like the
+        noise inputs, so resume stays bit-exact."""
+        device = self.w_avg.device
+        z = torch.randn(self.pl_batch, self.latent_dim, device=device)
+        y = None if self.num_classes is None else torch.randint(self.num_classes, (self.pl_batch,), device=device)
+        ws = self._map(z, y).unsqueeze(1).repeat(1, self.num_ws, 1)
+        img = self.synthesis(ws)
+        noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
+        (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
+        lengths = grad.square().sum(2).mean(1).sqrt()
+        with torch.no_grad():
+            self.pl_mean.copy_(self.pl_mean.lerp(lengths.mean(), self.pl_decay))
+        return (lengths - self.pl_mean).square().mean()
 
     def _mix(self, ws: torch.Tensor, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """Style mixing regularisation: with probability ``style_mixing`` the layers from a random
