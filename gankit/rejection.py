@@ -20,14 +20,15 @@ objectives DRS is a heuristic filter.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gankit.checkpoint import CheckpointError, load_checkpoint, resolve, state_mismatch
-from gankit.sampling import LoadedGenerator, generate
+from gankit.checkpoint import CheckpointError, load_checkpoint, resolve
+from gankit.sampling import LoadedGenerator, generate, load_weights
 
 EPS = 1e-6
 
@@ -44,7 +45,7 @@ class RejectionStats:
         return self.accepted / max(self.proposed, 1)
 
 
-def load_discriminator(path, gen: LoadedGenerator) -> nn.Module:
+def load_discriminator(path: str | Path, gen: LoadedGenerator) -> nn.Module:
     """The run's D (from the same checkpoint as ``gen``), in eval mode on G's device."""
     from gankit.models import build_discriminator
 
@@ -56,10 +57,7 @@ def load_discriminator(path, gen: LoadedGenerator) -> nn.Module:
     if state.get("d") is None:
         raise CheckpointError(f"{path}: the checkpoint holds no discriminator")
     d = build_discriminator(cfg.model.discriminator, gen.data_shape, gen.num_classes)
-    problem = state_mismatch(d.state_dict(), state["d"])
-    if problem:
-        raise CheckpointError(f"the checkpoint's discriminator does not fit the configured model: {problem}")
-    d.load_state_dict(state["d"])
+    load_weights(d, state["d"], "discriminator")
     return d.to(next(gen.net.parameters()).device).eval()
 
 

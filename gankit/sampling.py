@@ -191,12 +191,12 @@ def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.de
         raise CheckpointError(f"{path}: a conditional run's checkpoint without num_classes in its metadata")
     net = build_generator(cfg.model.generator, cfg.model.latent_dim, shape, num_classes)
     use_ema = ema and state.get("g_ema") is not None
-    _load_module(net, state["g_ema" if use_ema else "g"], "generator")
+    load_weights(net, state["g_ema" if use_ema else "g"], "generator")
     net.to(device).eval()
     return LoadedGenerator(net, cfg, shape, int(meta["step"]), use_ema, num_classes)
 
 
-def _load_module(net: nn.Module, weights: dict[str, Any], what: str) -> None:
+def load_weights(net: nn.Module, weights: dict[str, Any], what: str) -> None:
     details = state_mismatch(net.state_dict(), weights)
     if details:
         raise CheckpointError(f"the checkpoint's {what} does not fit the configured model: {details}")

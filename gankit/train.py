@@ -34,7 +34,7 @@ from gankit.objectives import Objective, build_objective
 from gankit.optim import build_optimizers, lr_factor
 from gankit.perf import Perf, backward_step
 from gankit.perf import setup as perf_setup
-from gankit.sampling import (_load_module, class_labels, generate, image_grid, latents, save_image_grid,
+from gankit.sampling import (load_weights, class_labels, generate, image_grid, latents, save_image_grid,
                              save_points_plot)
 
 
@@ -211,12 +211,12 @@ class Trainer:
                 "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
     def load_state_dict(self, state: dict[str, Any], meta: dict[str, Any]) -> None:
-        _load_module(self.g, state["g"], "generator")
-        _load_module(self.d, state["d"], "discriminator")
+        load_weights(self.g, state["g"], "generator")
+        load_weights(self.d, state["d"], "discriminator")
         if self.ema is not None:
             if state.get("g_ema") is None:
                 raise CheckpointError("the checkpoint has no EMA generator but the config asks for one")
-            _load_module(self.ema.shadow, state["g_ema"], "EMA generator")
+            load_weights(self.ema.shadow, state["g_ema"], "EMA generator")
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         torch.set_rng_state(state["rng"]["torch"])
