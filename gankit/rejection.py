@@ -10,8 +10,9 @@ estimated from a burn-in set and updated when a larger logit shows up, and the a
     sigmoid(F(x)),  F(x) = l - l_M - log(1 - exp(l - l_M - eps)) - gamma
 
 with ``l`` the logit and ``l_M`` its maximum. With ``gamma = 0`` the acceptance is exactly
-``exp(l - l_M)``, plain rejection sampling; the paper's ``gamma``, the 80th percentile of the burn-in
-set's F (negative), keeps far more samples at the price of a softer correction of the high-scoring ones.
+``exp(l - l_M)``, plain rejection sampling; the paper's ``gamma``, a percentile of the burn-in set's F
+(the 80th), puts the sigmoid's midpoint among G's actual scores, so the acceptance rate depends on the
+percentile rather than on how far the logits spread.
 The D saved with a run is the one
 trained against the raw G; its logit is still a realness score for the EMA G's samples, which ``gankit
 sample`` uses by default. Wasserstein and hinge critics give scores, not log ratios: for those
