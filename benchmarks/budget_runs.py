@@ -136,8 +136,8 @@ def main() -> None:
         if args.raw:
             variants.append(("raw", ["--no-ema"], {"g": "raw"}))
         cal = ["--drs-calibrate", str(args.drs_calibrate)] if args.drs_calibrate else []
-        tag = f"c{args.drs_calibrate}" if args.drs_calibrate else ""
-        variants += [(f"drs{pct:g}{tag}", ["--drs", str(pct), *cal], {"g": f"drs{pct:g}{tag}"})
+        cal_tag = f"c{args.drs_calibrate}" if args.drs_calibrate else ""
+        variants += [(f"drs{pct:g}{cal_tag}", ["--drs", str(pct), *cal], {"g": f"drs{pct:g}{cal_tag}"})
                      for pct in args.drs]
         for tag, flags, fields in variants:
             npz = out_dir / f"{name}.{tag}.npz"

@@ -83,9 +83,8 @@ def run_benchmark(bench: Benchmark, *, configs_dir: Path, out_dir: Path, seed: i
     result = train(cfg, run_dir)
     wall = time.perf_counter() - t0
     metrics = calculate_metrics(str(run_dir), cfg.data.name, metrics=bench.metrics, num=bench.num, seed=seed)
-    flat = {k: v for k, v in metrics.items() if k != "info"}
     row = {"benchmark": bench.name, "config": str(path), "seed": seed, "budget_s": seconds,
-           "wall_s": round(wall, 1), "steps": result.step, **_flatten(flat), "info": metrics.get("info", {})}
+           "wall_s": round(wall, 1), "steps": result.step, **_values(metrics), "info": metrics.get("info", {})}
     if drs is not None:
         row["drs"] = _drs_metrics(bench, run_dir, cfg.data.name, seed, drs)
     return row
@@ -104,13 +103,16 @@ def _drs_metrics(bench: Benchmark, run_dir: Path, ref: str, seed: int, drs: DRSO
     x, stats = rejection_sample(gen, d, bench.num, seed, labels=labels, percentile=drs.percentile)
     x = gen.to_uint8(x) if gen.is_image else x
     metrics = calculate_metrics(x, ref, metrics=bench.metrics, num=bench.num, seed=seed, labels=labels)
-    return {**_flatten({k: v for k, v in metrics.items() if k != "info"}), "acceptance": stats.acceptance,
-            "percentile": drs.percentile, "calibrate": drs.calibrate}
+    return {**_values(metrics), "acceptance": stats.acceptance, "percentile": drs.percentile,
+            "calibrate": drs.calibrate}
 
 
-def _flatten(d: dict[str, Any]) -> dict[str, Any]:
+def _values(metrics: dict[str, Any]) -> dict[str, Any]:
+    """calculate_metrics' values, one level, without its ``info``."""
     out: dict[str, Any] = {}
-    for k, v in d.items():
+    for k, v in metrics.items():
+        if k == "info":
+            continue
         if isinstance(v, dict):
             out.update(v)
         else:

@@ -12,11 +12,10 @@ estimated from a burn-in set and updated when a larger logit shows up, and the a
 with ``l`` the logit and ``l_M`` its maximum. With ``gamma = 0`` the acceptance is exactly
 ``exp(l - l_M)``, plain rejection sampling; the paper's ``gamma``, a percentile of the burn-in set's F
 (the 80th), puts the sigmoid's midpoint among G's actual scores, so the acceptance rate depends on the
-percentile rather than on how far the logits spread.
-The D saved with a run is the one
-trained against the raw G; its logit is still a realness score for the EMA G's samples, which ``gankit
-sample`` uses by default. Wasserstein and hinge critics give scores, not log ratios: for those
-objectives DRS is a heuristic filter.
+percentile rather than on how far the logits spread. The D saved with a run is the one trained
+against the raw G; its logit is still a realness score for the EMA G's samples, which ``gankit sample``
+uses by default. Wasserstein and hinge critics give scores, not log ratios: for those objectives DRS is
+a heuristic filter.
 """
 from __future__ import annotations
 
@@ -154,8 +153,7 @@ def rejection_sample(gen: LoadedGenerator, d: nn.Module, num: int, seed: int = 0
         z = torch.randn(n, gen.latent_dim, generator=rng).to(device)
         return _logits(gen, d, z, want, batch_size, truncation)
 
-    burn_labels = gen.labels(burn_in) if gen.num_classes is not None else None
-    _, burn = propose(burn_labels, burn_in)
+    _, burn = propose(gen.labels(burn_in), burn_in)  # labels: None for an unconditional G
     if not torch.isfinite(burn).all():
         raise ValueError("the discriminator gives non-finite logits on G's samples; rejection sampling "
                          "needs a finite score")
