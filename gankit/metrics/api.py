@@ -16,7 +16,7 @@ import torch
 
 from gankit.metrics.classes import class_agreement, class_stats
 from gankit.metrics.errors import EvalError
-from gankit.metrics.features import FeatureExtractor, default_extractor, get_extractor, is_points_dataset
+from gankit.metrics.features import FeatureExtractor, default_extractor, fit_to, get_extractor, is_points_dataset
 from gankit.metrics.fid import fid
 from gankit.metrics.kid import kid
 from gankit.metrics.modes import pacgan_modes, stacked_mnist_modes
@@ -124,10 +124,15 @@ def _modes2d(x: MetricInputs) -> dict[str, Any]:
 
 
 def _stacked(x: MetricInputs) -> dict[str, Any]:
-    if x.samples.dim() != 4 or tuple(x.samples.shape[1:]) != (3, 28, 28):
-        raise EvalError(f"metric 'stacked' needs uint8 stacked-MNIST images (N, 3, 28, 28), got "
+    if x.samples.dim() != 4 or x.samples.shape[1] != 3:
+        raise EvalError(f"metric 'stacked' needs uint8 stacked-MNIST images (N, 3, H, W), got "
                         f"{tuple(x.samples.shape)}")
-    return dict(stacked_mnist_modes(x.samples))
+    samples = x.samples
+    if tuple(samples.shape[2:]) != (28, 28):
+        # a run at data.resolution 32 (StyleGAN's power of two): back to the classifier's 28 px, with
+        # the same antialiased resize that made the 32 px training digits
+        samples = fit_to(samples, 28, 3).mul(255).round().clamp(0, 255).to(torch.uint8)
+    return dict(stacked_mnist_modes(samples))
 
 
 for _name, _metric in {
