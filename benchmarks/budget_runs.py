@@ -8,7 +8,8 @@ With ``--jobs 2 --threads 1`` on a 2-core machine every run has one core to itse
 clock, so runs started together are measured in the same conditions (pin them with ``taskset`` when
 something else runs). ``train.steps`` is raised so the time budget, not the preset's step count, ends
 every run, unless ``--keep-steps`` (presets with a linear decay to their last step). ``--seeds``,
-``--raw`` (the raw G beside its EMA), ``--truncation`` and ``--drs`` (rejection sampling) add rows;
+``--raw`` (the raw G beside its EMA), ``--truncation``, ``--drs`` (rejection sampling) and
+``--density-filter`` add rows;
 with several seeds the means are printed too. ``--ref auto`` measures each run against its own
 ``data.name``.
 """
@@ -29,7 +30,7 @@ import yaml
 COLUMNS = [("steps", "steps", "d"), ("fid", "FID", ".2f"), ("precision", "prec", ".3f"), ("recall", "recall", ".3f"),
            ("classes_present", "classes", "d"), ("class_kl", "class KL", ".4f"), ("class_agreement", "agree", ".3f"),
            ("modes", "modes", "d"), ("kl", "KL", ".4f"), ("high_quality", "HQ", ".4f"),
-           ("reverse_kl", "rev KL", ".4f")]
+           ("reverse_kl", "rev KL", ".4f"), ("spread", "spread", ".3f")]
 
 
 def gankit(*args: str) -> list[str]:
@@ -98,6 +99,8 @@ def main() -> None:
     parser.add_argument("--drs", type=float, nargs="*", default=[],
                         help="also evaluate `gankit sample --drs PCT` (discriminator rejection sampling)")
     parser.add_argument("--drs-calibrate", type=int, default=0, help="with --drs: `--drs-calibrate STEPS`")
+    parser.add_argument("--density-filter", type=float, nargs="*", default=[],
+                        help="also evaluate `gankit sample --density-filter PCT` (G's own density)")
     parser.add_argument("--tag", default="", help="suffix of the run names (variants side by side)")
     args = parser.parse_args()
 
@@ -139,6 +142,8 @@ def main() -> None:
         cal_tag = f"c{args.drs_calibrate}" if args.drs_calibrate else ""
         variants += [(f"drs{pct:g}{cal_tag}", ["--drs", str(pct), *cal], {"g": f"drs{pct:g}{cal_tag}"})
                      for pct in args.drs]
+        variants += [(f"density{pct:g}", ["--density-filter", str(pct)], {"g": f"density{pct:g}"})
+                     for pct in args.density_filter]
         for tag, flags, fields in variants:
             npz = out_dir / f"{name}.{tag}.npz"
             subprocess.run(gankit("sample", str(run_dir), "--num", str(args.num), *flags, "--out", str(npz)),

@@ -6,7 +6,9 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import torch
 
 from gankit.checkpoint import atomic_write_bytes
 from gankit.config import ConfigError, load
@@ -31,12 +33,13 @@ class Benchmark:
 
 
 _PACGAN = "Lin et al. 2018 (PacGAN), Table 3"
+_MODES2D = ("modes", "high_quality", "reverse_kl", "spread")
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
-    Benchmark("ring", "ring.yaml", 60, ("modes2d",), 2500, ("modes", "high_quality", "reverse_kl"), (
+    Benchmark("ring", "ring.yaml", 60, ("modes2d",), 2500, _MODES2D, (
         Anchor("PacGAN4", {"modes": 7.8, "high_quality": 0.959}, _PACGAN),
         Anchor("GDPP", {"modes": 8.0, "high_quality": 0.717}, "Elfeki et al. 2019"),
         Anchor("VEEGAN", {"modes": 8.0, "high_quality": 0.529}, "Srivastava et al. 2017"))),
-    Benchmark("grid", "grid.yaml", 60, ("modes2d",), 2500, ("modes", "high_quality", "reverse_kl"), (
+    Benchmark("grid", "grid.yaml", 60, ("modes2d",), 2500, _MODES2D, (
         Anchor("PacGAN4", {"modes": 24.8, "high_quality": 0.936}, _PACGAN),
         Anchor("GDPP", {"modes": 24.8, "high_quality": 0.685}, "Elfeki et al. 2019"),
         Anchor("VEEGAN", {"modes": 24.6, "high_quality": 0.40}, "Srivastava et al. 2017"))),
@@ -63,9 +66,11 @@ class DRSOptions:
 
 
 def run_benchmark(bench: Benchmark, *, configs_dir: Path, out_dir: Path, seed: int, seconds: float,
-                  overrides: list[str] | None = None, drs: DRSOptions | None = None) -> dict[str, Any]:
+                  overrides: list[str] | None = None, drs: DRSOptions | None = None,
+                  density: float | None = None) -> dict[str, Any]:
     """Train ``bench``'s preset for ``seconds`` with ``seed`` in a fresh run directory, then measure it
-    (and, with ``drs``, the samples rejection sampling keeps: the row's ``drs`` entry)."""
+    (and, with ``drs``, the samples rejection sampling keeps: the row's ``drs`` entry; with ``density``,
+    a percentile, the samples the density filter keeps: ``density``)."""
     import shutil
 
     from gankit.metrics.api import calculate_metrics
@@ -87,11 +92,24 @@ def run_benchmark(bench: Benchmark, *, configs_dir: Path, out_dir: Path, seed: i
            "wall_s": round(wall, 1), "steps": result.step, **_values(metrics), "info": metrics.get("info", {})}
     if drs is not None:
         row["drs"] = _drs_metrics(bench, run_dir, cfg.data.name, seed, drs)
+    if density is not None:
+        row["density"] = _density_metrics(bench, run_dir, cfg.data.name, seed, density)
     return row
 
 
-def _drs_metrics(bench: Benchmark, run_dir: Path, ref: str, seed: int, drs: DRSOptions) -> dict[str, Any]:
+def _kept_metrics(bench: Benchmark, gen: Any, ref: str, seed: int,
+                  draw: Callable[[torch.Tensor | None], tuple[torch.Tensor, Any]]) -> dict[str, Any]:
+    """The benchmark's metrics of the samples a rejection sampler ``draw`` keeps, and its acceptance."""
     from gankit.metrics.api import calculate_metrics
+
+    labels = gen.labels(bench.num)
+    x, stats = draw(labels)
+    x = gen.to_uint8(x) if gen.is_image else x
+    metrics = calculate_metrics(x, ref, metrics=bench.metrics, num=bench.num, seed=seed, labels=labels)
+    return {**_values(metrics), "acceptance": stats.acceptance}
+
+
+def _drs_metrics(bench: Benchmark, run_dir: Path, ref: str, seed: int, drs: DRSOptions) -> dict[str, Any]:
     from gankit.rejection import calibrate, load_discriminator, rejection_sample
     from gankit.sampling import load_generator
 
@@ -99,12 +117,19 @@ def _drs_metrics(bench: Benchmark, run_dir: Path, ref: str, seed: int, drs: DRSO
     d = load_discriminator(run_dir, gen)
     if drs.calibrate:
         calibrate(d, gen, drs.calibrate, seed=seed)
-    labels = gen.labels(bench.num)
-    x, stats = rejection_sample(gen, d, bench.num, seed, labels=labels, percentile=drs.percentile)
-    x = gen.to_uint8(x) if gen.is_image else x
-    metrics = calculate_metrics(x, ref, metrics=bench.metrics, num=bench.num, seed=seed, labels=labels)
-    return {**_values(metrics), "acceptance": stats.acceptance, "percentile": drs.percentile,
-            "calibrate": drs.calibrate}
+    values = _kept_metrics(bench, gen, ref, seed, lambda labels: rejection_sample(
+        gen, d, bench.num, seed, labels=labels, percentile=drs.percentile))
+    return {**values, "percentile": drs.percentile, "calibrate": drs.calibrate}
+
+
+def _density_metrics(bench: Benchmark, run_dir: Path, ref: str, seed: int, percentile: float) -> dict[str, Any]:
+    from gankit.rejection import density_sample
+    from gankit.sampling import load_generator
+
+    gen = load_generator(run_dir)
+    values = _kept_metrics(bench, gen, ref, seed, lambda labels: density_sample(
+        gen, bench.num, seed, labels=labels, percentile=percentile))
+    return {**values, "percentile": percentile}
 
 
 def _values(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -127,8 +152,9 @@ def summarise(rows: list[dict[str, Any]], bench: Benchmark) -> dict[str, Any]:
 
     budget = rows[0]["budget_s"] if rows else bench.seconds
     summary = {"benchmark": bench.name, "seeds": len(rows), "budget_s": budget, **mean(rows)}
-    if rows and all("drs" in r for r in rows):
-        summary["drs"] = mean([r["drs"] for r in rows])
+    for kept in ("drs", "density"):
+        if rows and all(kept in r for r in rows):
+            summary[kept] = mean([r[kept] for r in rows])
     return summary
 
 
@@ -141,8 +167,9 @@ def format_table(summaries: list[dict[str, Any]]) -> str:
                      f"mean of {s['seeds']} seed(s))")
         lines.append("  " + f"{'method':16}" + "".join(f"{c:>16}" for c in cols))
         lines.append("  " + f"{'gankit':16}" + "".join(f"{_fmt(s.get(c)):>16}" for c in cols))
-        if "drs" in s:
-            lines.append("  " + f"{'gankit + DRS':16}" + "".join(f"{_fmt(s['drs'].get(c)):>16}" for c in cols))
+        for kept, label in (("drs", "gankit + DRS"), ("density", "gankit + density")):
+            if kept in s:
+                lines.append("  " + f"{label:16}" + "".join(f"{_fmt(s[kept].get(c)):>16}" for c in cols))
         for a in bench.anchors:
             lines.append("  " + f"{a.method:16}" + "".join(f"{_fmt(a.values.get(c)):>16}" for c in cols))
         lines.append("")
@@ -159,7 +186,8 @@ def _fmt(v: Any) -> str:
 
 def bench(names: list[str], *, seeds: int = 1, time_scale: float = 1.0, configs_dir: Path | None = None,
           out_dir: Path = Path("runs/bench"), json_out: Path | None = None,
-          overrides: list[str] | None = None, drs: DRSOptions | None = None) -> list[dict[str, Any]]:
+          overrides: list[str] | None = None, drs: DRSOptions | None = None,
+          density: float | None = None) -> list[dict[str, Any]]:
     """Run the named benchmarks; print and return one summary per benchmark (JSON has every run)."""
     for name in names:
         if name not in BENCHMARKS:
@@ -171,7 +199,7 @@ def bench(names: list[str], *, seeds: int = 1, time_scale: float = 1.0, configs_
     for name in names:
         b = BENCHMARKS[name]
         rows = [run_benchmark(b, configs_dir=configs_dir, out_dir=out_dir, seed=s, seconds=b.seconds * time_scale,
-                              overrides=overrides, drs=drs) for s in range(seeds)]
+                              overrides=overrides, drs=drs, density=density) for s in range(seeds)]
         runs += rows
         summaries.append(summarise(rows, b))
     print(format_table(summaries))

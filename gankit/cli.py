@@ -90,9 +90,17 @@ def _drs_arguments(p: argparse.ArgumentParser) -> None:
                         "density ratio of the G being sampled (default 0: D as saved)")
 
 
+    p.add_argument("--density-filter", type=_percentile, nargs="?", const=5.0, metavar="PCT",
+                   help="drop the samples where G's own density (change of variables through its Jacobian) "
+                        "is below its PCT-th percentile: the bridges a continuous G draws between separate "
+                        "modes; for small latents and deterministic G, e.g. the 2D mixtures (default 5)")
+
+
 def _check_drs(args: argparse.Namespace) -> None:
     if args.drs_calibrate and args.drs is None:
         raise ValueError("--drs-calibrate calibrates D for rejection sampling; add --drs")
+    if args.drs is not None and args.density_filter is not None:
+        raise ValueError("--drs and --density-filter are two ways to drop samples; choose one")
 
 
 def _latent_tool_arguments(p: argparse.ArgumentParser) -> None:
@@ -197,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="write every run and the summaries to this JSON file")
     b.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config values of every run (e.g. train.device=cuda)")
-    _drs_arguments(b)  # adds a "gankit + DRS" row per benchmark
+    _drs_arguments(b)  # adds a "gankit + DRS" / "gankit + density" row per benchmark
 
     c = sub.add_parser("config", help="print a resolved config, or every field with its default and help")
     c.add_argument("config", nargs="?", help="YAML config file; omit to list all fields")
@@ -289,15 +297,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
             print(f"gankit: calibrated D for {len(losses)} steps, logistic loss {losses[0]:.3f} -> "
                   f"{sum(losses[-50:]) / len(losses[-50:]):.3f} (mean of the last 50)")
         rejection = Rejection(d, percentile=args.drs)
+    elif args.density_filter is not None:
+        from gankit.rejection import DensityFilter
+
+        rejection = DensityFilter(percentile=args.density_filter)
     out = write_samples(gen, args.num, args.out, seed=args.seed, batch_size=args.batch_size,
                         class_index=args.class_index, truncation=args.truncation, rejection=rejection)
     which = "EMA generator" if gen.is_ema else "generator"
     of_class = f" of class {args.class_index}" if args.class_index is not None else ""
     print(f"gankit: wrote {args.num} samples{of_class} of the {which} at step {gen.step} to {out}")
-    if rejection is not None and rejection.stats is not None:
-        st = rejection.stats
+    st = rejection.stats if rejection is not None else None
+    if st is not None:
+        how = (f"gamma {st.gamma:.3f} (percentile {args.drs:g})" if args.drs is not None else
+               f"log density >= {st.threshold:.3f} (percentile {args.density_filter:g})")
         print(f"gankit: rejection sampling kept {st.accepted} of {st.proposed} proposals "
-              f"({100 * st.acceptance:.1f}%), gamma {st.gamma:.3f} (percentile {args.drs:g})")
+              f"({100 * st.acceptance:.1f}%), {how}")
     return 0
 
 
@@ -385,7 +399,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     drs = DRSOptions(args.drs, args.drs_calibrate) if args.drs is not None else None
     bench(args.names, seeds=args.seeds, time_scale=args.time_scale,
           configs_dir=Path(args.configs) if args.configs else None, out_dir=Path(args.out_dir),
-          json_out=Path(args.json) if args.json else None, overrides=args.overrides, drs=drs)
+          json_out=Path(args.json) if args.json else None, overrides=args.overrides, drs=drs,
+          density=args.density_filter)
     return 0
 
 

@@ -16,11 +16,24 @@ percentile rather than on how far the logits spread. The D saved with a run is t
 against the raw G; its logit is still a realness score for the EMA G's samples, which ``gankit sample``
 uses by default. Wasserstein and hinge critics give scores, not log ratios: for those objectives DRS is
 a heuristic filter.
+
+The density filter asks G instead of D. G maps a latent z ~ N(0, I) to x = G(z); by the change of
+variables its samples have the density
+
+    log p_G(x) = log N(z) - 1/2 log det(J^T J),   J = dG/dz  (out x latent)
+
+on the surface G draws (the 2D mixtures: the plain density of the points). A continuous G can only reach
+separate modes by stretching a thin slice of latent space across the gap between them, so the samples
+on those bridges have a tiny density, orders of magnitude below the modes'. Dropping the samples whose
+density is below a percentile of G's own densities removes them without asking anything of D, and
+without reweighting the modes, whose insides all lie far above the threshold (the precision end of
+polarity sampling, Humayun et al. 2022, as a hard threshold).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -132,6 +145,30 @@ class Rejection:
         return out
 
 
+def _fill(num: int, labels: torch.Tensor | None,
+          propose: Callable[[torch.Tensor | None, int], tuple[torch.Tensor, torch.Tensor]],
+          accept: Callable[[torch.Tensor], torch.Tensor], max_proposals: int, advice: str
+          ) -> tuple[torch.Tensor, int]:
+    """Fill ``num`` output slots with proposals that ``accept`` keeps, slot i with label ``labels[i]``;
+    returns the samples and how many were proposed."""
+    out: torch.Tensor | None = None
+    pending = torch.arange(num)  # the output slots still empty
+    proposed = 0
+    while len(pending):
+        if proposed >= max_proposals:
+            raise RuntimeError(f"rejection sampling accepted only {num - len(pending)} of {num} samples in "
+                               f"{proposed} proposals; {advice}")
+        x, score = propose(None if labels is None else labels[pending], len(pending))
+        proposed += len(pending)
+        keep = accept(score)
+        if out is None:
+            out = torch.empty((num, *x.shape[1:]), dtype=x.dtype)
+        out[pending[keep]] = x[keep]
+        pending = pending[~keep]
+    assert out is not None
+    return out, proposed
+
+
 def rejection_sample(gen: LoadedGenerator, d: nn.Module, num: int, seed: int = 0, batch_size: int = 256,
                      labels: torch.Tensor | None = None, truncation: float | None = None, *,
                      percentile: float = 80.0, gamma: float | None = None, burn_in: int = 5000,
@@ -161,22 +198,99 @@ def rejection_sample(gen: LoadedGenerator, d: nn.Module, num: int, seed: int = 0
     if gamma is None:
         gamma = float(np.percentile(_scores(burn, max_logit).numpy(), percentile))
 
-    out: torch.Tensor | None = None
-    pending = torch.arange(num)  # the output slots still empty
-    proposed = 0
-    while len(pending):
-        if proposed >= max_proposals:
-            raise RuntimeError(f"rejection sampling accepted only {num - len(pending)} of {num} samples in "
-                               f"{proposed} proposals; lower the percentile")
-        want = None if labels is None else labels[pending]
-        x, logits = propose(want, len(pending))
-        proposed += len(pending)
+    def accept(logits: torch.Tensor) -> torch.Tensor:
+        nonlocal max_logit
         max_logit = max(max_logit, float(logits.max()))
         accept_p = torch.sigmoid(_scores(logits, max_logit) - gamma)
-        keep = torch.rand(len(pending), generator=rng, dtype=torch.float64) < accept_p
-        if out is None:
-            out = torch.empty((num, *x.shape[1:]), dtype=x.dtype)
-        out[pending[keep]] = x[keep]
-        pending = pending[~keep]
-    assert out is not None
+        return torch.rand(len(logits), generator=rng, dtype=torch.float64) < accept_p
+
+    out, proposed = _fill(num, labels, propose, accept, max_proposals, "lower the percentile")
     return out, RejectionStats(num, proposed, gamma, max_logit)
+
+
+def log_density(g: nn.Module, z: torch.Tensor, labels: torch.Tensor | None = None,
+                batch_size: int = 256) -> torch.Tensor:
+    """log p_G(G(z)) (N,) up to a constant: log N(z) - 1/2 log det(J^T J), J = dG/dz by forward-mode
+    autodiff (one pass per latent coordinate). G must be deterministic and draw at least as many output
+    values as it has latent coordinates (else J^T J is singular and the density undefined)."""
+    from torch.func import jacfwd, vmap
+
+    latent = z.shape[1]
+
+    def one(zi: torch.Tensor, yi: torch.Tensor | None) -> torch.Tensor:
+        return g(zi[None], None if yi is None else yi[None]).reshape(-1)
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(z), batch_size):
+            zb = z[i:i + batch_size]
+            yb = None if labels is None else labels[i:i + batch_size].to(z.device)
+            try:
+                jac = vmap(jacfwd(one), in_dims=(0, None if yb is None else 0))(zb, yb)  # (B, out, latent)
+            except RuntimeError as err:
+                if "random" in str(err).lower():
+                    raise ValueError("the density filter needs a deterministic generator; this one draws "
+                                     "random noise in its forward pass (e.g. StyleGAN's noise inputs)") from err
+                raise
+            if jac.shape[1] < latent:
+                raise ValueError(f"the density filter needs at least as many output values as latent "
+                                 f"coordinates; this G maps {latent} to {jac.shape[1]}")
+            gram = jac.transpose(1, 2).double() @ jac.double()
+            logdet = torch.linalg.slogdet(gram).logabsdet
+            out.append((-0.5 * zb.double().square().sum(1) - 0.5 * logdet).cpu())
+    return torch.cat(out)
+
+
+@dataclass
+class DensityStats:
+    accepted: int
+    proposed: int
+    threshold: float  # log density below which samples were dropped
+
+    @property
+    def acceptance(self) -> float:
+        return self.accepted / max(self.proposed, 1)
+
+
+@dataclass
+class DensityFilter:
+    """Keep the samples where G's own density is above its ``percentile``-th percentile (estimated on a
+    burn-in set); :meth:`sample` draws like ``LoadedGenerator.sample``, stats in ``stats``."""
+
+    percentile: float = 5.0
+    burn_in: int = 5000
+    stats: DensityStats | None = None
+
+    def sample(self, gen: LoadedGenerator, num: int, seed: int = 0, batch_size: int = 256,
+               labels: torch.Tensor | None = None, truncation: float | None = None) -> torch.Tensor:
+        out, self.stats = density_sample(gen, num, seed, batch_size, labels, truncation,
+                                         percentile=self.percentile, burn_in=self.burn_in)
+        return out
+
+
+def density_sample(gen: LoadedGenerator, num: int, seed: int = 0, batch_size: int = 256,
+                   labels: torch.Tensor | None = None, truncation: float | None = None, *,
+                   percentile: float = 5.0, burn_in: int = 5000) -> tuple[torch.Tensor, DensityStats]:
+    """``num`` samples of ``gen`` whose log density under G is at least the ``percentile``-th percentile
+    of a burn-in set's; slot i keeps the label ``labels[i]``. The same seed gives the same samples."""
+    if truncation is not None:
+        raise ValueError("the density filter and truncation both trade diversity for quality; use one")
+    if not 0.0 <= percentile < 100.0:
+        raise ValueError(f"percentile must be in [0, 100), got {percentile}")
+    if burn_in < 1:
+        raise ValueError(f"burn_in must be >= 1, got {burn_in}")
+    device = next(gen.net.parameters()).device
+    rng = torch.Generator().manual_seed(seed)
+
+    def propose(want: torch.Tensor | None, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.randn(n, gen.latent_dim, generator=rng).to(device)
+        return generate(gen.net, z, batch_size, want), log_density(gen.net, z, want, batch_size)
+
+    _, burn = propose(gen.labels(burn_in), burn_in)
+    if not torch.isfinite(burn).all():
+        raise ValueError("G's log density is not finite on some samples (a flat direction in latent "
+                         "space); the density filter cannot rank them")
+    threshold = float(np.percentile(burn.numpy(), percentile))
+    out, proposed = _fill(num, labels, propose, lambda logp: logp >= threshold, max(100 * num, burn_in),
+                          "lower the percentile")
+    return out, DensityStats(num, proposed, threshold)

@@ -15,7 +15,7 @@ from gankit.config import Config, from_dict
 from gankit.data import to_uint8
 
 if TYPE_CHECKING:
-    from gankit.rejection import Rejection
+    from gankit.rejection import DensityFilter, Rejection
 
 
 def latents(n: int, latent_dim: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -205,12 +205,14 @@ def load_weights(net: nn.Module, weights: dict[str, Any], what: str) -> None:
 
 def write_samples(gen: LoadedGenerator, num: int, out: str | Path, seed: int = 0, batch_size: int = 256,
                   nrow: int | None = None, class_index: int | None = None,
-                  truncation: float | None = None, *, rejection: Rejection | None = None) -> Path:
+                  truncation: float | None = None, *,
+                  rejection: Rejection | DensityFilter | None = None) -> Path:
     """Write ``num`` samples to a grid ``.png``, an ``.npz`` array file, or a directory (path ending in /).
 
     A conditional G draws every sample of ``class_index`` when given; otherwise a grid shows one class
     per row (row i is class i % num_classes) and files cycle through the classes. The ``.npz`` then
-    holds the ``labels`` (int64) too. ``rejection``: keep only samples its discriminator accepts (DRS)."""
+    holds the ``labels`` (int64) too. ``rejection``: keep only the samples it accepts (gankit.rejection:
+    DRS or the density filter)."""
     out_str = str(out)
     out = Path(out)
     grid = out.suffix.lower() == ".png" and gen.is_image

@@ -14,7 +14,7 @@ from gankit.cli import main
 from gankit.config import DataConfig
 from gankit.data import DataError, TensorSource, build_dataset
 from gankit.data.stacked import mode_of, stack_digits
-from gankit.data.toy2d import MIXTURES, grid_modes, ring_modes
+from gankit.data.toy2d import MIXTURES, grid_modes, mixture_points, ring_modes
 from gankit.metrics import EvalError, default_extractor, get_extractor, reference_images
 from gankit.metrics.modes import (classify_channels, pacgan_modes, stacked_mnist_floor, stacked_mnist_modes,
                                   stacked_mode_stats)
@@ -53,7 +53,20 @@ def test_points_on_every_mode_centre_capture_all_modes_with_zero_kl(name: str) -
     centres = MIXTURES[name][0]()
     r = pacgan_modes(centres.repeat(3, 1), name)
     assert r == {"modes": len(centres), "num_modes": len(centres), "high_quality": 1.0,
-                 "reverse_kl": pytest.approx(0.0, abs=1e-12), "num": 3 * len(centres)}
+                 "reverse_kl": pytest.approx(0.0, abs=1e-12), "spread": 0.0, "num": 3 * len(centres)}
+
+
+@pytest.mark.parametrize("name", ["ring", "grid"])
+def test_spread_of_real_points_is_the_truncated_gaussian_std_and_catches_narrow_modes(name: str) -> None:
+    centres, std = MIXTURES[name][0](), MIXTURES[name][1]
+    real, _ = mixture_points(centres, std, 20_000, seed=0)
+    # a 2D normal cut at radius 3: E[r^2 | r < 3] = (2 - 11 e^-4.5) / (1 - e^-4.5), per coordinate half
+    expected = math.sqrt((2 - 11 * math.exp(-4.5)) / (1 - math.exp(-4.5)) / 2)
+    assert pacgan_modes(real, name)["spread"] == pytest.approx(expected, abs=0.01)
+    nearest = torch.cdist(real, centres).argmin(1)
+    narrow = centres[nearest] + 0.3 * (real - centres[nearest])  # every mode drawn at 0.3 of its std
+    r = pacgan_modes(narrow, name)
+    assert r["high_quality"] == 1.0 and r["spread"] == pytest.approx(0.3, abs=0.01)
 
 
 @pytest.mark.parametrize("name, k", [("ring", 8), ("grid", 25)])
@@ -87,6 +100,7 @@ def test_points_far_from_every_mode_are_never_high_quality() -> None:
         r = pacgan_modes(points, name)
         assert r["modes"] == 0 and r["high_quality"] == 0.0
         assert math.isnan(r["reverse_kl"])  # no sample in any mode: the histogram is undefined
+        assert math.isnan(r["spread"])
 
 
 def test_real_test_points_match_the_gaussian_closed_form() -> None:
