@@ -212,7 +212,8 @@ def log_density(g: nn.Module, z: torch.Tensor, labels: torch.Tensor | None = Non
                 batch_size: int = 256) -> torch.Tensor:
     """log p_G(G(z)) (N,) up to a constant: log N(z) - 1/2 log det(J^T J), J = dG/dz by forward-mode
     autodiff (one pass per latent coordinate). G must be deterministic and draw at least as many output
-    values as it has latent coordinates (else J^T J is singular and the density undefined)."""
+    values as it has latent coordinates (else J^T J is singular and the density undefined). Where a
+    saturated output (tanh) makes J singular the density is +inf: such samples rank first."""
     from torch.func import jacfwd, vmap
 
     latent = z.shape[1]
@@ -287,9 +288,8 @@ def density_sample(gen: LoadedGenerator, num: int, seed: int = 0, batch_size: in
         return generate(gen.net, z, batch_size, want), log_density(gen.net, z, want, batch_size)
 
     _, burn = propose(gen.labels(burn_in), burn_in)
-    if not torch.isfinite(burn).all():
-        raise ValueError("G's log density is not finite on some samples (a flat direction in latent "
-                         "space); the density filter cannot rank them")
+    if burn.isnan().any():
+        raise ValueError("G's log density is NaN on some samples; the density filter cannot rank them")
     threshold = float(np.percentile(burn.numpy(), percentile))
     out, proposed = _fill(num, labels, propose, lambda logp: logp >= threshold, max(100 * num, burn_in),
                           "lower the percentile")

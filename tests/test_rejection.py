@@ -1,4 +1,5 @@
-"""Discriminator rejection sampling: exact on a closed form, reproducible, and wired into `gankit sample`."""
+"""Rejection samplers (DRS and the density filter): exact on closed forms, reproducible, and wired into
+`gankit sample`."""
 from __future__ import annotations
 
 import math
@@ -10,7 +11,7 @@ import torch.nn as nn
 
 from gankit.cli import main
 from gankit.config import from_dict
-from gankit.rejection import calibrate, load_discriminator, rejection_sample
+from gankit.rejection import calibrate, density_sample, load_discriminator, log_density, rejection_sample
 from gankit.sampling import LoadedGenerator, load_generator
 from gankit.train import train
 from tests.conftest import TINY_RING, make_cfg
@@ -149,3 +150,90 @@ def test_cli_calibrate_needs_drs_and_reports(tmp_path, capsys):
                  "--out", str(tmp_path / "b.npz")]) == 0
     assert "calibrated D for 20 steps" in capsys.readouterr().out
     assert np.load(tmp_path / "b.npz")["points"].shape == (50, 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# The density filter
+
+
+class Bridged(nn.Module):
+    """Two modes at x0 = -1 and +1 joined by a bridge: G(z) = (tanh(20 z0) + z0 / 100, z1 / 20). 5.9 % of the
+    samples (|z0| < atanh(0.9) / 20) lie on the bridge, |x0| < 0.9."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steep = nn.Parameter(torch.tensor(20.0))
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.stack([torch.tanh(self.steep * z[:, 0]) + 0.01 * z[:, 0], 0.05 * z[:, 1]], 1)
+
+
+def _gen(net: nn.Module, latent_dim: int = 2) -> LoadedGenerator:
+    cfg = from_dict(make_cfg(TINY_RING, f"model.latent_dim={latent_dim}"))
+    return LoadedGenerator(net.eval(), cfg, (2,), step=0, is_ema=False)
+
+
+def test_log_density_is_the_change_of_variables_of_a_linear_generator():
+    z = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    # square: log N(z) - log |det A| (up to the constant -log 2 pi that the filter does not need)
+    logp = log_density(Scale(), z)
+    assert torch.allclose(logp, -0.5 * z.double().square().sum(1) - math.log(4.0))
+    # 2 -> 3 values: the density on G's plane, 1/2 log det(A^T A)
+    lin = nn.Linear(2, 3, bias=True)
+    a = lin.weight.detach().double()
+    expected = -0.5 * z.double().square().sum(1) - 0.5 * torch.logdet(a.T @ a)
+    assert torch.allclose(log_density(lambda zz, y=None: lin(zz), z, batch_size=10), expected)
+
+
+def test_density_filter_drops_the_bridge_and_keeps_the_modes_balanced():
+    gen = _gen(Bridged())
+    plain = gen.sample(20_000, seed=0)
+    assert 0.05 < (plain[:, 0].abs() < 0.9).double().mean() < 0.07
+    kept, stats = density_sample(gen, 20_000, seed=0, percentile=10.0)
+    assert kept.shape == (20_000, 2)
+    assert (kept[:, 0].abs() < 0.9).double().mean() < 0.002  # the bridge is gone ...
+    assert abs((kept[:, 0] > 0).double().mean() - 0.5) < 0.01  # ... and both modes keep their half
+    assert 0.87 < stats.acceptance < 0.93
+    a, _ = density_sample(gen, 300, seed=3, percentile=5.0)
+    b, _ = density_sample(gen, 300, seed=3, percentile=5.0)
+    c, _ = density_sample(gen, 300, seed=4, percentile=5.0)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_density_filter_refuses_what_has_no_density():
+    class Noisy(nn.Module):
+        def __init__(self, latent_dim: int = 2, noise: bool = True) -> None:
+            super().__init__()
+            self.lin, self.noise = nn.Linear(latent_dim, 2), noise
+
+        def forward(self, z, y=None):
+            x = self.lin(z)
+            return x + torch.randn_like(x) if self.noise else x
+
+    with pytest.raises(ValueError, match="deterministic"):
+        density_sample(_gen(Noisy()), 10, burn_in=10)
+    with pytest.raises(ValueError, match="at least as many output values"):
+        density_sample(_gen(Noisy(3, noise=False), latent_dim=3), 10, burn_in=10)
+    with pytest.raises(ValueError, match="percentile"):
+        density_sample(_gen(Bridged()), 10, percentile=100.0)
+    with pytest.raises(ValueError, match="truncation"):
+        density_sample(_gen(Bridged()), 10, truncation=0.5)
+
+
+def test_cli_density_filter_on_a_trained_ring_and_conditional_labels(tmp_path, capsys, tiny_cfg):
+    run = tmp_path / "ring"
+    train(make_cfg(TINY_RING, "train.steps=40", "model.latent_dim=2"), run)
+    out = tmp_path / "dens.npz"
+    assert main(["sample", str(run), "--num", "200", "--density-filter", "--out", str(out)]) == 0
+    assert "rejection sampling kept 200 of" in capsys.readouterr().out
+    assert np.load(out)["points"].shape == (200, 2)
+    assert main(["sample", str(run), "--num", "20", "--density-filter", "--drs",
+                 "--out", str(tmp_path / "x.npz")]) == 2
+    assert "choose one" in capsys.readouterr().err
+    # a conditional G: the slots keep their labels, the density is G's given the label
+    cond = tmp_path / "cond"
+    train(make_cfg(TINY_RING, "train.steps=2", "model.latent_dim=2", "model.conditional=true"), cond)
+    gen = load_generator(cond)
+    labels = torch.tensor([0, 1, 2, 3, 4, 5])
+    x, st = density_sample(gen, 6, labels=labels, burn_in=50)
+    assert x.shape == (6, 2) and st.accepted == 6
