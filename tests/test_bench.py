@@ -58,3 +58,17 @@ def test_ring_bench_with_drs_adds_a_row(tmp_path, capsys):
     assert drs["percentile"] == 50 and drs["calibrate"] == 5 and 0 < drs["acceptance"] <= 1
     assert 0 <= drs["high_quality"] <= 1 and 0 <= drs["modes"] <= 8
     assert main(["bench", "ring", "--drs-calibrate", "5"]) == 2
+
+
+def test_ring_bench_with_the_density_filter_adds_a_row(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "ring", "--time-scale", "0.02", "--out-dir", str(tmp_path / "runs"), "--json", str(out),
+                 "--density-filter", "--set", "model.generator.widths=[16]",
+                 "model.discriminator.widths=[16]"]) == 0
+    table = capsys.readouterr().out
+    assert "gankit + density" in table and "spread" in table
+    (run,) = json.loads(out.read_text())["runs"]
+    kept = run["density"]
+    assert kept["percentile"] == 5 and 0.9 < kept["acceptance"] <= 1
+    assert 0 <= kept["high_quality"] <= 1 and 0 <= kept["modes"] <= 8
+    assert main(["bench", "ring", "--density-filter", "--drs"]) == 2
