@@ -20,6 +20,7 @@ class RunLogger:
                  tensorboard: bool, batch_size: int) -> None:
         self.run_dir = run_dir
         self.batch_size = batch_size
+        _drop_rows_after(run_dir / "metrics.jsonl", start_step)
         self.jsonl = open(run_dir / "metrics.jsonl", "a", buffering=1)
         self.tb = _tensorboard_writer(run_dir / "tensorboard") if tensorboard else None
         self.bar = None
@@ -136,6 +137,23 @@ def _postfix(row: dict[str, float]) -> str:
         parts.append(f"FID={row['fid']:.1f}")
     parts.append(f"{row['img_per_s']:.0f} img/s")
     return " ".join(parts)
+
+
+def _drop_rows_after(path: Path, step: int) -> None:
+    """A resumed run repeats the steps after its checkpoint: the rows a killed run logged for them would
+    appear twice (and send the loss plot back in time), so they go before the new ones are written."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line)
+        except ValueError:
+            continue  # a line cut short by a crash
+    if len(kept) != len(lines):
+        atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:

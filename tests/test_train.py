@@ -173,6 +173,20 @@ def test_interrupted_run_resumes_bit_exact(tmp_path, straight_run):
     _assert_same_training_state(_final_state(second), _final_state(straight))
 
 
+def test_resume_after_a_crash_logs_every_step_once(tmp_path, straight_run):
+    # a run killed after logging steps 25 and 30 (and half a line) but before its next checkpoint
+    arch, straight = straight_run
+    run = tmp_path / "run"
+    cfg = make_cfg(TINY, "train.steps=20", *RESUME, *ARCHS[arch])
+    train(cfg, run)
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write('{"step": 25, "loss_d": 9.0}\n{"step": 30, "loss_d": 9.0}\n{"step": 3')
+    train(make_cfg(cfg, "train.steps=40"), run, resume=True)
+    rows = _rows(run)
+    assert [r["step"] for r in rows] == list(range(5, 41, 5))
+    assert all(r["loss_d"] != 9.0 for r in rows)
+
+
 def test_resume_with_a_changed_non_resumable_key_is_refused(tmp_path, trained_run):
     run = tmp_path / "run"
     shutil.copytree(trained_run.run_dir, run)
