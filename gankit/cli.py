@@ -79,7 +79,7 @@ TRUNCATION_HELP = ("truncation trick: StyleGAN: w = w_avg + PSI (w - w_avg), 0 <
                    "image); other models: z from a normal truncated to |z_i| < PSI (0: z = 0)")
 
 
-def _drs_arguments(p: argparse.ArgumentParser) -> None:
+def _rejection_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drs", type=_percentile, nargs="?", const=80.0, metavar="PCT",
                    help="discriminator rejection sampling: keep each sample with a probability set by the "
                         "run's D (Azadi et al. 2019); PCT in [0, 100) sets the threshold gamma as that "
@@ -96,7 +96,7 @@ def _drs_arguments(p: argparse.ArgumentParser) -> None:
                         "modes; for small latents and deterministic G, e.g. the 2D mixtures (default 5)")
 
 
-def _check_drs(args: argparse.Namespace) -> None:
+def _check_rejection(args: argparse.Namespace) -> None:
     if args.drs_calibrate and args.drs is None:
         raise ValueError("--drs-calibrate calibrates D for rejection sampling; add --drs")
     if args.drs is not None and args.density_filter is not None:
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="conditional runs: every sample of class K (default: a .png grid shows class i in "
                         "row i, files cycle through the classes)")
     s.add_argument("--truncation", type=_non_negative_float, metavar="PSI", help=TRUNCATION_HELP)
-    _drs_arguments(s)
+    _rejection_arguments(s)
 
     i = sub.add_parser("interpolate", help="a walk through latent space between seeds, as a GIF or a PNG strip")
     i.add_argument("source", help="run directory or checkpoint file")
@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", help="write every run and the summaries to this JSON file")
     b.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config values of every run (e.g. train.device=cuda)")
-    _drs_arguments(b)  # adds a "gankit + DRS" / "gankit + density" row per benchmark
+    _rejection_arguments(b)  # adds a "gankit + DRS" / "gankit + density" row per benchmark
 
     c = sub.add_parser("config", help="print a resolved config, or every field with its default and help")
     c.add_argument("config", nargs="?", help="YAML config file; omit to list all fields")
@@ -285,7 +285,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from gankit.sampling import load_generator, write_samples
     from gankit.train import select_device
 
-    _check_drs(args)
+    _check_rejection(args)
     gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device))
     rejection = None
     if args.drs is not None:
@@ -395,7 +395,7 @@ def cmd_classifier(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from gankit.bench import DRSOptions, bench
 
-    _check_drs(args)
+    _check_rejection(args)
     drs = DRSOptions(args.drs, args.drs_calibrate) if args.drs is not None else None
     bench(args.names, seeds=args.seeds, time_scale=args.time_scale,
           configs_dir=Path(args.configs) if args.configs else None, out_dir=Path(args.out_dir),
