@@ -230,6 +230,20 @@ def test_eval_cli_stacked_on_an_npz(real_stacked, real_read, tmp_path: Path, cap
     assert result["info"]["num"] == 200 and result["info"]["extractor"] is None
 
 
+def test_eval_stacked_reads_32px_samples_like_28px_ones(real_stacked, real_read, tmp_path: Path) -> None:
+    # a run at data.resolution 32 (StyleGAN) writes 32 px samples; the metric resizes them back to 28
+    from gankit.metrics.features import fit_to
+
+    x = fit_to(real_stacked[0][:300], 32, 3).mul(255).round().to(torch.uint8)
+    npz, out = tmp_path / "stacked32.npz", tmp_path / "stacked32.json"
+    np.savez(npz, images=x.permute(0, 2, 3, 1).numpy())
+    assert main(["eval", str(npz), "--ref", "stacked-mnist", "--metrics", "stacked", "--num", "300",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    agree = stacked_mode_stats(real_read[:300])
+    assert abs(result["modes"] - agree["modes"]) <= 6 and abs(result["kl"] - agree["kl"]) < 0.05
+
+
 def test_stacked_features_are_the_digit_features_of_each_channel(real_stacked) -> None:
     x, _ = real_stacked
     assert default_extractor("stacked-mnist") == "mnist-cnn-stacked"
