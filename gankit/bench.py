@@ -6,12 +6,13 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable
 
 from gankit.checkpoint import atomic_write_bytes
 from gankit.config import ConfigError, load
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)

@@ -47,15 +47,26 @@ EPS = 1e-6
 
 
 @dataclass
-class RejectionStats:
+class SamplerStats:
     accepted: int
     proposed: int
-    gamma: float
-    max_logit: float
 
     @property
     def acceptance(self) -> float:
         return self.accepted / max(self.proposed, 1)
+
+
+@dataclass
+class RejectionStats(SamplerStats):
+    gamma: float
+    max_logit: float
+
+
+def _check_settings(percentile: float, burn_in: int) -> None:
+    if not 0.0 <= percentile < 100.0:
+        raise ValueError(f"percentile must be in [0, 100), got {percentile}")
+    if burn_in < 1:
+        raise ValueError(f"burn_in must be >= 1, got {burn_in}")
 
 
 def load_discriminator(path: str | Path, gen: LoadedGenerator) -> nn.Module:
@@ -178,10 +189,7 @@ def rejection_sample(gen: LoadedGenerator, d: nn.Module, num: int, seed: int = 0
     ``gamma`` None: the ``percentile``-th percentile of the burn-in set's scores (higher rejects more);
     ``gamma=0`` is exact rejection sampling when the logit is the true log density ratio. The same
     seed gives the same samples."""
-    if not 0.0 <= percentile < 100.0:
-        raise ValueError(f"percentile must be in [0, 100), got {percentile}")
-    if burn_in < 1:
-        raise ValueError(f"burn_in must be >= 1, got {burn_in}")
+    _check_settings(percentile, burn_in)
     max_proposals = max_proposals or max(100 * num, burn_in)
     device = next(gen.net.parameters()).device
     rng = torch.Generator().manual_seed(seed)
@@ -243,14 +251,8 @@ def log_density(g: nn.Module, z: torch.Tensor, labels: torch.Tensor | None = Non
 
 
 @dataclass
-class DensityStats:
-    accepted: int
-    proposed: int
+class DensityStats(SamplerStats):
     threshold: float  # log density below which samples were dropped
-
-    @property
-    def acceptance(self) -> float:
-        return self.accepted / max(self.proposed, 1)
 
 
 @dataclass
@@ -276,18 +278,18 @@ def density_sample(gen: LoadedGenerator, num: int, seed: int = 0, batch_size: in
     of a burn-in set's; slot i keeps the label ``labels[i]``. The same seed gives the same samples."""
     if truncation is not None:
         raise ValueError("the density filter and truncation both trade diversity for quality; use one")
-    if not 0.0 <= percentile < 100.0:
-        raise ValueError(f"percentile must be in [0, 100), got {percentile}")
-    if burn_in < 1:
-        raise ValueError(f"burn_in must be >= 1, got {burn_in}")
+    _check_settings(percentile, burn_in)
     device = next(gen.net.parameters()).device
     rng = torch.Generator().manual_seed(seed)
 
+    def latents(n: int) -> torch.Tensor:
+        return torch.randn(n, gen.latent_dim, generator=rng).to(device)
+
     def propose(want: torch.Tensor | None, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        z = torch.randn(n, gen.latent_dim, generator=rng).to(device)
+        z = latents(n)
         return generate(gen.net, z, batch_size, want), log_density(gen.net, z, want, batch_size)
 
-    _, burn = propose(gen.labels(burn_in), burn_in)
+    burn = log_density(gen.net, latents(burn_in), gen.labels(burn_in), batch_size)  # no images needed
     if burn.isnan().any():
         raise ValueError("G's log density is NaN on some samples; the density filter cannot rank them")
     threshold = float(np.percentile(burn.numpy(), percentile))

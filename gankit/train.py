@@ -34,7 +34,7 @@ from gankit.objectives import Objective, build_objective
 from gankit.optim import build_optimizers, lr_factor
 from gankit.perf import Perf, backward_step
 from gankit.perf import setup as perf_setup
-from gankit.sampling import (load_weights, class_labels, generate, image_grid, latents, save_image_grid,
+from gankit.sampling import (class_labels, generate, image_grid, latents, load_weights, save_image_grid,
                              save_points_plot)
 
 
