@@ -29,7 +29,8 @@ import yaml
 
 COLUMNS = [("steps", "steps", "d"), ("fid", "FID", ".2f"), ("precision", "prec", ".3f"), ("recall", "recall", ".3f"),
            ("classes_present", "classes", "d"), ("class_kl", "class KL", ".4f"), ("class_agreement", "agree", ".3f"),
-           ("modes", "modes", "d"), ("kl", "KL", ".4f"), ("high_quality", "HQ", ".4f"),
+           ("modes", "modes", "d"), ("kl", "KL", ".4f"), ("digit_kl", "digit KL", ".4f"),
+           ("dependence", "dep", ".4f"), ("high_quality", "HQ", ".4f"),
            ("reverse_kl", "rev KL", ".4f"), ("spread", "spread", ".3f")]
 
 

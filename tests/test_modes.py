@@ -2,6 +2,7 @@
 stacked MNIST on real and collapsed samples against the statistics of uniform sampling, `gankit eval`."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -208,6 +209,22 @@ def test_one_repeated_triple_is_one_mode_with_kl_log_1000(real_stacked) -> None:
     x, _ = real_stacked
     r = stacked_mnist_modes(x[5:6].repeat(100, 1, 1, 1))
     assert r["modes"] == 1 and r["kl"] == pytest.approx(math.log(1000), rel=1e-12) and r["num"] == 100
+
+
+def test_stacked_kl_splits_into_digit_frequencies_and_dependence() -> None:
+    # every combination of three biased digit lists: an exact product histogram, so no dependence
+    digits = [0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]  # 0 drawn 3 times as often as each other digit
+    triples = torch.tensor(list(itertools.product(digits, repeat=3)))
+    r = stacked_mode_stats(mode_of(triples))
+    q = np.bincount(digits, minlength=10) / len(digits)
+    assert r["digit_kl"] == pytest.approx(3 * float((q * np.log(10 * q)).sum()), rel=1e-9)
+    assert r["dependence"] == pytest.approx(0.0, abs=1e-9)
+    assert r["kl"] == pytest.approx(r["digit_kl"] + r["dependence"], abs=1e-12)
+    # balanced digits, but all three channels equal: 10 of the 1000 modes, all of it dependence
+    same = stacked_mode_stats(torch.arange(10).repeat(50) * 111)
+    assert same["modes"] == 10 and same["digit_kl"] == pytest.approx(0.0, abs=1e-12)
+    assert same["dependence"] == pytest.approx(2 * math.log(10), rel=1e-12)
+    assert same["kl"] == pytest.approx(math.log(100), rel=1e-12)
 
 
 def test_stacked_refuses_other_images() -> None:
