@@ -219,7 +219,16 @@ def test_stacked_kl_splits_into_digit_frequencies_and_dependence() -> None:
     q = np.bincount(digits, minlength=10) / len(digits)
     assert r["digit_kl"] == pytest.approx(3 * float((q * np.log(10 * q)).sum()), rel=1e-9)
     assert r["dependence"] == pytest.approx(0.0, abs=1e-9)
-    assert r["kl"] == pytest.approx(r["digit_kl"] + r["dependence"], abs=1e-12)
+    # any histogram: dependence is the total correlation, sum of channel entropies - joint entropy
+    digits3 = torch.randint(10, (500, 3), generator=torch.Generator().manual_seed(0))
+    digits3[:200, 1] = digits3[:200, 0]  # tie G to R in 40 % of the samples
+    r = stacked_mode_stats(mode_of(digits3))
+
+    def entropy(x: torch.Tensor) -> float:
+        p = torch.unique(x, dim=0, return_counts=True)[1].double() / len(x)
+        return float(-(p * p.log()).sum())
+    assert r["dependence"] == pytest.approx(sum(entropy(digits3[:, c]) for c in range(3)) - entropy(digits3),
+                                            rel=1e-9)
     # balanced digits, but all three channels equal: 10 of the 1000 modes, all of it dependence
     same = stacked_mode_stats(torch.arange(10).repeat(50) * 111)
     assert same["modes"] == 10 and same["digit_kl"] == pytest.approx(0.0, abs=1e-12)
