@@ -64,6 +64,11 @@ class ModelConfig:
                     "xavier, or default (PyTorch's)", choices=("dcgan", "xavier", "default"))
     conditional: bool = opt(False, "class-conditional G and D on the dataset's labels (their number comes "
                             "from the data); fakes take the labels of the real batch they are judged with")
+    self_condition: int = opt(0, "self-conditioned GAN (Liu et al. 2020): G and D condition on this many k-means "
+                              "clusters of D's features of the training images instead of labels, and samples "
+                              "draw each cluster as often as the data holds it (0 = off)", ge=0)
+    recluster_every: int = opt(0, "self_condition: recompute the clusters with the current D every N steps "
+                               "(0 = only once, at the start, from the initial D)", ge=0)
     pack: int = opt(1, "PacGAN packing: D judges this many samples at once, stacked along channels (counters "
                     "mode collapse; train.batch_size must be a multiple; 1 = off)", ge=1)
 

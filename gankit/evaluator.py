@@ -10,7 +10,7 @@ import torch
 
 from gankit.config import Config, ConfigError
 from gankit.data import to_uint8
-from gankit.sampling import class_labels, generate, latents
+from gankit.sampling import generate, latents
 
 if TYPE_CHECKING:
     from gankit.train import Trainer
@@ -39,8 +39,10 @@ class TrainingEvaluator:
         """Scalar results (``fid``, ``class_coverage`` = share of classes present, ...) of the current sampler."""
         from gankit.metrics.api import calculate_metrics
 
-        labels = class_labels(len(self.z), self.trainer.num_classes)  # a conditional G: balanced classes
+        labels = self.trainer.labels(len(self.z))  # a conditional G: balanced classes (clusters: their shares)
         samples = generate(self.trainer.sampling_net(), self.z, labels=labels)
+        if self.trainer.clusters is not None:
+            labels = None  # cluster ids, not the dataset's classes: nothing for class_agreement to check
         if self.trainer.source.is_image:
             samples = to_uint8(samples, self.cfg.data.normalize)
         ev = self.cfg.eval

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from gankit.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, resolve, state_mismatch
+from gankit.clustering import prior_labels
 from gankit.config import Config, from_dict
 from gankit.data import to_uint8
 
@@ -135,6 +136,12 @@ class LoadedGenerator:
     step: int
     is_ema: bool
     num_classes: int | None = None  # set for a class-conditional generator
+    prior: torch.Tensor | None = None  # a self-conditioned G's cluster shares (model.self_condition)
+
+    @property
+    def self_conditioned(self) -> bool:
+        """Its labels are clusters of the training images, not the dataset's classes."""
+        return self.prior is not None
 
     @property
     def latent_dim(self) -> int:
@@ -152,6 +159,8 @@ class LoadedGenerator:
                                  "with model.conditional: true")
             return None
         if class_index is None:
+            if self.prior is not None and per_row == 1:  # clusters as often as the training data holds them
+                return prior_labels(num, self.prior)
             return class_labels(num, self.num_classes, per_row)
         if not 0 <= class_index < self.num_classes:
             raise ValueError(f"class {class_index} out of range: this generator knows classes "
@@ -186,14 +195,19 @@ def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.de
     state, meta = load_checkpoint(resolve(path))
     cfg = from_dict(meta["config"])
     shape = tuple(meta["data_shape"])
-    num_classes = meta.get("num_classes") if cfg.model.conditional else None
-    if cfg.model.conditional and not num_classes:
+    conditioned = cfg.model.conditional or cfg.model.self_condition > 0
+    num_classes = meta.get("num_classes") if conditioned else None
+    if conditioned and not num_classes:
         raise CheckpointError(f"{path}: a conditional run's checkpoint without num_classes in its metadata")
     net = build_generator(cfg.model.generator, cfg.model.latent_dim, shape, num_classes)
     use_ema = ema and state.get("g_ema") is not None
     load_weights(net, state["g_ema" if use_ema else "g"], "generator")
     net.to(device).eval()
-    return LoadedGenerator(net, cfg, shape, int(meta["step"]), use_ema, num_classes)
+    clusters = state.get("clusters")
+    prior = None if clusters is None else clusters["prior"].float()
+    if cfg.model.self_condition and prior is None:
+        raise CheckpointError(f"{path}: a self-conditioned run's checkpoint without its clusters")
+    return LoadedGenerator(net, cfg, shape, int(meta["step"]), use_ema, num_classes, prior)
 
 
 def load_weights(net: nn.Module, weights: dict[str, Any], what: str) -> None:
@@ -210,9 +224,10 @@ def write_samples(gen: LoadedGenerator, num: int, out: str | Path, seed: int = 0
     """Write ``num`` samples to a grid ``.png``, an ``.npz`` array file, or a directory (path ending in /).
 
     A conditional G draws every sample of ``class_index`` when given; otherwise a grid shows one class
-    per row (row i is class i % num_classes) and files cycle through the classes. The ``.npz`` then
-    holds the ``labels`` (int64) too. ``rejection``: keep only the samples it accepts (gankit.rejection:
-    DRS or the density filter)."""
+    per row (row i is class i % num_classes) and files cycle through the classes (a self-conditioned G:
+    draw clusters in proportion to their size). The ``.npz`` then holds the ``labels`` (int64) too
+    (``clusters`` for a self-conditioned G: they are not the dataset's classes). ``rejection``: keep
+    only the samples it accepts (gankit.rejection: DRS or the density filter)."""
     out_str = str(out)
     out = Path(out)
     grid = out.suffix.lower() == ".png" and gen.is_image
@@ -237,7 +252,8 @@ def write_samples(gen: LoadedGenerator, num: int, out: str | Path, seed: int = 0
         return save_points_plot(samples, out)
     if suffix == ".npz":
         buf = io.BytesIO()
-        arrays = {} if labels is None else {"labels": labels.numpy().astype(np.int64)}
+        key = "clusters" if gen.self_conditioned else "labels"
+        arrays = {} if labels is None else {key: labels.numpy().astype(np.int64)}
         if gen.is_image:
             np.savez(buf, images=gen.to_uint8(samples).permute(0, 2, 3, 1).numpy(), **arrays)
         else:

@@ -22,6 +22,7 @@ from gankit import __version__, distributed
 from gankit.augment import AugmentedDiscriminator, DiffAugment
 from gankit.checkpoint import (CheckpointDir, CheckpointError, atomic_write_bytes, load_checkpoint,
                                remove_temporaries)
+from gankit.clustering import Clusters, cluster_images, prior_labels
 from gankit.config import Config, ConfigError, from_dict, load, resume_conflicts
 from gankit.data import BatchStream, Source, TensorSource, build_dataset
 from gankit.distributed import Dist
@@ -101,6 +102,38 @@ class Trainer:
     dist: Dist = field(default_factory=Dist)  # this process's rank in a multi-process run (gankit.distributed)
     perf: Perf = field(default_factory=Perf)  # resolved perf settings, training forwards, fp16 scalers
     zrng: torch.Generator | None = None  # multi-process: the shared latent stream (else ``rng`` draws z)
+    clusters: Clusters | None = None  # model.self_condition: the cluster of every training image
+
+    def labels(self, n: int, per_row: int = 1) -> torch.Tensor | None:
+        """Labels for ``n`` samples of a conditional G: clusters in proportion to their size when
+        self-conditioned (a grid of ``per_row`` columns shows one cluster per row), else the classes
+        in turn; None for an unconditional G."""
+        if self.clusters is not None and per_row == 1:
+            return prior_labels(n, self.clusters.prior, self.device)
+        return class_labels(n, self.num_classes, per_row, self.device)
+
+    def recluster_due(self) -> bool:
+        """Whether self-conditioning clusters now: at the start, then every model.recluster_every steps."""
+        k, every = self.cfg.model.self_condition, self.cfg.model.recluster_every
+        if not k:
+            return False
+        return self.clusters is None or (every > 0 and self.step > 0 and self.step % every == 0)
+
+    def recluster(self) -> None:
+        """Cluster the training images by D's current features; every process gets rank 0's clusters."""
+        source = self.stream.source
+        assert isinstance(source, TensorSource)
+        clusters = None
+        if self.dist.is_main:
+            clusters = cluster_images(self.d, source, self.cfg.model.self_condition,
+                                      self.cfg.train.seed + 50_021 + self.step, self.clusters)
+            clusters = (clusters.labels.cpu(), clusters.prior)
+        labels, prior = distributed.broadcast_object(self.dist, clusters)
+        self.set_clusters(Clusters(labels.to(self.device), prior))
+
+    def set_clusters(self, clusters: Clusters) -> None:
+        self.clusters = clusters
+        self.stream.source.labels = clusters.labels  # the real batches carry their cluster as label
 
     @property
     def g_train(self) -> nn.Module:
@@ -171,7 +204,7 @@ class Trainer:
         if self.ema is None:
             return self.g
         z = latents(8 * 256, self.cfg.model.latent_dim, self.cfg.train.seed + 20_011, self.device)
-        y = class_labels(len(z), self.num_classes, device=self.device)
+        y = self.labels(len(z))
         self.ema.recalibrate_norms(list(z.split(256)), None if y is None else list(y.split(256)))
         return self.ema.shadow
 
@@ -179,7 +212,7 @@ class Trainer:
         """Per-feature std of G's samples over the real data's: about 1 when healthy, near 0 when collapsed."""
         if not self.real_std:
             return None
-        fake = generate(self.g, z, labels=class_labels(len(z), self.num_classes))
+        fake = generate(self.g, z, labels=self.labels(len(z)))
         return float(fake.flatten(1).std(0).mean()) / self.real_std
 
     def set_lr_scale(self, scale: float, schedule: float = 1.0) -> None:
@@ -198,6 +231,7 @@ class Trainer:
                     "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
                     **({} if self.zrng is None else {"latent": self.zrng.get_state(), "rank": self.dist.rank})},
             **self.perf.state_dict(),  # fp16: the gradient scalers
+            "clusters": None if self.clusters is None else self.clusters.state_dict(),
         }
 
     def meta(self, elapsed: float) -> dict[str, Any]:
@@ -225,6 +259,8 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         distributed.restore_rng(self, state["rng"])  # multi-process: each process's own streams
         self.perf.load_state_dict(state)
+        if state.get("clusters") is not None:
+            self.set_clusters(Clusters.from_state(state["clusters"], self.device))
         self.stream.load_state_dict(meta["data"])
         self.step, self.images_seen = int(meta["step"]), int(meta["images_seen"])
         self.rollbacks = int(meta.get("rollbacks", 0))
@@ -269,7 +305,21 @@ def prepare(cfg: Config, dist: Dist | None = None) -> Trainer:
 
 
 def conditional_classes(cfg: Config, source: Source) -> int | None:
-    """The number of classes G and D condition on: the dataset's when model.conditional, else None."""
+    """The number of classes G and D condition on: the dataset's when model.conditional, the clusters'
+    when model.self_condition, else None."""
+    if cfg.model.self_condition:
+        if cfg.model.conditional:
+            raise ConfigError("config: model.self_condition conditions on clusters instead of the dataset's "
+                              "labels; set model.conditional: false")
+        if not isinstance(source, TensorSource):
+            raise ConfigError(f"config: model.self_condition clusters datasets held in memory; {cfg.data.name} "
+                              "is decoded on the fly")
+        if cfg.model.pack > 1:
+            raise ConfigError("config: model.self_condition and model.pack > 1 cannot be combined")
+        if len(source) < cfg.model.self_condition:
+            raise ConfigError(f"config: model.self_condition: {cfg.model.self_condition} clusters of "
+                              f"{len(source)} samples; use fewer clusters")
+        return cfg.model.self_condition
     if not cfg.model.conditional:
         return None
     labelled = source.num_classes and (not isinstance(source, TensorSource) or source.labels is not None)
@@ -353,6 +403,8 @@ def train(cfg: Config | dict | str | Path, run_dir: str | Path | None = None, *,
             if reason is not None:
                 stopped_by = reason
                 break
+            if trainer.recluster_due():
+                trainer.recluster()
             window.add(trainer.train_step(total))
             logger.advance()
             step = trainer.step
@@ -442,7 +494,7 @@ def _rollback(trainer: Trainer, ckpts: CheckpointDir, initial: tuple[dict, dict]
 def _write_samples(trainer: Trainer, z: torch.Tensor, run_dir: Path, logger: RunLogger | None) -> None:
     # a conditional G shows one class per grid row (2D points cycle through the classes)
     per_row = trainer.cfg.log.grid if trainer.source.is_image else 1
-    samples = generate(trainer.sampling_net(), z, labels=class_labels(len(z), trainer.num_classes, per_row))
+    samples = generate(trainer.sampling_net(), z, labels=trainer.labels(len(z), per_row))
     path = run_dir / "samples" / f"step_{trainer.step:06d}.png"
     if trainer.source.is_image:
         save_image_grid(samples, trainer.cfg.data.normalize, path, trainer.cfg.log.grid)

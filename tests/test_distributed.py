@@ -160,3 +160,15 @@ def test_cli_rejects_a_batch_that_does_not_split_before_launching(tmp_path, caps
     assert "train.batch_size: 63 is the global batch of 2 processes and must be divisible by 2" in \
         capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_self_conditioned_processes_share_rank_zeros_clusters(tmp_path):
+    cfg = make_cfg(STREAMS, "model.self_condition=3", "model.recluster_every=2", "train.steps=5")
+    _run_workers(tmp_path, "train", cfg, tmp_path / "run")
+    state, meta = load_checkpoint(CheckpointDir(tmp_path / "run" / "checkpoints").latest())
+    assert meta["num_classes"] == 3 and meta["step"] == 5 and meta["world_size"] == 2
+    assert state["clusters"]["labels"].shape == (512,)
+    assert torch.allclose(state["clusters"]["prior"].sum(), torch.tensor(1.0))
+    # rank 1 trained on rank 0's clusters: resuming in two processes continues from the saved ones
+    _run_workers(tmp_path, "resume", make_cfg(cfg, "train.steps=7"), tmp_path / "run")
+    assert load_checkpoint(CheckpointDir(tmp_path / "run" / "checkpoints").latest())[1]["step"] == 7

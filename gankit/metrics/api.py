@@ -237,6 +237,7 @@ def load_labelled_samples(samples: torch.Tensor | np.ndarray | str | Path, num: 
     y = gen.labels(num)
     x = gen.sample(num, seed=seed, batch_size=batch_size, labels=y)
     x = gen.to_uint8(x) if gen.is_image else x.float()
+    y = None if gen.self_conditioned else y  # clusters, not classes: class_agreement has nothing to check
     which = "EMA generator" if gen.is_ema else "generator"
     return x, y, f"{path} ({which} at step {gen.step}, latent seed {seed})"
 
