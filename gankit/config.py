@@ -68,7 +68,8 @@ class ModelConfig:
                               "clusters of D's features of the training images instead of labels, and samples "
                               "draw each cluster as often as the data holds it (0 = off)", ge=0)
     recluster_every: int = opt(0, "self_condition: recompute the clusters with the current D every N steps "
-                               "(0 = only once, at the start, from the initial D)", ge=0)
+                               "while at least N steps of train.steps remain, so G has time to learn the last "
+                               "clusters (0 = only once, at the start, from the initial D)", ge=0)
     pack: int = opt(1, "PacGAN packing: D judges this many samples at once, stacked along channels (counters "
                     "mode collapse; train.batch_size must be a multiple; 1 = off)", ge=1)
 

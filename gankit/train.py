@@ -113,11 +113,17 @@ class Trainer:
         return class_labels(n, self.num_classes, per_row, self.device)
 
     def recluster_due(self) -> bool:
-        """Whether self-conditioning clusters now: at the start, then every model.recluster_every steps."""
+        """Whether self-conditioning clusters now: at the start, then every model.recluster_every steps
+        while a whole interval remains before train.steps."""
         k, every = self.cfg.model.self_condition, self.cfg.model.recluster_every
         if not k:
             return False
-        return self.clusters is None or (every > 0 and self.step > 0 and self.step % every == 0)
+        if self.clusters is None:
+            return True
+        # a reclustering late in a decaying schedule would hand G new clusters it has no steps left to
+        # learn, while samples already follow the new clusters' shares
+        return (every > 0 and self.step > 0 and self.step % every == 0
+                and self.step + every <= self.cfg.train.steps)
 
     def recluster(self) -> None:
         """Cluster the training images by D's current features; every process gets rank 0's clusters."""

@@ -9,7 +9,7 @@ import torch
 from conftest import TINY, assert_states_equal, make_cfg
 from gankit.checkpoint import load_checkpoint
 from gankit.cli import main
-from gankit.clustering import discriminator_features, kmeans, match_ids, nearest, prior_labels
+from gankit.clustering import discriminator_features, kmeans, match_ids, nearest, principal_components, prior_labels
 from gankit.config import ConfigError, from_dict
 from gankit.models import build_discriminator
 from gankit.sampling import load_generator
@@ -29,6 +29,20 @@ def test_kmeans_finds_separated_blobs():
     assert all(len(found[truth == b].unique()) == 1 for b in range(3))
     assert len(found.unique()) == 3
     assert torch.allclose(c[found[::200]], centers, atol=0.2)
+
+
+def test_principal_components_match_an_exact_svd():
+    gen = torch.Generator().manual_seed(0)
+    # a spectrum with clear gaps: the randomised SVD must find the same top subspace as a full SVD
+    scales = torch.cat([torch.linspace(10.0, 5.0, 6), torch.full((34,), 0.1)])
+    x = (torch.randn(2000, 40, generator=gen) * scales) @ torch.linalg.qr(torch.randn(40, 40, generator=gen)).Q
+    x = x + 3.0
+    mean, directions = principal_components(x, 6, torch.Generator().manual_seed(1))
+    assert torch.allclose(mean, x.mean(0))
+    assert torch.allclose(directions.T @ directions, torch.eye(6), atol=1e-4)
+    exact = torch.linalg.svd(x - x.mean(0), full_matrices=False).Vh[:6].T
+    # the same subspace: projecting one basis onto the other loses nothing
+    assert torch.allclose((exact.T @ directions).norm(dim=0), torch.ones(6), atol=1e-3)
 
 
 def test_match_ids_undoes_a_permutation_of_the_old_ids():
@@ -110,6 +124,17 @@ def test_reclustering_moves_with_d_and_keeps_ids(tiny_cfg):
     trainer.recluster()
     # D has changed, so some images move, but the ids follow the old clusters they overlap most
     assert (trainer.clusters.labels == first).float().mean() > 1 / 4
+
+
+def test_no_reclustering_in_the_last_interval(tiny_cfg):
+    trainer = prepare(from_dict(make_cfg(tiny_cfg, *SELF)))  # every 3 of 8 steps
+    trainer.recluster()
+    due = []
+    for step in range(1, 9):
+        trainer.step = step
+        due.append(trainer.recluster_due())
+    # step 6 would leave G 2 steps to learn the new clusters
+    assert [s for s, d in zip(range(1, 9), due) if d] == [3]
 
 
 @pytest.mark.parametrize("extra, message", [
