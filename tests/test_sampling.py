@@ -30,7 +30,10 @@ def test_generate_uses_eval_mode_and_restores_training():
     z = latents(10, 4, seed=0)
     out = generate(g, z, batch_size=3)  # batched, eval mode: deterministic despite dropout
     assert out.shape == (10, 2) and g.training
-    assert torch.equal(out, generate(g, z, batch_size=10))
+    assert torch.equal(out, generate(g, z, batch_size=3))
+    # another batch size may take another matmul kernel (last-bit differences on some CPUs); dropout
+    # or batch statistics would differ by far more
+    assert torch.allclose(out, generate(g, z, batch_size=10), atol=1e-6)
 
 
 def test_load_generator_from_run_dir_and_file(trained_run):
