@@ -150,13 +150,15 @@ def principal_components(x: torch.Tensor, dims: int, gen: torch.Generator) -> tu
     return mean, vh[:dims].T
 
 
+@torch.no_grad()
 def cluster_images(d: nn.Module, source: TensorSource, k: int, seed: int, previous: Clusters | None = None,
                    batch_size: int = 512) -> Clusters:
     """Cluster every image of ``source`` (on D's device) into ``k`` groups by D's features.
 
     k-means fits on a fixed random subset of ``KMEANS_SAMPLES`` images (seeded by ``seed``), in the
-    subset's top ``KMEANS_DIMS`` principal components, then every image is assigned to its nearest centroid. With ``previous``, k-means starts from the old clusters'
-    means in the new features and the ids follow the old clusters."""
+    subset's top ``KMEANS_DIMS`` principal components, then every image is assigned to its nearest
+    centroid. With ``previous``, k-means starts from the old clusters' means in the new features and
+    the ids follow the old clusters."""
     if len(source) < k:
         raise ValueError(f"model.self_condition: {k} clusters of {len(source)} images; use fewer clusters")
     gen = torch.Generator().manual_seed(seed)
