@@ -21,8 +21,8 @@ from gankit.models.conditional import Projection
 KMEANS_SAMPLES = 10_000  # images whose features k-means fits; every image is then assigned
 KMEANS_ITERS = 30
 # k-means runs on the top principal components of D's features (thousands of dimensions): k-means++
-# seeding is one pass over all fitted features per centroid, which at k = 1000 took minutes of a core
-# at full width; 128 components keep the directions the clusters differ along
+# seeding is one pass over all fitted features per centroid, which at k = 1000 took 100 s of a busy
+# core at full width (~2 s in 128 components, which keep the directions the clusters differ along)
 KMEANS_DIMS = 128
 
 
@@ -139,7 +139,8 @@ def match_ids(new: torch.Tensor, old: torch.Tensor, k: int) -> torch.Tensor:
 @torch.no_grad()
 def principal_components(x: torch.Tensor, dims: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean (D,) and top ``dims`` principal directions (D, dims) of the rows of ``x``, by a seeded
-    randomised SVD (Halko et al. 2011: a random range finder plus two power iterations)."""
+    randomised SVD (Halko et al. 2011: a random range finder plus two power iterations). Not
+    torch.pca_lowrank, which draws from the global RNG: clusters must follow ``gen`` for bit-exact resume."""
     mean = x.mean(0)
     centred = x - mean
     probe = torch.randn(x.shape[1], min(dims + 10, x.shape[1]), generator=gen).to(x)
