@@ -100,9 +100,7 @@ class DCGANGenerator(nn.Module):
 class DCGANDiscriminator(nn.Module):
     """Conditional (``num_classes``): ``conditioning`` concat appends the label embedding (``embed_dim``
     features) to the image as constant maps; projection adds ``<embed(y), h>`` with h the input of the
-    last linear map (the flattened final features, or the last fc_hidden layer). ``pad_to`` zero-pads
-    the input to that side first, so a D designed for 32 px runs unchanged on 28 px digits;
-    ``bias_before_norm`` as in the generator."""
+    last linear map (the flattened final features, or the last fc_hidden layer)."""
 
     def __init__(self, in_shape: tuple[int, ...], num_classes: int | None = None, *, width: int = 64,
                  max_width: int | None = None, kernel: int = 4, downsample: str = "stride", norm: str = "batch",
@@ -118,6 +116,8 @@ class DCGANDiscriminator(nn.Module):
         self.num_classes = num_classes
         self.embed = label_embedding(num_classes, embed_dim) if concat else None
         channels, side = image_shape(in_shape, "dcgan")
+        # pad_to: a D designed for 32 px (seed002's) runs unchanged on 28 px digits;
+        # bias_before_norm: as in the generator
         self.pad, side = _input_pad(side, pad_to)
         base, levels = pyramid(side)
         widths = [width * 2 ** i for i in range(levels)]
