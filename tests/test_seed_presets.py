@@ -178,6 +178,7 @@ def test_preset_trains_as_the_tutorial_does(name):
         assert group["lr"] == pytest.approx(facts["lr"]) and tuple(group["betas"]) == facts["betas"]
         assert group["eps"] == 1e-8 and group["weight_decay"] == 0  # torch.optim.Adam's defaults
     assert cfg.optim.schedule == "constant"
+    assert cfg.perf.amp == "fp32" and cfg.health.rollbacks == 0  # float32 on any device; no lr-lowering rollback
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
