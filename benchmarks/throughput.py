@@ -16,7 +16,7 @@ against label tensors, and
     netD.zero_grad(); errD_real.backward(); errD_fake.backward(); optD.step()
     netG.zero_grad(); errG.backward(); optG.step()        # G's step reuses the D step's fake
 
-with Adam built from the same config. For ``objective.name: minimax`` (seed000) the plain G loss is the
+with Adam built from the same config. For ``objective.name: minimax`` the plain G loss is the
 same saturating ``-BCE(D(G(z)), 0)``; with ``train.d_steps`` k > 1 it runs k D steps like gankit. The
 plain loop reads no loss values back (no ``.item()``), so it is the lean baseline.
 

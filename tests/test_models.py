@@ -45,6 +45,39 @@ def test_mlp_options():
         build_generator({"name": "mlp", "output": "softmax"}, Z, (2,))
 
 
+def test_mlp_first_norm_false_leaves_the_first_layer_unnormalised():
+    for net in (build_generator({"name": "mlp", "widths": [16, 8, 8], "batchnorm": True, "first_norm": False},
+                                Z, (1, 8, 8)),
+                build_discriminator({"name": "mlp", "widths": [16, 8, 8], "batchnorm": True, "first_norm": False},
+                                    (1, 8, 8))):
+        assert [m.num_features for m in net.modules() if isinstance(m, nn.BatchNorm1d)] == [8, 8]
+    g = build_generator({"name": "mlp", "widths": [16, 8], "batchnorm": True}, Z, (1, 8, 8))
+    assert [m.num_features for m in g.modules() if isinstance(m, nn.BatchNorm1d)] == [16, 8]
+
+
+def test_dcgan_bias_before_norm_keeps_every_conv_bias():
+    for biased in (False, True):
+        g = build_generator({"name": "dcgan", "width": 4, "bias_before_norm": biased}, Z, (3, 32, 32))
+        d = build_discriminator({"name": "dcgan", "width": 4, "bias_before_norm": biased}, (3, 32, 32))
+        g_bias = [m.bias is not None for m in g.modules() if isinstance(m, nn.ConvTranspose2d)]
+        d_bias = [m.bias is not None for m in d.modules() if isinstance(m, nn.Conv2d)]
+        # without it only the layers not followed by BatchNorm keep a bias: G's output, D's first and head
+        assert g_bias == ([True] * 4 if biased else [False, False, False, True])
+        assert d_bias == ([True] * 4 if biased else [True, False, False, True])
+
+
+def test_dcgan_pad_to_runs_a_32px_discriminator_on_28px_images():
+    d = build_discriminator({"name": "dcgan", "width": 4, "pad_to": 32}, (1, 28, 28))
+    d32 = build_discriminator({"name": "dcgan", "width": 4}, (1, 32, 32))
+    assert [p.shape for p in d.parameters()] == [p.shape for p in d32.parameters()]
+    d32.load_state_dict(d.state_dict())  # the same state: checkpoints see no pad layer
+    x = torch.randn(3, 1, 28, 28)
+    torch.testing.assert_close(d(x), d32(torch.nn.functional.pad(x, (2, 2, 2, 2))))
+    for bad in (26, 31):
+        with pytest.raises(ConfigError, match="pad_to must exceed"):
+            build_discriminator({"name": "dcgan", "pad_to": bad}, (1, 28, 28))
+
+
 @pytest.mark.parametrize("side", [28, 32, 64, 48])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_dcgan_shapes(side, channels):

@@ -26,16 +26,27 @@ def _norm2d(norm: str, channels: int, num_classes: int | None = None) -> list[nn
     raise ValueError(f"norm must be batch or none, got {norm!r}")
 
 
+def _input_pad(side: int, pad_to: int | None) -> tuple[nn.Module, int]:
+    """The layer that zero-pads a ``side`` px input to ``pad_to`` px (evenly), and the padded side."""
+    if pad_to is None or pad_to == side:
+        return nn.Identity(), side
+    if pad_to < side or (pad_to - side) % 2:
+        raise ValueError(f"pad_to must exceed the input side {side} by an even number of pixels, got {pad_to}")
+    return nn.ZeroPad2d((pad_to - side) // 2), pad_to
+
+
 @GENERATORS.register("dcgan")
 class DCGANGenerator(nn.Module):
     """Conditional (``num_classes``): a label embedding of ``embed_dim`` features joins z, and with
     ``conditional_norm`` every BatchNorm takes per-class scales and shifts (set embed_dim 0 to condition
-    through the norms alone)."""
+    through the norms alone). ``bias_before_norm`` keeps the bias of layers followed by BatchNorm
+    (PyTorch's default, which tutorials keep; the norm's shift makes it redundant, so gankit drops it)."""
 
     def __init__(self, latent_dim: int, out_shape: tuple[int, ...], num_classes: int | None = None, *,
                  width: int = 64, max_width: int | None = None, stem: str = "conv", fc_hidden: list[int] = [],
                  kernel: int = 4, norm: str = "batch", activation: str = "relu", slope: float = 0.2,
-                 output: str = "tanh", embed_dim: int = 32, conditional_norm: bool = False) -> None:
+                 output: str = "tanh", embed_dim: int = 32, conditional_norm: bool = False,
+                 bias_before_norm: bool = False) -> None:
         super().__init__()
         if conditional_norm and norm != "batch":
             raise ValueError("conditional_norm needs norm batch")
@@ -53,7 +64,7 @@ class DCGANGenerator(nn.Module):
         if max_width:
             widths = [min(w, max_width) for w in widths]
         self.base, self.c0 = base, widths[0]
-        use_bias = norm == "none"
+        use_bias = norm == "none" or bias_before_norm
         if stem == "conv":
             self.stem = CondSequential(nn.Unflatten(1, (latent_dim, 1, 1)),
                                        nn.ConvTranspose2d(latent_dim, widths[0], base, 1, 0, bias=use_bias),
@@ -99,7 +110,8 @@ class DCGANDiscriminator(nn.Module):
                  norm: str = "batch",
                  first_norm: bool = False, slope: float = 0.2, head: str = "conv", fc_hidden: list[int] = [],
                  dropout: float = 0.0, spectral_norm: bool = False, minibatch_std: bool = False,
-                 conditioning: str = "projection", embed_dim: int = 8) -> None:
+                 conditioning: str = "projection", embed_dim: int = 8, pad_to: int | None = None,
+                 bias_before_norm: bool = False) -> None:
         super().__init__()
         check_conditioning(conditioning, ("concat", "projection", "acgan"))
         concat = num_classes is not None and conditioning == "concat"
@@ -108,6 +120,9 @@ class DCGANDiscriminator(nn.Module):
         self.num_classes = num_classes
         self.embed = label_embedding(num_classes, embed_dim) if concat else None
         channels, side = image_shape(in_shape, "dcgan")
+        # pad_to: a D designed for 32 px (seed002's) runs unchanged on 28 px digits;
+        # bias_before_norm: as in the generator
+        self.pad, side = _input_pad(side, pad_to)
         base, levels = pyramid(side)
         widths = [width * 2 ** i for i in range(levels)]
         if max_width:
@@ -126,7 +141,8 @@ class DCGANDiscriminator(nn.Module):
         c_in = channels + (embed_dim if concat else 0)
         for i, c_out in enumerate(widths):
             stride = 2 if downsample == "stride" else 1
-            layers.append(nn.Conv2d(c_in, c_out, kernel, stride, pad, bias=use_bias or (i == 0 and not first_norm)))
+            bias = use_bias or bias_before_norm or (i == 0 and not first_norm)
+            layers.append(nn.Conv2d(c_in, c_out, kernel, stride, pad, bias=bias))
             if i > 0 or first_norm:
                 layers += _norm2d(norm, c_out)
             layers.append(nn.LeakyReLU(slope, inplace=True))
@@ -173,6 +189,7 @@ class DCGANDiscriminator(nn.Module):
         if self.aux_classes:  # judges any image without its label, then tells its class
             return self.head(self.features(x))  # column 0 real/fake, then class logits (objectives.split_aux)
         y = require_labels(y, self.num_classes, "dcgan discriminator")
+        x = self.pad(x)
         if self.embed is not None:
             x = label_maps(x, self.embed(y))
         h = self.features(x)

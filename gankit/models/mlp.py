@@ -11,11 +11,13 @@ from gankit.models.registry import DISCRIMINATORS, GENERATORS
 
 
 def _hidden(widths: list[int], n_in: int, act: str, slope: float, batchnorm: bool,
-            dropout: float) -> tuple[list[nn.Module], int]:
+            dropout: float, first_norm: bool = True) -> tuple[list[nn.Module], int]:
+    """Linear, [BatchNorm1d], activation, [Dropout] per width; ``first_norm`` false leaves the first
+    layer unnormalised (the usual vanilla-GAN G: BatchNorm right after z only rescales the noise)."""
     layers: list[nn.Module] = []
-    for width in widths:
+    for i, width in enumerate(widths):
         layers.append(nn.Linear(n_in, width))
-        if batchnorm:
+        if batchnorm and (i > 0 or first_norm):
             layers.append(nn.BatchNorm1d(width))
         layers.append(make_activation(act, slope))
         if dropout > 0:
@@ -30,7 +32,7 @@ class MLPGenerator(nn.Module):
 
     def __init__(self, latent_dim: int, out_shape: tuple[int, ...], num_classes: int | None = None, *,
                  widths: list[int] = [256, 512, 1024], activation: str = "leaky_relu", slope: float = 0.2,
-                 batchnorm: bool = False, dropout: float = 0.0, output: str = "tanh",
+                 batchnorm: bool = False, first_norm: bool = True, dropout: float = 0.0, output: str = "tanh",
                  embed_dim: int = 32) -> None:
         super().__init__()
         self.out_shape, self.num_classes = tuple(out_shape), num_classes
@@ -38,7 +40,7 @@ class MLPGenerator(nn.Module):
             raise ValueError(f"a conditional mlp generator needs embed_dim >= 1, got {embed_dim}")
         self.embed = label_embedding(num_classes, embed_dim)
         n_in = latent_dim + (embed_dim if self.embed is not None else 0)
-        layers, n = _hidden(widths, n_in, activation, slope, batchnorm, dropout)
+        layers, n = _hidden(widths, n_in, activation, slope, batchnorm, dropout, first_norm)
         self.net = nn.Sequential(*layers, nn.Linear(n, flat_size(self.out_shape)), output_activation(output))
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -55,8 +57,8 @@ class MLPDiscriminator(nn.Module):
 
     def __init__(self, in_shape: tuple[int, ...], num_classes: int | None = None, *,
                  widths: list[int] = [1024, 512, 256], activation: str = "leaky_relu", slope: float = 0.2,
-                 batchnorm: bool = False, dropout: float = 0.0, conditioning: str = "projection",
-                 embed_dim: int = 32, spectral_norm: bool = False) -> None:
+                 batchnorm: bool = False, first_norm: bool = True, dropout: float = 0.0,
+                 conditioning: str = "projection", embed_dim: int = 32, spectral_norm: bool = False) -> None:
         super().__init__()
         check_conditioning(conditioning)
         self.num_classes = num_classes
@@ -65,7 +67,7 @@ class MLPDiscriminator(nn.Module):
             raise ValueError(f"concat conditioning needs embed_dim >= 1, got {embed_dim}")
         self.embed = label_embedding(num_classes, embed_dim) if concat else None
         n_in = flat_size(in_shape) + (embed_dim if concat else 0)
-        layers, n = _hidden(widths, n_in, activation, slope, batchnorm, dropout)
+        layers, n = _hidden(widths, n_in, activation, slope, batchnorm, dropout, first_norm)
         self.net = nn.Sequential(nn.Flatten(), *layers, nn.Linear(n, 1))
         self.projection = Projection(num_classes, n) if num_classes is not None and not concat else None
         if spectral_norm:
