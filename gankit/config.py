@@ -283,7 +283,8 @@ def check_range(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
     if meta.get("ge") is not None and not value >= meta["ge"]:
         raise ConfigError(f"config: {key} must be >= {meta['ge']}, got {value!r}")
     if meta.get("choices") and value not in meta["choices"]:
-        raise ConfigError(f"config: {key} must be one of {', '.join(meta['choices'])}; got {value!r}")
+        words = ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in meta["choices"])
+        raise ConfigError(f"config: {key} must be one of {words}; got {value!r}")
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:

@@ -29,9 +29,10 @@ def test_the_preset_builds_the_tutorials_networks_with_its_choices():
     cfg = trainer.cfg
     # D: unpadded 5x5 convs, 28 -> 24 -> 12 -> 8 -> 4, fc 64*4*4 -> 1024 -> 1: the same parameters
     assert _count(trainer.d) == _count(tutorial.Discriminator()) == 1_102_721
-    # G: the tutorial's biases before BatchNorm have no effect (BatchNorm subtracts the mean); the rest match
-    biases_before_norm = 1024 + 128 * 7 * 7 + 64
-    assert _count(trainer.g) == _count(tutorial.Generator(100)) - biases_before_norm
+    # G: fc 100 -> 1024 -> 128*7*7, ConvT 128 -> 64 -> 1, biases (before BatchNorm too) as PyTorch's default
+    assert _count(trainer.g) == _count(tutorial.Generator(100))
+    assert [tuple(p.shape) for p in trainer.g.parameters()] == [tuple(p.shape) for p in tutorial.Generator(100).parameters()]
+    assert cfg.perf.amp == "fp32" and cfg.health.rollbacks == 0
     assert cfg.model.init == "default" and cfg.model.latent_dim == 100
     assert cfg.objective.name == "ns" and cfg.train.batch_size == 128 and cfg.train.d_steps == 1
     assert cfg.train.ema_decay == 0.0 and cfg.data.normalize == "unit"

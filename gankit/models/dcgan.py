@@ -186,10 +186,10 @@ class DCGANDiscriminator(nn.Module):
             apply_spectral_norm(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.pad(x)
         if self.aux_classes:  # judges any image without its label, then tells its class
             return self.head(self.features(x))  # column 0 real/fake, then class logits (objectives.split_aux)
         y = require_labels(y, self.num_classes, "dcgan discriminator")
-        x = self.pad(x)
         if self.embed is not None:
             x = label_maps(x, self.embed(y))
         h = self.features(x)
