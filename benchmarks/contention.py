@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -66,12 +67,14 @@ def rate(run: str, work: Path) -> tuple[float, int]:
     if RUNS[run] is None:
         result = json.loads((work / "result.json").read_text())
         return result["steps_per_s"], result["threads"]
+    start = re.search(r"training on cpu, (\d+) thread", (work / "stderr.txt").read_text())
+    threads = int(start.group(1)) if start else -1  # what gankit chose (train.threads auto)
     rows = [json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines() if line.strip()]
     rows = [r for r in rows if "seconds" in r]
     first, last = rows[0], rows[-1]
     if len(rows) < 2:  # so slow that one row was logged: count from the start, set-up included
-        return last["step"] / last["seconds"], -1
-    return (last["step"] - first["step"]) / (last["seconds"] - first["seconds"]), -1
+        return last["step"] / last["seconds"], threads
+    return (last["step"] - first["step"]) / (last["seconds"] - first["seconds"]), threads
 
 
 def launch(run: str, threads: int | None, env_extra: dict[str, str], seconds: float, work: Path) -> subprocess.Popen:
@@ -103,7 +106,7 @@ def measure(run: str, variant: str, mode: str, seconds: float) -> list[float]:
         for w, code in zip(works, codes):
             if code != 0:
                 raise SystemExit(f"contention.py: {run} {variant} {mode} failed:\n{(w / 'stderr.txt').read_text()[-2000:]}")
-        return [rate(run, w)[0] for w in works]
+        return [rate(run, w) for w in works]
 
 
 def main() -> None:
@@ -114,19 +117,23 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args()
     rows = []
-    print(f"{'run':<9} {'variant':<18} {'quiet':>7} {'pair (each)':>14} {'pair/quiet':>10} {'lowprio':>8} {'low/quiet':>9}")
+    print(f"{'run':<9} {'variant':<18} {'quiet':>7} {'pair (each)':>14} {'pair/quiet':>10} {'lowprio':>8} "
+          f"{'low/quiet':>9}  threads q/p/l")
     for run in args.runs:
         for variant in args.variants:
-            quiet = measure(run, variant, "quiet", args.seconds)[0]
-            pair = measure(run, variant, "pair", args.seconds)
-            low = measure(run, variant, "lowprio", args.seconds)[0]
+            (quiet, quiet_threads), = measure(run, variant, "quiet", args.seconds)
+            pair_rates = measure(run, variant, "pair", args.seconds)
+            (low, low_threads), = measure(run, variant, "lowprio", args.seconds)
+            pair = [r for r, _ in pair_rates]
             row = {"run": run, "config": RUNS[run] or "benchmarks/seed004_tutorial.py", "variant": variant,
                    "quiet_steps_s": round(quiet, 2), "pair_steps_s": [round(p, 2) for p in pair],
                    "pair_ratio": round(min(pair) / quiet, 3), "lowprio_steps_s": round(low, 2),
-                   "lowprio_ratio": round(low / quiet, 3)}
+                   "lowprio_ratio": round(low / quiet, 3),
+                   "threads_used": {"quiet": quiet_threads, "pair": [t for _, t in pair_rates], "lowprio": low_threads}}
             rows.append(row)
             print(f"{run:<9} {variant:<18} {quiet:7.1f} {pair[0]:6.1f} {pair[1]:6.1f} {row['pair_ratio']:10.2f} "
-                  f"{low:8.1f} {row['lowprio_ratio']:9.2f}", flush=True)
+                  f"{low:8.1f} {row['lowprio_ratio']:9.2f}  {quiet_threads}/{pair_rates[0][1]},{pair_rates[1][1]}/"
+                  f"{low_threads}", flush=True)
     if args.json:
         info = {"cpu_count": os.cpu_count(), "seconds": args.seconds, "date": time.strftime("%Y-%m-%d %H:%M")}
         Path(args.json).write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
