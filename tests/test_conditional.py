@@ -80,7 +80,8 @@ def test_conditional_models_need_labels():
 
 
 @pytest.mark.parametrize("build, match", [
-    (lambda: build_generator({"name": "dcgan", "conditional_norm": True}, Z, (1, 28, 28)), "conditional_norm"),
+    (lambda: build_generator({"name": "dcgan", "conditional_norm": True, "norm": "none"}, Z, (1, 28, 28), K),
+     "conditional_norm"),
     (lambda: build_generator({"name": "dcgan", "embed_dim": 0}, Z, (1, 28, 28), K), "embed_dim"),
     (lambda: build_discriminator({"name": "mlp", "conditioning": "acgan"}, (2,), K), "conditioning"),
     (lambda: build_discriminator({"name": "dcgan", "num_classes": 3}, (1, 28, 28)), "unknown key"),
@@ -88,6 +89,13 @@ def test_conditional_models_need_labels():
 def test_bad_conditional_options_are_config_errors(build, match):
     with pytest.raises(ConfigError, match=match):
         build()
+
+
+def test_conditional_norm_without_classes_is_plain_batchnorm():
+    """model.conditional auto on unlabelled data: a conditional preset's G trains unconditionally."""
+    g = build_generator({"name": "dcgan", "width": 4, "conditional_norm": True}, Z, (1, 28, 28))
+    assert g(torch.randn(3, Z)).shape == (3, 1, 28, 28)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules())
 
 
 def test_class_labels():

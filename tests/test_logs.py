@@ -27,10 +27,12 @@ def test_read_metrics_skips_a_line_cut_short(tmp_path):
     assert read_metrics(tmp_path / "missing.jsonl") == []
 
 
-def test_loss_curves_need_two_rows(tmp_path):
+def test_loss_curves_need_one_row(tmp_path):
     path = tmp_path / "metrics.jsonl"
-    path.write_text('{"step": 1, "loss_d": 1.0, "loss_g": 0.7, "d_real": 0.6, "d_fake": 0.4}\n')
+    path.write_text("")
     assert plot_loss_curves(path, tmp_path / "curves.png") is None
+    path.write_text('{"step": 1, "loss_d": 1.0, "loss_g": 0.7, "d_real": 0.6, "d_fake": 0.4}\n')
+    assert plot_loss_curves(path, tmp_path / "one.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # a short run
     with path.open("a") as fh:
         fh.write('{"step": 2, "loss_d": 0.9, "loss_g": 0.8, "d_real": 0.55, "d_fake": 0.45}\n')
     out = plot_loss_curves(path, tmp_path / "curves.png")

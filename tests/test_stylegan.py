@@ -26,7 +26,7 @@ TINY_SG = {
     "model": {"latent_dim": Z, "init": "default", "generator": dict(G_SPEC), "discriminator": dict(D_SPEC)},
     "objective": {"name": "ns", "r1_gamma": 1.0, "r1_every": 2},
     "optim": {"lr_g": 2e-3, "lr_d": 2e-3, "betas_g": [0.0, 0.99], "betas_d": [0.0, 0.99]},
-    "train": {"device": "cpu", "seed": 0, "batch_size": 8, "steps": 4, "ema_decay": 0.9},
+    "train": {"device": "cpu", "threads": 2, "seed": 0, "batch_size": 8, "steps": 4, "ema_decay": 0.9},
     "log": {"every": 2, "sample_every": 0, "grid": 2, "progress": False, "tensorboard": False, "plot": False},
     "checkpoint": {"every": 2, "keep": 5},
 }
