@@ -135,8 +135,8 @@ class TrainConfig:
     augment: str = opt("", "DiffAugment policy applied to every image D sees, real and fake: comma-separated "
                        "translation, cutout, color (empty = off)")
     threads: int | None = opt(None, "CPU threads for torch per process (null = auto: on the CPU the faster of "
-                              "all cores or one, re-measured as other work comes and goes; set it for "
-                              "bit-for-bit repeatable CPU runs)", ge=1,
+                              "all cores or one, timed before the first step and kept on resume; set it for "
+                              "bit-for-bit repeatable fresh CPU runs)", ge=1,
                               resumable=True)
 
 

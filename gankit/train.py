@@ -70,7 +70,7 @@ def select_device(name: str) -> torch.device:
 
 
 def fixed_threads(threads: int | None, device: torch.device, dist: Dist) -> int | None:
-    """train.threads, or None where :class:`~gankit.threads.ThreadTuner` chooses by measurement: auto,
+    """train.threads, or None where :func:`~gankit.threads.choose_threads` decides by measurement: auto,
     on the CPU, one process with several cores. Processes of a multi-process CPU run share the cores."""
     if threads:
         return threads
@@ -303,7 +303,8 @@ def prepare(cfg: Config, dist: Dist | None = None) -> Trainer:
     torch.manual_seed(cfg.train.seed)
     source = build_dataset(cfg.data)
     if cfg.model.conditional == "auto":  # resolved once against the data: checkpoints hold true or false
-        cfg = from_dict({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "conditional": has_labels(source)}})
+        raw = cfg.to_dict()
+        cfg = from_dict({**raw, "model": {**raw["model"], "conditional": has_labels(source)}})
     num_classes = conditional_classes(cfg, source)
     augment = DiffAugment(cfg.train.augment)
     if augment and not source.is_image:
@@ -508,7 +509,7 @@ def settle_threads(trainer: Trainer) -> str:
     torch.set_num_threads(chosen)
     if not rates:
         return "auto"
-    return "auto: " + " vs ".join(f"{rates[n]:.0f} passes/s on {n}" for n in sorted(rates, reverse=True))
+    return "auto: " + " vs ".join(f"{rates[n]:.3g} passes/s on {n}" for n in sorted(rates, reverse=True))
 
 
 def start_line(trainer: Trainer, run_dir: Path, start_step: int, threads_how: str = "") -> str:
