@@ -144,14 +144,20 @@ def remove_temporaries(folder: Path) -> list[Path]:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # name the target, not the temporary file or a parent folder
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -274,6 +280,7 @@ class CheckpointDir:
         """Write the checkpoint, then point latest.json at it, then drop the oldest: a kill between any two
         of these leaves latest.json naming a complete file."""
         pointer = self.root / "latest.json"
+        _refuse_nonfinite(self.path_for(step), state)
         with signals_held():
             path = save_checkpoint(self.path_for(step), state, meta)
             try:
@@ -287,6 +294,7 @@ class CheckpointDir:
 
     def save_best(self, state: dict[str, Any], meta: dict[str, Any]) -> Path:
         """``best.safetensors``: outside the keep-last-k rotation, replaced atomically when beaten."""
+        _refuse_nonfinite(self.root / "best.safetensors", state)
         return save_checkpoint(self.root / "best.safetensors", state, meta)
 
     def remove_temporaries(self) -> list[Path]:
@@ -305,6 +313,14 @@ class CheckpointDir:
             pass
         files = self.all()
         return files[-1] if files else None
+
+
+def _refuse_nonfinite(path: Path, state: dict[str, Any]) -> None:
+    # the loop rolls a diverged model back before it saves; this is the last line of defence
+    bad = nonfinite_weights(state)
+    if bad:
+        raise CheckpointError(f"refusing to write {path}: the weights of {', '.join(bad)} hold NaN or Inf "
+                              "(the previous checkpoint is untouched)")
 
 
 def resolve(path: str | Path) -> Path:

@@ -44,7 +44,8 @@ class DataConfig:
     root: str = opt("data", "directory holding torchvision datasets or, for `folder`, the images",
                     resumable=True)
     download: bool = opt(False, "let torchvision download missing files (needs network)", resumable=True)
-    resolution: int | None = opt(None, "image side in pixels; null keeps the dataset's own", ge=4)
+    resolution: int | None = opt(None, "image side in pixels, 4 to 2048; null keeps the dataset's own",
+                                 ge=4, le=2048)
     channels: int | None = opt(None, "1 (grayscale) or 3 (RGB); null keeps the dataset's own", ge=1)
     normalize: str = opt("symmetric", "pixel range: symmetric = [-1, 1] (tanh output), unit = [0, 1]",
                          choices=("symmetric", "unit"))

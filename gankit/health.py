@@ -68,7 +68,7 @@ class HealthMonitor:
         return fired
 
     def diverged(self, step: int, rollback_to: int, lr_scale: float) -> Alarm:
-        return Alarm("diverged", step, f"non-finite loss; resumed from step {rollback_to} with learning rates "
+        return Alarm("diverged", step, f"non-finite loss or weights; resumed from step {rollback_to} with learning rates "
                      f"x{lr_scale:g} of the configured ones")
 
     def _check(self, kind: str, condition: bool, step: int, message: str,
