@@ -30,7 +30,7 @@ from gankit.data import BatchStream, DataError, Source, TensorSource, build_data
 from gankit.distributed import Dist
 from gankit.ema import EMA
 from gankit.evaluator import TrainingEvaluator
-from gankit.health import Alarm, HealthMonitor
+from gankit.health import Alarm, HealthMonitor, nearest_neighbour_spread
 from gankit.logs import NullLogger, RunLogger, plot_loss_curves
 from gankit.models import build_models
 from gankit.objectives import Objective, build_objective
@@ -106,6 +106,7 @@ class Trainer:
     rollbacks: int = 0
     best_fid: float = math.inf
     real_std: float | None = None  # per-feature std of one real batch: the diversity yardstick
+    real_spread: tuple[int, float] | None = None  # (n, nearest-neighbour spread) of that batch, the other one
     num_classes: int | None = None  # set when G and D are class-conditional (model.conditional)
     augment: DiffAugment | None = None  # train.augment, applied to every image D judges
     dist: Dist = field(default_factory=Dist)  # this process's rank in a multi-process run (gankit.distributed)
@@ -191,6 +192,7 @@ class Trainer:
             y = y if self.num_classes else None  # a conditional G draws its fakes with the real batch's labels
             if self.real_std is None:
                 self.real_std = float(real.flatten(1).float().std(0).mean())
+                self.real_spread = (len(real), nearest_neighbour_spread(real)) if len(real) > 1 else None
             z = self.draw_latents(bs)
             with torch.set_grad_enabled(i == cfg.train.d_steps - 1):  # keep only the graph G reuses
                 fake = self.g_train(z, y)
@@ -229,7 +231,11 @@ class Trainer:
         if not self.real_std:
             return None
         fake = generate(self.g, z, labels=self.labels(len(z)))
-        return float(fake.flatten(1).std(0).mean()) / self.real_std
+        ratio = float(fake.flatten(1).std(0).mean()) / self.real_std
+        if self.real_spread is not None and self.real_spread[1] > 0 and len(fake) >= self.real_spread[0]:
+            # as many fakes as real samples: the nearest-neighbour distance shrinks with the set size
+            ratio = min(ratio, nearest_neighbour_spread(fake[:self.real_spread[0]]) / self.real_spread[1])
+        return ratio
 
     def weights_finite(self) -> bool:
         """Whether every float weight and buffer of G, D and the EMA is finite (one device sync)."""
@@ -373,12 +379,12 @@ def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, trainer: Trainer,
         trainer.load_state_dict(state, meta)
     if not trainer.dist.is_main:  # rank 0 alone writes to the run directory
         return ckpts
+    _check_output_folders(ckpts.root, run_dir / "samples")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
     except OSError as exc:  # read-only, full, or not a directory: say so before any training happens
         raise TrainError(f"cannot write to the run directory {run_dir}: {exc.strerror or exc}") from None
-    _check_output_folders(ckpts.root, run_dir / "samples")
     for folder in (run_dir, ckpts.root):  # what saves killed mid-write (kill -9, power loss) left behind
         remove_temporaries(folder)
     return ckpts

@@ -350,7 +350,7 @@ def calculate_metrics(samples: torch.Tensor | np.ndarray | str | Path, ref: str,
     chosen = {n: get_metric(n) for n in names or ()}
     check_reference(ref, split)
     x, y, described = load_labelled_samples(samples, num, seed=seed, device=device, labels=labels)
-    _check_count(len(x), names or ["fid"])
+    _check_count(len(x), names or list(default_metrics(None)))
     needs_features = names is None or any(m.needs != "samples" for m in chosen.values())
     ext = _extractor(extractor, ref, download) if needs_features else None
     if names is None:
