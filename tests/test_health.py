@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,15 +120,19 @@ def test_a_generator_of_two_distinct_digits_raises_the_collapse_alarm():
     from gankit.data.bundled import load_mnist10k_arrays
     from gankit.train import prepare
 
-    trainer = prepare(make_cfg(TINY, "train.steps=1"))
+    from gankit.config import from_dict
+
+    trainer = prepare(from_dict(make_cfg(TINY, "train.steps=1")))
     images = torch.from_numpy(load_mnist10k_arrays()[0][:256]).float().div(127.5).sub(1).view(256, 1, 28, 28)
     real = images[torch.randperm(256, generator=torch.Generator().manual_seed(0))[:32]]
     trainer.real_std = float(real.flatten(1).std(0).mean())
     trainer.real_spread = (32, nearest_neighbour_spread(real))
 
+    far = int((images - images[0]).abs().flatten(1).mean(1).argmax())  # two very different digits
+
     class TwoDigits(torch.nn.Module):
         def forward(self, z, y=None):
-            return torch.where((z[:, :1] > 0).view(-1, 1, 1, 1), images[0], images[1])
+            return torch.where((z[:, :1] > 0).view(-1, 1, 1, 1), images[0], images[far])
 
     class RealImages(torch.nn.Module):  # a healthy G: distinct real digits
         def forward(self, z, y=None):
@@ -150,10 +155,11 @@ def test_nan_weights_with_finite_losses_are_never_checkpointed(tmp_path):
     checkpoint may hold them, and the final error names no NaN checkpoint as good."""
     from gankit.checkpoint import CheckpointDir, nonfinite_weights
 
-    from conftest import TINY_RING
+    from gankit.config import read_yaml
 
-    cfg = make_cfg(TINY_RING, "train.steps=40", "optim.lr_g=1e6", "optim.lr_d=1e6", "checkpoint.every=3",
-                   "log.every=3")
+    ring = read_yaml(Path(__file__).resolve().parents[1] / "configs" / "ring.yaml")  # the campaign's command
+    cfg = make_cfg(ring, "train.steps=200", "optim.lr_g=1e6", "optim.lr_d=1e6", "checkpoint.every=3",
+                   "log.progress=false", "log.tensorboard=false", "log.plot=false", "train.threads=1")
     with pytest.raises(TrainError, match="non-finite loss or weights"):
         train(cfg, tmp_path / "run")
     for path in CheckpointDir(tmp_path / "run" / "checkpoints").all():
