@@ -435,7 +435,7 @@ def test_fuzzed_checkpoints_are_refused_in_one_line_or_load_exactly(tmp_path):
     outcomes = {"refused": 0, "loaded": 0}
     for raw in _mutations(original, header_end, 1000, seed=16):
         path.write_bytes(raw)
-        t0 = time.perf_counter()
+        t0 = time.process_time()  # CPU time: a busy shared machine must not fail it
         try:
             state, meta = load_checkpoint(path)
         except CheckpointError as exc:
@@ -445,7 +445,7 @@ def test_fuzzed_checkpoints_are_refused_in_one_line_or_load_exactly(tmp_path):
             assert meta == meta0
             assert_states_equal(state, state0)
             outcomes["loaded"] += 1
-        assert time.perf_counter() - t0 < 10
+        assert time.process_time() - t0 < 10
     assert outcomes["refused"] > 900, outcomes
 
 

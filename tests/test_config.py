@@ -255,7 +255,7 @@ def test_fuzzed_yaml_configs_are_refused_in_one_line_or_load(tmp_path):
             pos = rng.randrange(len(raw))
             raw[pos] = rng.choice([rng.randrange(256), ord(rng.choice("[]{}&*!:-,'\"#|>%@ \n0.e"))])
         path.write_bytes(bytes(raw))
-        t0 = time.perf_counter()
+        t0 = time.process_time()  # CPU time: a busy shared machine must not fail it
         try:
             cfg = load(path)
         except ConfigError as exc:
@@ -264,5 +264,5 @@ def test_fuzzed_yaml_configs_are_refused_in_one_line_or_load(tmp_path):
         else:
             assert isinstance(cfg, Config)
             outcomes["loaded"] += 1
-        assert time.perf_counter() - t0 < 10
+        assert time.process_time() - t0 < 10
     assert outcomes["refused"] > 100 and outcomes["loaded"] > 10, outcomes
