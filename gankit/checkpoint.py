@@ -2,8 +2,9 @@
 
 A checkpoint is one file, written to a temporary name, fsynced and renamed, so a crash leaves
 either the old or the new file, never half of one; the temporary files of killed saves never match
-``step_*.safetensors`` and are removed when a run directory is opened again. A SHA-256 of the tensor
-bytes in the metadata catches files damaged afterwards. SIGINT/SIGTERM arriving during a save are
+``step_*.safetensors`` and are removed when a run directory is opened again. A SHA-256 in the header,
+over the tensors and the rest of the header (state layout, config, step, data position), catches
+files damaged or edited afterwards (version 1 files, whose checksum covers the tensors only, still load). SIGINT/SIGTERM arriving during a save are
 held until the save is complete, so a second Ctrl-C cannot cut it short.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 FORMAT = "gankit-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the checksum covers the JSON header too; 1: the tensors only
 _MAX_HEADER = 100 * 1024 * 1024
 
 
@@ -65,7 +66,9 @@ def unpack(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return skeleton
 
 
-def _digest(tensors: dict[str, torch.Tensor]) -> str:
+def _digest(tensors: dict[str, torch.Tensor], header: dict[str, Any] | None = None) -> str:
+    """SHA-256 of the tensors and (version 2) of ``header``'s state layout and meta, in canonical JSON:
+    a header edited in place (a step, a data position, a config value) no longer matches."""
     h = hashlib.sha256()
     for key in sorted(tensors):
         t = tensors[key]
@@ -73,13 +76,30 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
         h.update(str(t.dtype).encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    if header is not None:
+        h.update(b"\0header\0")
+        h.update(json.dumps({"state": header["state"], "meta": header["meta"]}, sort_keys=True,
+                            separators=(",", ":")).encode())
     return h.hexdigest()
+
+
+def nonfinite_weights(state: dict[str, Any], keys: tuple[str, ...] = ("g", "d", "g_ema")) -> list[str]:
+    """The networks among ``keys`` of a state whose float weights or buffers hold NaN or Inf."""
+    bad = []
+    for key in keys:
+        weights = state.get(key)
+        if isinstance(weights, dict) and any(
+                isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())
+                for t in weights.values()):
+            bad.append(key)
+    return bad
 
 
 # ---------------------------------------------------------------------------------------------
 # Files
 
 
+_STEP_NAME = re.compile(r"step_\d{8,}\.safetensors")
 _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # mkstemp(prefix=".<name>.", suffix=".tmp")
 _holding_signals = False
 
@@ -124,14 +144,20 @@ def remove_temporaries(folder: Path) -> list[Path]:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # name the target, not the temporary file or a parent folder
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -150,8 +176,9 @@ def save_checkpoint(path: str | Path, state: dict[str, Any], meta: dict[str, Any
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
     skeleton = pack(state, tensors)
-    header = {"format": FORMAT, "version": VERSION, "sha256": _digest(tensors),
-              "state": skeleton, "meta": meta}
+    # the digest is of the header as a reader parses it back (tuples as lists, keys as strings)
+    body = json.loads(json.dumps({"state": skeleton, "meta": meta}))
+    header = {"format": FORMAT, "version": VERSION, "sha256": _digest(tensors, body), **body}
     data = st_save(tensors, metadata={"gankit": json.dumps(header)})
     try:
         with signals_held():
@@ -177,6 +204,8 @@ def _read_header(raw: bytes, path: Path) -> dict[str, Any]:
     try:
         header = json.loads(raw[8:8 + n])
         info = json.loads(header["__metadata__"]["gankit"])
+    except RecursionError:
+        raise CheckpointError(f"{path} is not a gankit checkpoint (its header is nested too deeply)") from None
     except (ValueError, KeyError, TypeError):
         raise CheckpointError(f"{path} is not a gankit checkpoint (safetensors without gankit metadata)"
                               ) from None
@@ -212,16 +241,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
         tensors = st_load(raw)
     except Exception as exc:  # safetensors raises its own error types for truncated data
         raise CheckpointError(f"{path} is damaged (truncated or corrupt tensor data: {exc})") from None
-    if _digest(tensors) != info["sha256"]:
-        raise CheckpointError(f"{path}: checksum mismatch: its tensors do not match the SHA-256 in its header "
-                              "(file damaged or partially written)")
-    if str(map_location) != "cpu":
-        tensors = {k: v.to(map_location) for k, v in tensors.items()}
-    try:
-        return unpack(info["state"], tensors), info["meta"]
-    except (KeyError, TypeError, ValueError):
+    try:  # the layout first: a header that cannot describe its tensors says so, not just "mismatch"
+        state = unpack(info["state"], tensors)
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
         raise CheckpointError(f"{path} is not a gankit checkpoint (its header does not describe its tensors)"
                               ) from None
+    covered = "its tensors" if info.get("version", 0) < 2 else "its tensors and metadata"
+    try:
+        digest = _digest(tensors, None if info.get("version", 0) < 2 else info)
+    except (TypeError, ValueError, RecursionError):
+        digest = None
+    if digest != info["sha256"]:
+        raise CheckpointError(f"{path}: checksum mismatch: {covered} do not match the SHA-256 in its header "
+                              "(file damaged or partially written)")
+    if str(map_location) != "cpu":
+        state = unpack(info["state"], {k: v.to(map_location) for k, v in tensors.items()})
+    return state, info["meta"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,6 +280,7 @@ class CheckpointDir:
         """Write the checkpoint, then point latest.json at it, then drop the oldest: a kill between any two
         of these leaves latest.json naming a complete file."""
         pointer = self.root / "latest.json"
+        _refuse_nonfinite(self.path_for(step), state)
         with signals_held():
             path = save_checkpoint(self.path_for(step), state, meta)
             try:
@@ -258,6 +294,7 @@ class CheckpointDir:
 
     def save_best(self, state: dict[str, Any], meta: dict[str, Any]) -> Path:
         """``best.safetensors``: outside the keep-last-k rotation, replaced atomically when beaten."""
+        _refuse_nonfinite(self.root / "best.safetensors", state)
         return save_checkpoint(self.root / "best.safetensors", state, meta)
 
     def remove_temporaries(self) -> list[Path]:
@@ -269,12 +306,21 @@ class CheckpointDir:
         pointer = self.root / "latest.json"
         try:
             name = json.loads(pointer.read_text())["file"]
-            if (self.root / name).is_file():
+            # only a checkpoint name of this folder: never a path that leads into another run
+            if _STEP_NAME.fullmatch(name) and (self.root / name).is_file():
                 return self.root / name
         except (OSError, ValueError, KeyError, TypeError):
             pass
         files = self.all()
         return files[-1] if files else None
+
+
+def _refuse_nonfinite(path: Path, state: dict[str, Any]) -> None:
+    # the loop rolls a diverged model back before it saves; this is the last line of defence
+    bad = nonfinite_weights(state)
+    if bad:
+        raise CheckpointError(f"refusing to write {path}: the weights of {', '.join(bad)} hold NaN or Inf "
+                              "(the previous checkpoint is untouched)")
 
 
 def resolve(path: str | Path) -> Path:

@@ -250,6 +250,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 128 + stop.signum if result.stopped_by == "interrupt" else 0
     how = {"steps": "reached its step target", "max_seconds": "used its time budget",
            "interrupt": "was interrupted"}[result.stopped_by]
+    if result.stopped_by == "steps" and cfg.train.steps is not None and result.step > cfg.train.steps:
+        how = f"was already past its step target ({cfg.train.steps}; nothing trained)"
     print(f"gankit: training {how} at step {result.step}; checkpoint {result.checkpoint}")
     if result.stopped_by != "steps":
         print(f"gankit: continue with: {again}")

@@ -22,13 +22,16 @@ class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the offending key."""
 
 
-def opt(default: Any, help: str, *, gt: float | None = None, ge: float | None = None,
+MAX_SEED = 2**32 - 1  # seeds derived from it (seed + offsets, seed x 1,000,003 + epoch) stay within int64
+
+
+def opt(default: Any, help: str, *, gt: float | None = None, ge: float | None = None, le: float | None = None,
         choices: tuple[str, ...] | None = None, resumable: bool = False) -> Any:
     """A config field with its documentation and range check.
 
     ``resumable`` fields may differ between a checkpoint's config and the config that resumes it.
     """
-    meta = {"help": help, "gt": gt, "ge": ge, "choices": choices, "resumable": resumable}
+    meta = {"help": help, "gt": gt, "ge": ge, "le": le, "choices": choices, "resumable": resumable}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: json.loads(json.dumps(default)), metadata=meta)
     return field(default=default, metadata=meta)
@@ -41,7 +44,8 @@ class DataConfig:
     root: str = opt("data", "directory holding torchvision datasets or, for `folder`, the images",
                     resumable=True)
     download: bool = opt(False, "let torchvision download missing files (needs network)", resumable=True)
-    resolution: int | None = opt(None, "image side in pixels; null keeps the dataset's own", ge=4)
+    resolution: int | None = opt(None, "image side in pixels, 4 to 2048; null keeps the dataset's own",
+                                 ge=4, le=2048)
     channels: int | None = opt(None, "1 (grayscale) or 3 (RGB); null keeps the dataset's own", ge=1)
     normalize: str = opt("symmetric", "pixel range: symmetric = [-1, 1] (tanh output), unit = [0, 1]",
                          choices=("symmetric", "unit"))
@@ -117,7 +121,8 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    seed: int = opt(0, "seed of every random stream (init, data order, latents, noise)")
+    seed: int = opt(0, "seed of every random stream (init, data order, latents, noise), 0 to 2^32 - 1",
+                    ge=0, le=MAX_SEED)
     device: str = opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps", resumable=True)
     batch_size: int = opt(64, "images per D and per G update, over all processes of a multi-process run "
                             "(each of N takes batch_size / N)", ge=1)
@@ -282,6 +287,8 @@ def check_range(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
         raise ConfigError(f"config: {key} must be > {meta['gt']}, got {value!r}")
     if meta.get("ge") is not None and not value >= meta["ge"]:
         raise ConfigError(f"config: {key} must be >= {meta['ge']}, got {value!r}")
+    if meta.get("le") is not None and not value <= meta["le"]:
+        raise ConfigError(f"config: {key} must be <= {meta['le']}, got {value!r}")
     if meta.get("choices") and value not in meta["choices"]:
         words = ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in meta["choices"])
         raise ConfigError(f"config: {key} must be one of {words}; got {value!r}")
@@ -357,7 +364,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(path):
         raise ConfigError(f"config: override {text!r} has an empty key")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = safe_yaml(value) if value.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config: cannot parse the value of {text!r}: {_yaml_problem(exc)}") from None
     return path, parsed
@@ -380,6 +387,83 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+MAX_YAML_DEPTH = 32  # a config nests 3-4 levels; deeper is a mistake or an attack
+MAX_YAML_NODES = 20_000  # values after alias expansion: a config has a few hundred
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """SafeLoader for configs: plain JSON-like values only (no dates, binary or sets), no duplicated keys,
+    bounded nesting and alias expansion (a few hundred bytes of nested aliases expand to gigabytes)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_size(node, {}, set())
+        return node
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, typing.Hashable):
+                    continue  # SafeConstructor refuses it with its own message
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicated key {key!r} (YAML would "
+                                                            "silently keep the last value)", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+    def _refuse(self, node: Any) -> Any:
+        what = {"timestamp": "a date or time", "binary": "binary data", "set": "a set", "omap": "an ordered map",
+                "pairs": "a list of pairs"}.get(node.tag.rsplit(":", 1)[-1], node.tag)
+        raise yaml.constructor.ConstructorError(None, None, f"{what} is not a config value (quote it to make "
+                                                "it a string)", node.start_mark)
+
+
+for _tag in ("timestamp", "binary", "set", "omap", "pairs"):
+    ConfigLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", ConfigLoader._refuse)
+
+
+def _expanded_size(node: Any, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """Values under ``node`` with every alias expanded; raises beyond MAX_YAML_NODES or on a cycle."""
+    if id(node) in sizes:
+        size = sizes[id(node)]
+    else:
+        if id(node) in open_nodes:
+            raise yaml.composer.ComposerError(None, None, "an alias refers to a value that contains it",
+                                              node.start_mark)
+        open_nodes.add(id(node))
+        children = (node.value if isinstance(node, yaml.SequenceNode) else
+                    [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+        size = 1 + sum(_expanded_size(child, sizes, open_nodes) for child in children)
+        open_nodes.discard(id(node))
+        sizes[id(node)] = size
+    if size > MAX_YAML_NODES:
+        raise yaml.composer.ComposerError(None, None, f"more than {MAX_YAML_NODES:,} values once its aliases "
+                                          "are expanded", node.start_mark)
+    return size
+
+
+def safe_yaml(text: str) -> Any:
+    """Parse config YAML with :class:`ConfigLoader`."""
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def _yaml_problem(exc: yaml.YAMLError) -> str:
     """PyYAML's multi-line report (with a caret drawing) as one line: the problem and where."""
     problem = getattr(exc, "problem", None)
@@ -400,7 +484,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config: cannot read {path}: {exc}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = safe_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config: {path} is not valid YAML: {_yaml_problem(exc)}") from None
     if raw is None:

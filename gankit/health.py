@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import torch
+
 from gankit.config import HealthConfig
 
 SUGGESTIONS = {
@@ -68,7 +70,7 @@ class HealthMonitor:
         return fired
 
     def diverged(self, step: int, rollback_to: int, lr_scale: float) -> Alarm:
-        return Alarm("diverged", step, f"non-finite loss; resumed from step {rollback_to} with learning rates "
+        return Alarm("diverged", step, f"non-finite loss or weights; resumed from step {rollback_to} with learning rates "
                      f"x{lr_scale:g} of the configured ones")
 
     def _check(self, kind: str, condition: bool, step: int, message: str,
@@ -82,6 +84,18 @@ class HealthMonitor:
             self._active.add(kind)
             return [Alarm(kind, step, message)]
         return []
+
+
+def nearest_neighbour_spread(x: torch.Tensor) -> float:
+    """Median distance from each sample (row) to its nearest other one.
+
+    The per-feature std stays high when G draws only a few distinct images (two digits differ in many
+    pixels), so it misses collapse onto a handful of modes; near-duplicates make this distance ~0.
+    """
+    flat = x.flatten(1).float()
+    dist = torch.cdist(flat, flat)
+    dist.fill_diagonal_(math.inf)
+    return float(dist.min(1).values.median())
 
 
 def finite(*values: float) -> bool:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,14 +12,36 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from gankit.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, resolve, state_mismatch
+from gankit.checkpoint import (CheckpointError, atomic_write_bytes, load_checkpoint, nonfinite_weights, resolve,
+                               state_mismatch)
 from gankit.clustering import prior_labels
 from gankit.config import Config, from_dict
 from gankit.data import to_uint8
+from gankit.data.source import physical_memory
 from gankit.ema import ema_initial_share
 
 if TYPE_CHECKING:
     from gankit.rejection import DensityFilter, Rejection
+
+
+MAX_FRAMES = 2000  # a walk longer than this is a typo (--steps 100000), not an animation anyone can watch
+
+
+def check_memory(num: int, floats_each: int, what: str) -> None:
+    """Refuse ``num`` items of ``floats_each`` float32 values when they cannot fit in this machine's memory."""
+    need, have = num * floats_each * 4, physical_memory()
+    if have is not None and need > have // 2:
+        raise ValueError(f"{num:,} {what} need {need / 2**30:.1f} GiB in memory, more than half of this "
+                         f"machine's {have / 2**30:.1f} GiB; ask for fewer")
+
+
+def finite_samples(samples: torch.Tensor) -> torch.Tensor:
+    """``samples`` unchanged when finite; a generator producing NaN or Inf must not write them as images."""
+    bad = int((~torch.isfinite(samples.flatten(1))).any(1).sum()) if samples.numel() else 0
+    if bad:
+        raise ValueError(f"the generator produced NaN or Inf in {bad} of {len(samples)} samples (its weights "
+                         "are broken); nothing written")
+    return samples
 
 
 def latents(n: int, latent_dim: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -63,6 +86,8 @@ def truncated(g: nn.Module, z: torch.Tensor, truncation: float | None, y: torch.
     if truncation < 0:
         raise ValueError(f"truncation must be >= 0, got {truncation}")
     if getattr(g, "supports_w_truncation", False):
+        if truncation > 1:  # psi > 1 extrapolates away from the mean style: off the learned distribution
+            raise ValueError(f"--truncation: StyleGAN's psi must be in [0, 1] (1 = off), got {truncation:g}")
         return g(z, y, psi=truncation)
     return g(truncate_latents(z, truncation), y)
 
@@ -183,8 +208,9 @@ class LoadedGenerator:
             raise ValueError("this generator is not class-conditional; it takes no labels")
         elif labels.shape != (num,) or not 0 <= int(labels.min()) <= int(labels.max()) < self.num_classes:
             raise ValueError(f"labels must be {num} class indices in 0..{self.num_classes - 1}")
-        return generate(self.net, latents(num, self.latent_dim, seed, device), batch_size, labels,
-                        truncation=truncation)
+        check_memory(num, self.latent_dim + math.prod(self.data_shape), "samples")
+        return finite_samples(generate(self.net, latents(num, self.latent_dim, seed, device), batch_size, labels,
+                                       truncation=truncation))
 
     def to_uint8(self, samples: torch.Tensor) -> torch.Tensor:
         return to_uint8(samples, self.config.data.normalize)
@@ -194,7 +220,12 @@ def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.de
     """Rebuild G from a checkpoint file or run directory; uses the EMA weights when present and ``ema``."""
     from gankit.models import build_generator
 
-    state, meta = load_checkpoint(resolve(path))
+    file = resolve(path)
+    state, meta = load_checkpoint(file)
+    missing = [k for k in ("config", "data_shape", "step") if not isinstance(meta, dict) or k not in meta]
+    if missing or not isinstance(state, dict) or not isinstance(state.get("g"), dict):
+        what = f"metadata without {', '.join(missing)}" if missing else "no generator weights"
+        raise CheckpointError(f"{file} is not a checkpoint of a gankit run ({what})")
     cfg = from_dict(meta["config"])
     shape = tuple(meta["data_shape"])
     conditioned = cfg.model.conditional or cfg.model.self_condition > 0
@@ -203,7 +234,11 @@ def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.de
         raise CheckpointError(f"{path}: a conditional run's checkpoint without num_classes in its metadata")
     net = build_generator(cfg.model.generator, cfg.model.latent_dim, shape, num_classes)
     use_ema = ema and state.get("g_ema") is not None
-    load_weights(net, state["g_ema" if use_ema else "g"], "generator")
+    key = "g_ema" if use_ema else "g"
+    if nonfinite_weights(state, (key,)):
+        raise CheckpointError(f"{file}: the {'EMA ' if use_ema else ''}generator's weights hold NaN or Inf (the "
+                              "run diverged before this checkpoint); sample an earlier checkpoint")
+    load_weights(net, state[key], "generator")
     if use_ema:
         _warn_young_ema(path, int(meta["step"]), cfg, meta["config"].get("train", {}))
     net.to(device).eval()
@@ -252,7 +287,8 @@ def write_samples(gen: LoadedGenerator, num: int, out: str | Path, seed: int = 0
     if rejection is None:
         samples = gen.sample(num, seed, batch_size, labels, truncation)
     else:
-        samples = rejection.sample(gen, num, seed, batch_size, labels, truncation)
+        check_memory(num, gen.latent_dim + math.prod(gen.data_shape), "samples")
+        samples = finite_samples(rejection.sample(gen, num, seed, batch_size, labels, truncation))
     if out_str.endswith(("/", "\\")) or (out.is_dir()):
         if not gen.is_image:
             raise ValueError("a directory of PNGs needs image data; use .npz or .png for 2D points")
@@ -324,9 +360,14 @@ def interpolation_frames(gen: LoadedGenerator, seeds: list[int], steps: int, *, 
     image of ``gankit sample --seed s``), ``steps`` frames per pair of seeds."""
     if not gen.is_image:
         raise ValueError("interpolation writes images; this run's data are 2D points")
+    frames = (len(seeds) - 1) * (steps - 1) + 1
+    if frames > MAX_FRAMES:
+        raise ValueError(f"a walk through {len(seeds)} seeds with --steps {steps} has {frames:,} frames, more than "
+                         f"{MAX_FRAMES:,}; use fewer --steps or seeds")
     points = torch.cat([latents(1, gen.latent_dim, s) for s in seeds])
     path = walk_latents(points, steps, spherical).to(next(gen.net.parameters()).device)
-    return generate(gen.net, path, 256, _single_class(gen, len(path), class_index), truncation=truncation)
+    return finite_samples(generate(gen.net, path, 256, _single_class(gen, len(path), class_index),
+                                   truncation=truncation))
 
 
 def write_interpolation(gen: LoadedGenerator, seeds: list[int], steps: int, out: str | Path, *,
@@ -400,6 +441,6 @@ def write_style_mix(gen: LoadedGenerator, rows: list[int], cols: list[int], out:
     if row_y is not None:
         row_y, col_y = row_y.to(device), col_y.to(device)
     normalize = gen.config.data.normalize
-    grid = style_mix_grid(gen.net, row_z, col_z, coarse=coarse, truncation=truncation, row_y=row_y,
-                          col_y=col_y, blank=-1.0 if normalize == "symmetric" else 0.0)
+    grid = finite_samples(style_mix_grid(gen.net, row_z, col_z, coarse=coarse, truncation=truncation, row_y=row_y,
+                                         col_y=col_y, blank=-1.0 if normalize == "symmetric" else 0.0))
     return save_image_grid(grid, normalize, out, nrow=len(cols) + 1)

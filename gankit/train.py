@@ -5,12 +5,14 @@ restore a checkpoint if resuming -> loop (D steps, G step, EMA, log, sample, che
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +23,21 @@ import yaml
 from gankit import __version__, distributed
 from gankit.augment import AugmentedDiscriminator, DiffAugment
 from gankit.checkpoint import (CheckpointDir, CheckpointError, atomic_write_bytes, load_checkpoint,
-                               remove_temporaries)
+                               nonfinite_weights, remove_temporaries)
 from gankit.clustering import Clusters, cluster_images, prior_labels
 from gankit.config import Config, ConfigError, from_dict, load, resume_conflicts
-from gankit.data import BatchStream, Source, TensorSource, build_dataset
+from gankit.data import BatchStream, DataError, Source, TensorSource, build_dataset
 from gankit.distributed import Dist
 from gankit.ema import EMA
 from gankit.evaluator import TrainingEvaluator
-from gankit.health import Alarm, HealthMonitor
+from gankit.health import Alarm, HealthMonitor, nearest_neighbour_spread
 from gankit.logs import NullLogger, RunLogger, plot_loss_curves
 from gankit.models import build_models
 from gankit.objectives import Objective, build_objective
 from gankit.optim import build_optimizers, lr_factor
 from gankit.perf import Perf, backward_step
 from gankit.perf import setup as perf_setup
+from gankit.runlock import RunDirBusy, RunLock
 from gankit.sampling import (class_labels, generate, image_grid, latents, load_weights, save_image_grid,
                              save_points_plot)
 from gankit.threads import available_cores, choose_threads, probe_work
@@ -63,6 +66,8 @@ def select_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):  # meta, xla, ...: tensors without data
         raise ConfigError(f"config: train.device: unknown device {name!r} (auto, cpu, cuda, cuda:N, mps)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("config: train.device is cuda but no CUDA device is available (use auto or cpu)")
@@ -87,6 +92,10 @@ def total_steps(cfg: Config, stream: BatchStream) -> int | None:
         return math.ceil(cfg.train.epochs * stream.batches_per_epoch / cfg.train.d_steps)
     if cfg.train.steps is None and cfg.train.max_seconds is None:
         raise ConfigError("config: set train.steps, train.epochs or train.max_seconds, or the run never stops")
+    if cfg.objective.instance_noise > 0 and not cfg.objective.instance_noise_steps and cfg.train.steps is None \
+            and cfg.train.epochs is None:
+        raise ConfigError("config: objective.instance_noise_steps: 0 anneals the noise over train.steps, and this "
+                          "run has none (train.max_seconds only); set objective.instance_noise_steps")
     return cfg.train.steps
 
 
@@ -111,6 +120,7 @@ class Trainer:
     rollbacks: int = 0
     best_fid: float = math.inf
     real_std: float | None = None  # per-feature std of one real batch: the diversity yardstick
+    real_spread: tuple[int, float] | None = None  # (n, nearest-neighbour spread) of that batch, the other one
     num_classes: int | None = None  # set when G and D are class-conditional (model.conditional)
     augment: DiffAugment | None = None  # train.augment, applied to every image D judges
     dist: Dist = field(default_factory=Dist)  # this process's rank in a multi-process run (gankit.distributed)
@@ -119,6 +129,7 @@ class Trainer:
     clusters: Clusters | None = None  # model.self_condition: the cluster of every training image
     auto_threads: bool = False  # train.threads auto on the CPU: chosen by measurement at the start
     saved_threads: int | None = None  # the thread count a resumed checkpoint trained with
+    noise_horizon: int | None = None  # steps over which instance noise anneals: fixed at the run's start
 
     def labels(self, n: int, per_row: int = 1) -> torch.Tensor | None:
         """Labels for ``n`` samples of a conditional G: clusters in proportion to their size when
@@ -187,7 +198,7 @@ class Trainer:
     def train_step(self, total: int | None) -> dict[str, torch.Tensor]:
         """``d_steps`` D updates, then one G update on the last D step's fakes."""
         cfg, bs = self.cfg, self.cfg.train.batch_size
-        noise = self.objective.noise_std(self.step, total or 0)
+        noise = self.objective.noise_std(self.step, self.noise_horizon or total or 0)
         if cfg.optim.schedule != "constant":
             self.set_lr_scale(self.lr_scale, lr_factor(cfg.optim, self.step, total))
         stats: dict[str, torch.Tensor] = {}
@@ -197,6 +208,7 @@ class Trainer:
             y = y if self.num_classes else None  # a conditional G draws its fakes with the real batch's labels
             if self.real_std is None:
                 self.real_std = float(real.flatten(1).float().std(0).mean())
+                self.real_spread = (len(real), nearest_neighbour_spread(real)) if len(real) > 1 else None
             z = self.draw_latents(bs)
             with torch.set_grad_enabled(i == cfg.train.d_steps - 1):  # keep only the graph G reuses
                 fake = self.g_train(z, y)
@@ -235,7 +247,18 @@ class Trainer:
         if not self.real_std:
             return None
         fake = generate(self.g, z, labels=self.labels(len(z)))
-        return float(fake.flatten(1).std(0).mean()) / self.real_std
+        ratio = float(fake.flatten(1).std(0).mean()) / self.real_std
+        if self.real_spread is not None and self.real_spread[1] > 0 and len(fake) >= self.real_spread[0]:
+            # as many fakes as real samples: the nearest-neighbour distance shrinks with the set size
+            ratio = min(ratio, nearest_neighbour_spread(fake[:self.real_spread[0]]) / self.real_spread[1])
+        return ratio
+
+    def weights_finite(self) -> bool:
+        """Whether every float weight and buffer of G, D and the EMA is finite (one device sync)."""
+        nets = [self.g, self.d] + ([self.ema.shadow] if self.ema is not None else [])
+        flags = [torch.isfinite(t).all() for net in nets for t in [*net.parameters(), *net.buffers()]
+                 if t.is_floating_point()]
+        return bool(torch.stack(flags).all()) if flags else True
 
     def set_lr_scale(self, scale: float, schedule: float = 1.0) -> None:
         """Learning rates = configured x ``scale`` (lowered by rollbacks) x ``schedule`` (optim.schedule)."""
@@ -260,7 +283,7 @@ class Trainer:
         return {"config": self.cfg.to_dict(), "step": self.step, "images_seen": self.images_seen,
                 "data": self.stream.state_dict(), "data_shape": list(self.source.shape),
                 "num_classes": self.num_classes,
-                "lr_scale": self.lr_scale, "rollbacks": self.rollbacks,
+                "lr_scale": self.lr_scale, "rollbacks": self.rollbacks, "noise_horizon": self.noise_horizon,
                 "best_fid": None if math.isinf(self.best_fid) else self.best_fid,
                 "world_size": self.dist.world_size, "perf": self.perf.describe(),
                 "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
@@ -290,6 +313,8 @@ class Trainer:
         self.rollbacks = int(meta.get("rollbacks", 0))
         self.best_fid = math.inf if meta.get("best_fid") is None else float(meta["best_fid"])
         self.set_lr_scale(float(meta.get("lr_scale", 1.0)))
+        # older checkpoints: the horizon was the train.steps they were written under
+        self.noise_horizon = meta.get("noise_horizon") or meta["config"]["train"].get("steps")
 
 
 def prepare(cfg: Config, dist: Dist | None = None) -> Trainer:
@@ -361,22 +386,26 @@ def conditional_classes(cfg: Config, source: Source) -> int | None:
     return source.num_classes
 
 
-def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, trainer: Trainer) -> CheckpointDir:
+def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, trainer: Trainer,
+                  held: contextlib.ExitStack) -> CheckpointDir:
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainError(f"the run directory {run_dir} is a file")
+    if trainer.dist.is_main:  # before reading it: a second process must not resume what the first is writing
+        _lock_run_dir(run_dir, held)
     ckpts = CheckpointDir(run_dir / "checkpoints", cfg.checkpoint.keep)
     latest = ckpts.latest()
     if latest is not None and not resume:
         raise TrainError(f"{run_dir} already holds checkpoints; pass --resume to continue it, "
                          "or choose another --run-dir")
     if resume and latest is not None:
-        state, meta = load_checkpoint(latest)  # RNG states must stay CPU tensors
+        state, meta = _load_for_resume(latest, ckpts)  # RNG states must stay CPU tensors
         conflicts = resume_conflicts(meta["config"], cfg)
         if conflicts:
             raise TrainError(f"cannot resume {latest}: the config differs in " + "; ".join(conflicts))
         trainer.load_state_dict(state, meta)
     if not trainer.dist.is_main:  # rank 0 alone writes to the run directory
         return ckpts
+    _check_output_folders(ckpts.root, run_dir / "samples")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
@@ -385,6 +414,45 @@ def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, trainer: Trainer) ->
     for folder in (run_dir, ckpts.root):  # what saves killed mid-write (kill -9, power loss) left behind
         remove_temporaries(folder)
     return ckpts
+
+
+def _lock_run_dir(run_dir: Path, held: contextlib.ExitStack) -> None:
+    """Create the run directory if needed and hold its lock until ``held`` closes."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        held.enter_context(RunLock(run_dir))
+    except RunDirBusy as exc:
+        raise TrainError(str(exc)) from None
+    except OSError as exc:
+        raise TrainError(f"cannot write to the run directory {run_dir}: {exc.strerror or exc}") from None
+
+
+def _load_for_resume(latest: Path, ckpts: CheckpointDir) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The latest checkpoint; when it is damaged, the error says which earlier one is intact."""
+    try:
+        return load_checkpoint(latest)
+    except CheckpointError as exc:
+        for older in reversed([p for p in ckpts.all() if p != latest]):
+            try:
+                load_checkpoint(older)
+            except CheckpointError:
+                continue
+            raise CheckpointError(f"{exc}; the previous checkpoint {older.name} is intact: move {latest.name} "
+                                  "out of the folder to resume from it") from None
+        raise
+
+
+def _check_output_folders(*folders: Path) -> None:
+    """Every folder a run writes into exists and is writable now, not at its first save steps later."""
+    for folder in folders:
+        if folder.exists() and not folder.is_dir():
+            raise TrainError(f"{folder} is a file, but the run writes into a folder of that name; move it away")
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise TrainError(f"cannot create {folder}: {exc.strerror or exc}") from None
+        if not os.access(folder, os.W_OK):
+            raise TrainError(f"cannot write into {folder}: permission denied")
 
 
 def default_run_dir() -> Path:
@@ -396,7 +464,14 @@ def train(cfg: Config | dict | str | Path, run_dir: str | Path | None = None, *,
     """Train a GAN as ``cfg`` describes; ``resume`` continues the latest checkpoint in ``run_dir``.
 
     ``stop`` is an optional object with a ``requested`` attribute, polled between steps (signal handling).
+    The run directory is locked for the whole call: a second process on it is refused.
     """
+    with contextlib.ExitStack() as held:  # the run directory's lock, released however the run ends
+        return _train(cfg, run_dir, resume, stop, held)
+
+
+def _train(cfg: Config | dict | str | Path, run_dir: str | Path | None, resume: bool, stop: Any,
+           held: contextlib.ExitStack) -> TrainResult:
     t0 = time.perf_counter()
     if isinstance(cfg, (str, Path)):
         cfg = load(cfg)
@@ -409,7 +484,8 @@ def train(cfg: Config | dict | str | Path, run_dir: str | Path | None = None, *,
     evaluator = TrainingEvaluator.build(cfg, trainer) if cfg.eval.every else None
     evaluator = evaluator if ctx.is_main else None  # rank 0 alone evaluates, samples and writes
     run_dir = Path(distributed.broadcast_object(ctx, str(run_dir) if run_dir is not None else str(default_run_dir())))
-    ckpts = _open_run_dir(cfg, run_dir, resume, trainer)
+    ckpts = _open_run_dir(cfg, run_dir, resume, trainer, held)
+    trainer.noise_horizon = trainer.noise_horizon or total  # a resumed run keeps the schedule it began with
     start_step = trainer.step
     threads_how = settle_threads(trainer)
     # what a rollback returns to when no checkpoint has been written yet
@@ -422,6 +498,8 @@ def train(cfg: Config | dict | str | Path, run_dir: str | Path | None = None, *,
     logger.message(start_line(trainer, run_dir, start_step, threads_how))
     if ctx.enabled or trainer.perf.active:
         logger.message(distributed.describe(trainer))
+    if resume and start_step == 0:
+        logger.message(f"gankit: --resume: {ckpts.root} holds no checkpoint yet; starting the run at step 0")
     health = HealthMonitor(cfg.health, logistic_d=trainer.objective.logistic_d)
     fixed_z = latents(cfg.log.grid ** 2 if trainer.source.is_image else 2500, cfg.model.latent_dim,
                       cfg.train.seed + 10_007, trainer.device)
@@ -442,14 +520,18 @@ def train(cfg: Config | dict | str | Path, run_dir: str | Path | None = None, *,
                 break
             if trainer.recluster_due():
                 trainer.recluster()
-            window.add(trainer.train_step(total))
+            try:
+                window.add(trainer.train_step(total))
+            except DataError as exc:  # a file that fails to decode mid-run: keep the steps done so far
+                raise _saved_before_data_error(exc, trainer, ckpts, window, saved_step, t0) from None
             logger.advance()
             step = trainer.step
             at_log, at_ckpt = step % cfg.log.every == 0, step % cfg.checkpoint.every == 0
             if at_log or at_ckpt:
                 distributed.average_stats(ctx, window.sums)  # global-batch values, the same in every process
-            if (at_log or at_ckpt) and not window.finite():
-                # never log, sample or checkpoint a diverged model: go back to the last good state
+            if (at_log or at_ckpt) and not (window.finite() and trainer.weights_finite()):
+                # never log, sample or checkpoint a diverged model (losses are computed before the update
+                # that may have broken the weights, so both are checked): go back to the last good state
                 back_to = _rollback(trainer, ckpts, initial, cfg)
                 alarm([health.diverged(step, back_to, trainer.lr_scale)])
                 logger.rewind(back_to)
@@ -476,7 +558,7 @@ def train(cfg: Config | dict | str | Path, run_dir: str | Path | None = None, *,
                 last_ckpt = distributed.save_checkpoint(trainer, ckpts, time.perf_counter() - t0)
                 saved_step = step
         distributed.average_stats(ctx, window.sums)
-        if not window.finite():  # diverged after the last check: the last good checkpoint stands
+        if not (window.finite() and trainer.weights_finite()):  # diverged after the last check: the last good checkpoint stands
             _rollback(trainer, ckpts, initial, cfg)
             saved_step = trainer.step
             last_ckpt = ckpts.latest()
@@ -551,18 +633,42 @@ class StatWindow:
 def _rollback(trainer: Trainer, ckpts: CheckpointDir, initial: tuple[dict, dict], cfg: Config) -> int:
     """Restore the last good checkpoint (or the run's start) with lower learning rates; returns its step."""
     if trainer.rollbacks >= cfg.health.rollbacks:
-        latest = ckpts.latest()
-        good = f"the last good checkpoint is {latest}" if latest else "no checkpoint was written yet"
-        raise TrainError(f"training diverged (non-finite loss at step {trainer.step}) after "
+        last = _last_good(ckpts)
+        good = f"the last good checkpoint is {last[0]}" if last else "no good checkpoint was written yet"
+        raise TrainError(f"training diverged (non-finite loss or weights at step {trainer.step}) after "
                          f"{trainer.rollbacks} rollbacks with lower learning rates; {good}. Lower "
                          "optim.lr_g/lr_d, or try another objective")
     rollbacks, scale = trainer.rollbacks + 1, trainer.lr_scale * cfg.health.rollback_lr_factor
-    latest = ckpts.latest()
-    state, meta = load_checkpoint(latest) if latest is not None else copy.deepcopy(initial)
+    last = _last_good(ckpts)
+    state, meta = last[1:] if last is not None else copy.deepcopy(initial)
     trainer.load_state_dict(state, meta)
     trainer.rollbacks = rollbacks
     trainer.set_lr_scale(scale)
     return trainer.step
+
+
+def _saved_before_data_error(exc: DataError, trainer: Trainer, ckpts: CheckpointDir, window: "StatWindow",
+                             saved_step: int, t0: float) -> DataError:
+    """Checkpoint the steps since the last save (single process, finite model), then the error to raise."""
+    if trainer.dist.enabled or trainer.step == saved_step or not (window.finite() and trainer.weights_finite()):
+        return DataError(f"{exc}; the last checkpoint stands")
+    path = distributed.save_checkpoint(trainer, ckpts, time.perf_counter() - t0)
+    return DataError(f"{exc}; saved {path} at step {trainer.step}: fix or remove the file, then continue with "
+                     "--resume")
+
+
+def _last_good(ckpts: CheckpointDir) -> tuple[Path, dict, dict] | None:
+    """(path, state, meta) of the newest checkpoint that loads and holds finite weights, or None (runs of
+    older gankit versions may hold diverged checkpoints)."""
+    latest = ckpts.latest()
+    for path in [latest] * (latest is not None) + [p for p in reversed(ckpts.all()) if p != latest]:
+        try:
+            state, meta = load_checkpoint(path)
+        except CheckpointError:
+            continue
+        if not nonfinite_weights(state):
+            return path, state, meta
+    return None
 
 
 def _write_samples(trainer: Trainer, z: torch.Tensor, run_dir: Path, logger: RunLogger | None) -> None:

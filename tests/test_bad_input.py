@@ -94,8 +94,67 @@ CASES = [
      ["unknown dataset 'mnsit'"]),
     ("eval-two-channel-images", ["eval", "{w}/two_channels.npz", "--metrics", "fid"] + EVAL,
      ["two_channels.npz", "1 (grayscale) or 3 (RGB) channels, got 2"]),
+    # issue 16: the fault campaign's cases
+    # 1. diverged weights are never sampled
+    ("sample-nan-generator", ["sample", "{w}/nan.safetensors", "--no-ema"] + SAMPLE,
+     ["nan.safetensors", "generator's weights hold NaN or Inf"]),
+    # 3. latest.json naming a file outside the run: ignored, so a fresh run cannot reuse the other's files
+    ("sample-latest-json-outside-the-run", ["sample", "{w}/escape"] + SAMPLE, ["no checkpoint found in {w}/escape"]),
+    # 6. the metadata is covered by the checksum
+    ("sample-edited-step-in-header", ["sample", "{w}/edited_step.safetensors"] + SAMPLE,
+     ["edited_step.safetensors: checksum mismatch", "tensors and metadata"]),
+    # 7. YAML resource exhaustion
+    ("yaml-alias-bomb", ["train", "{w}/bomb.yaml", "--run-dir", "{o}/run"],
+     ["bomb.yaml", "values once its aliases are expanded"]),
+    ("yaml-deep-nesting", ["train", "{w}/deep.yaml", "--run-dir", "{o}/run"], ["deep.yaml", "nested more than"]),
+    ("yaml-recursive-alias", ["train", "{w}/recursive.yaml", "--run-dir", "{o}/run"],
+     ["recursive.yaml", "alias refers to a value that contains it"]),
+    # 8. tracebacks before
+    ("yaml-date", ["train", "{w}/date.yaml", "--run-dir", "{o}/run"], ["date.yaml", "a date or time is not a config"]),
+    ("yaml-binary-tag", ["train", "{w}/binary.yaml", "--run-dir", "{o}/run"], ["binary.yaml", "binary data"]),
+    ("yaml-set-tag", ["train", "{w}/set.yaml", "--run-dir", "{o}/run"], ["set.yaml", "a set is not"]),
+    ("set-date-value", TRAIN + ["--set", "train.augment=2024-01-01"], ["train.augment", "a date or time"]),
+    ("png-claims-100000x100000-train", TRAIN + ["--set", "data.name=folder", "data.root={w}/bombpng",
+                                                "data.resolution=28"],
+     ["{w}/bombpng/huge.png", "decompression-bomb limit"]),
+    ("png-claims-100000x100000-eval", ["eval", "{w}/bombpng", "--metrics", "fid"] + EVAL,
+     ["{w}/bombpng/huge.png", "decompression-bomb limit"]),
+    ("sample-deeply-nested-header", ["sample", "{w}/deep_header.safetensors"] + SAMPLE,
+     ["deep_header.safetensors", "nested too deeply"]),
+    ("sample-header-without-data-shape", ["sample", "{w}/no_shape.safetensors"] + SAMPLE,
+     ["no_shape.safetensors", "without data_shape"]),
+    ("eval-two-images", ["eval", "{w}/two_images.npz"] + EVAL, ["2 samples are too few", "at least 4"]),
+    ("eval-one-image", ["eval", "{w}/two_images.npz", "--num", "1", "--metrics", "fid", "--ref", "mnist10k"],
+     ["1 sample are too few for fid"]),
+    ("eval-npy-renamed-npz", ["eval", "{w}/array.npz", "--metrics", "fid"] + EVAL,
+     ["array.npz is a single .npy array"]),
+    ("eval-string-labels", ["eval", "{w}/string_labels.npz", "--metrics", "fid"] + EVAL,
+     ["labels must be class indices", "<U1"]),
+    ("eval-negative-labels", ["eval", "{w}/negative_labels.npz", "--metrics", "class_agreement"] + EVAL,
+     ["labels must be class indices", "-3"]),
+    ("eval-nan-labels", ["eval", "{w}/nan_labels.npz", "--metrics", "class_agreement"] + EVAL,
+     ["labels must be class indices", "float"]),
+    ("sample-100-million", ["sample", "{w}/run", "--num", "100000000"] + SAMPLE,
+     ["100,000,000 samples need", "GiB in memory"]),
+    ("resolution-5000", TRAIN + ["--set", "data.resolution=5000"], ["data.resolution must be <= 2048"]),
+    ("device-meta", TRAIN + ["--set", "train.device=meta"], ["train.device", "'meta'"]),
+    # 9. an output path that is a file, found before the steps are spent
+    ("checkpoints-path-is-a-file", ["train", "{w}/tiny.yaml", "--run-dir", "{w}/ckfile"],
+     ["{w}/ckfile/checkpoints is a file"]),
+    # 10. seeds out of range
+    ("seed-overflow", TRAIN + ["--set", "train.seed=9223372036854775807"], ["train.seed must be <= 4294967295"]),
+    ("negative-seed", TRAIN + ["--set", "train.seed=-1"], ["train.seed must be >= 0"]),
+    # 12. decided: duplicated keys refused, out-of-range truncation and huge walks refused, a damaged
+    # latest checkpoint names the intact previous one
+    ("yaml-duplicated-key", ["train", "{w}/duplicate.yaml", "--run-dir", "{o}/run"],
+     ["duplicate.yaml", "duplicated key 'train'"]),
+    ("interpolate-100000-steps", ["interpolate", "{w}/run", "--steps", "100000", "--seeds", "0-50", "--out",
+                                  "{o}/walk.gif"], ["4,999,951 frames", "more than 2,000"]),
+    ("resume-truncated-latest", ["train", "{w}/tiny.yaml", "--run-dir", "{w}/two_ckpts", "--resume",
+                                 "--set", "checkpoint.every=1"],
+     ["step_00000002.safetensors is damaged", "previous checkpoint step_00000001.safetensors is intact"]),
 ]
-SUBPROCESS_CASES = ["yaml-syntax-error", "sample-pickle"]
+SUBPROCESS_CASES = ["yaml-syntax-error", "sample-pickle", "yaml-alias-bomb", "sample-deeply-nested-header"]
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +188,72 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(w / "run", w / "damaged")
     latest = CheckpointDir(w / "damaged" / "checkpoints").latest()
     latest.write_bytes(_flip_tensor_byte(latest.read_bytes()))
+    _issue_16_inputs(w)
     return w
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A small real PNG whose header is rewritten to claim ``width`` x ``height`` pixels."""
+    import io
+    import zlib
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(buf, "PNG")
+    raw = bytearray(buf.getvalue())
+    raw[16:24] = struct.pack(">II", width, height)  # after the signature, the IHDR length and its type
+    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])))
+    return bytes(raw)
+
+
+def _issue_16_inputs(w: Path) -> None:
+    from safetensors.torch import save_file
+
+    from gankit.checkpoint import load_checkpoint
+
+    ckpt = CheckpointDir(w / "run" / "checkpoints").latest()
+    state, meta = load_checkpoint(ckpt)
+    for t in state["g"].values():
+        if t.is_floating_point():
+            t.fill_(float("nan"))
+    save_checkpoint(w / "nan.safetensors", state, meta)  # what gankit before issue 16 could write
+    raw = ckpt.read_bytes()
+    assert raw.count(b'\\"step\\": 1,') == 1
+    (w / "edited_step.safetensors").write_bytes(raw.replace(b'\\"step\\": 1,', b'\\"step\\": 7,'))
+    state, meta = load_checkpoint(ckpt)
+    save_checkpoint(w / "no_shape.safetensors", state, {k: v for k, v in meta.items() if k != "data_shape"})
+    deep = '{"format": "gankit-checkpoint", "version": 2, "sha256": "0", "state": ' + "[" * 100_000 + \
+        "]" * 100_000 + ', "meta": {}}'
+    save_file({"w": torch.ones(2)}, str(w / "deep_header.safetensors"), metadata={"gankit": deep})
+    shutil.copytree(w / "run", w / "escape")
+    other = w / "escape" / "checkpoints" / "latest.json"
+    other.write_text('{"file": "../../run/checkpoints/step_00000001.safetensors", "step": 1}')
+    for p in (w / "escape" / "checkpoints").glob("step_*"):
+        p.rename(p.with_name("renamed_" + p.name))  # only the escaping pointer could still find a checkpoint
+    (w / "bomb.yaml").write_text("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi")))
+    (w / "deep.yaml").write_text("a: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    (w / "recursive.yaml").write_text("a: &a [1, *a]\n")
+    (w / "date.yaml").write_text("train: {seed: 2024-01-01}\n")
+    (w / "binary.yaml").write_text("train: {augment: !!binary aGVsbG8=}\n")
+    (w / "set.yaml").write_text("train: !!set {a, b}\n")
+    (w / "duplicate.yaml").write_text("train: {seed: 1}\ntrain: {seed: 2}\n")
+    (w / "bombpng").mkdir()
+    (w / "bombpng" / "huge.png").write_bytes(_png_header(100_000, 100_000))
+    np.savez(w / "two_images.npz", images=np.zeros((2, 28, 28, 1), np.uint8))
+    np.save(w / "array.npy", np.zeros((10, 28, 28, 1), np.uint8))
+    (w / "array.npy").rename(w / "array.npz")
+    images = np.random.default_rng(0).integers(0, 255, (10, 28, 28, 1)).astype(np.uint8)
+    np.savez(w / "string_labels.npz", images=images, labels=np.array(["a"] * 10))
+    np.savez(w / "negative_labels.npz", images=images, labels=np.full(10, -3))
+    np.savez(w / "nan_labels.npz", images=images, labels=np.full(10, np.nan))
+    (w / "ckfile").mkdir()
+    (w / "ckfile" / "checkpoints").write_text("not a folder")
+    assert main(["train", str(w / "tiny.yaml"), "--run-dir", str(w / "two_ckpts"), "--steps", "2",
+                 "--set", "checkpoint.every=1"]) == 0
+    latest = CheckpointDir(w / "two_ckpts" / "checkpoints").latest()
+    latest.write_bytes(latest.read_bytes()[:-100])
 
 
 def _flip_tensor_byte(raw: bytes) -> bytes:

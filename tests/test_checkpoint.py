@@ -398,3 +398,108 @@ def test_remove_temporaries_only_touches_the_names_atomic_writes_use(tmp_path):
         p.write_text("x")
     assert sorted(remove_temporaries(tmp_path)) == sorted(stale)
     assert sorted(tmp_path.iterdir()) == sorted(kept)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fuzzing (issue 16): random byte mutations of a real checkpoint
+
+
+def _mutations(raw: bytes, header_end: int, count: int, seed: int):
+    """``count`` copies of ``raw``, each with 1-3 random bytes replaced: half inside the header (length and
+    JSON, where parsing happens), half anywhere."""
+    import random
+
+    rng = random.Random(seed)
+    for i in range(count):
+        out = bytearray(raw)
+        for _ in range(rng.randint(1, 3)):
+            pos = rng.randrange(header_end if i % 2 == 0 else len(raw))
+            out[pos] = rng.choice([rng.randrange(256), out[pos] ^ (1 << rng.randrange(8))])
+        yield bytes(out)
+
+
+def test_fuzzed_checkpoints_are_refused_in_one_line_or_load_exactly(tmp_path):
+    """1,000 mutations of a real run's checkpoint: each raises a one-line CheckpointError, or loads with a
+    verified checksum and then equals the original (never a traceback, a hang or a silently wrong value)."""
+    import time
+
+    from conftest import TINY, make_cfg
+    from gankit.train import train
+
+    result = train(make_cfg(TINY, "train.steps=1", "model.latent_dim=4", "model.generator.width=2",
+                            "model.discriminator.widths=[4]"), tmp_path / "run")
+    original = result.checkpoint.read_bytes()
+    state0, meta0 = load_checkpoint(result.checkpoint)
+    header_end = 8 + struct.unpack("<Q", original[:8])[0]
+    path = tmp_path / "fuzzed.safetensors"
+    outcomes = {"refused": 0, "loaded": 0}
+    for raw in _mutations(original, header_end, 1000, seed=16):
+        path.write_bytes(raw)
+        t0 = time.process_time()  # CPU time: a busy shared machine must not fail it
+        try:
+            state, meta = load_checkpoint(path)
+        except CheckpointError as exc:
+            assert "\n" not in str(exc) and str(path) in str(exc), str(exc)
+            outcomes["refused"] += 1
+        else:  # a mutation that changed nothing the reader uses (JSON whitespace, padding)
+            assert meta == meta0
+            assert_states_equal(state, state0)
+            outcomes["loaded"] += 1
+        assert time.process_time() - t0 < 10
+    assert outcomes["refused"] > 900, outcomes
+
+
+@pytest.mark.parametrize("name", ["../../other/checkpoints/step_00000009.safetensors",
+                                  "/abs/step_00000009.safetensors", "sub/step_00000009.safetensors",
+                                  "best.safetensors"])
+def test_latest_json_never_leads_outside_its_folder(tmp_path, name):
+    """Issue 16, defect 3: a pointer to another run (relative or absolute) is ignored, never followed."""
+    other = tmp_path / "other" / "checkpoints"
+    CheckpointDir(other).save(9, {"w": torch.ones(2)}, {"step": 9})
+    ckpts = CheckpointDir(tmp_path / "run" / "checkpoints")
+    own = ckpts.save(1, {"w": torch.zeros(2)}, {"step": 1})
+    (ckpts.root / "latest.json").write_text(json.dumps({"file": name.replace("/abs", str(tmp_path / "other"
+                                                                                       / "checkpoints")),
+                                                        "step": 9}))
+    assert ckpts.latest() == own and resolve(tmp_path / "run") == own
+
+
+def test_non_finite_weights_are_never_written(tmp_path):
+    ckpts = CheckpointDir(tmp_path)
+    with pytest.raises(CheckpointError, match="weights of g hold NaN or Inf"):
+        ckpts.save(1, {"g": {"w": torch.tensor([1.0, float("nan")])}, "d": {"w": torch.ones(1)}}, {"step": 1})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_version_1_checkpoints_still_load_and_their_tensors_are_verified(tmp_path):
+    """Checkpoints written before the checksum covered the header: loaded, tensors verified."""
+    from safetensors.torch import save as st_save
+
+    from gankit.checkpoint import _digest
+
+    tensors = {"w": torch.randn(5)}
+    header = {"format": "gankit-checkpoint", "version": 1, "sha256": _digest(tensors),
+              "state": {"__dict__": [["w", {"__tensor__": "w"}]]}, "meta": {"step": 5}}
+    path = tmp_path / "v1.safetensors"
+    path.write_bytes(st_save(tensors, metadata={"gankit": json.dumps(header)}))
+    state, meta = load_checkpoint(path)
+    assert meta == {"step": 5} and torch.equal(state["w"], tensors["w"])
+    path.write_bytes(_flip(path.read_bytes(), -1))
+    with pytest.raises(CheckpointError, match="checksum mismatch: its tensors do not match"):
+        load_checkpoint(path)
+
+
+def test_an_edited_step_in_the_header_is_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "ck.safetensors", {"w": torch.ones(3)}, {"step": 5, "data": {"index": 2}})
+    raw = path.read_bytes()
+    for old, new in ((b'\\"step\\": 5', b'\\"step\\": 7'), (b'\\"index\\": 2', b'\\"index\\": 3')):
+        assert raw.count(old) == 1
+        path.write_bytes(raw.replace(old, new))
+        with pytest.raises(CheckpointError, match="checksum mismatch: its tensors and metadata"):
+            load_checkpoint(path)
+
+
+def _flip(raw: bytes, pos: int) -> bytes:
+    out = bytearray(raw)
+    out[pos] ^= 0x01
+    return bytes(out)

@@ -302,3 +302,63 @@ def test_read_only_run_directory_by_permissions(tmp_path, capsys):
         assert list(run.iterdir()) == []
     finally:
         run.chmod(0o755)
+
+
+# ---------------------------------------------------------------------------------------------
+# Two processes on one run directory (issue 16)
+
+
+def test_a_second_process_on_a_run_directory_is_refused_while_the_first_holds_it(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    config, run = _write(tmp_path), tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]) + os.pathsep
+           + os.environ.get("PYTHONPATH", "")}
+    first = subprocess.Popen([sys.executable, "-m", "gankit", "train", str(config), "--run-dir", str(run),
+                              "--set", "train.seed=0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pointer = run / "checkpoints" / "latest.json"
+    try:
+        deadline = time.monotonic() + 300
+        while _latest_step(pointer) < 2:
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.05)
+        for extra in (["--set", "train.seed=1"], ["--resume"]):  # a fresh run, then a resume, on its directory
+            assert main(["train", str(config), "--run-dir", str(run), *extra]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and err[0] == (f"gankit: error: the run directory {run} is in use by another "
+                                                "gankit process (one training process per run directory); wait "
+                                                "until it ends, or choose another --run-dir"), err
+    finally:
+        first.send_signal(signal.SIGINT)  # saves a checkpoint and exits
+        out, err = first.communicate(timeout=300)
+    assert first.returncode == 130, err
+    ckpts = CheckpointDir(run / "checkpoints").all()
+    assert ckpts and _unloadable(run / "checkpoints") == []
+    assert all(load_checkpoint(p)[1]["config"]["train"]["seed"] == 0 for p in ckpts)  # all the first's own
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if "step" in line]
+    assert len(steps) == len(set(steps))  # no row logged twice
+    # once the first has ended (or was killed: the kernel drops the lock), the directory is free again
+    assert main(["train", str(config), "--run-dir", str(run), "--resume", "--steps",
+                 str(load_checkpoint(ckpts[-1])[1]["step"] + 1)]) == 0
+
+
+def test_write_errors_name_the_target_not_the_temporary_file(tmp_path, monkeypatch, capsys):
+    """Issue 16, defect 11: a full disk under a sample PNG, a read-only target of `sample --out` and of
+    `eval --json`: the one error line names the file the user asked for."""
+    config, run, _ = _cli_run_of_two_steps(tmp_path, capsys)
+    out = tmp_path / "ro"
+    out.mkdir()
+    _read_only(monkeypatch, out)
+    for argv, target in ((["sample", str(run), "--out", str(out / "x.npz"), "--num", "4"], out / "x.npz"),
+                         (["eval", str(run), "--ref", "mnist10k", "--num", "8", "--metrics", "fid",
+                           "--json", str(out / "e.json")], out / "e.json")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"gankit: error: {target}: Read-only file system"], err
+    monkeypatch.undo()
+    _fill_disk_for(monkeypatch, ".grid.png.")
+    assert main(["sample", str(run), "--out", str(tmp_path / "grid.png"), "--num", "4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"gankit: error: {tmp_path / 'grid.png'}: No space left on device"], err

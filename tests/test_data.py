@@ -396,3 +396,71 @@ def test_image_stream_yields_model_range_batches():
 def test_unknown_dataset_name():
     with pytest.raises(ConfigError, match="data.name"):
         build_dataset(DataConfig(name="imagenet"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 16: bit depths, huge images, a corrupt file read mid-run
+
+
+def test_16_bit_grayscale_png_is_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)).save(tmp_path / "g16.png")
+    x = folder_module.read_image(tmp_path / "g16.png", 64, 1)
+    assert abs(float(x.float().mean()) - 127.5) < 0.5 and len(x.unique()) == 256
+    rgb = folder_module.read_image(tmp_path / "g16.png", 64, 3)
+    assert rgb.shape == (3, 64, 64) and torch.equal(rgb[0], x[0])
+
+
+def test_a_large_real_image_decodes_without_pils_warning(tmp_path, recwarn):
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = 100 * 100  # a 120 x 120 image is then "large" (12000 x 12000 under the real limit)
+    try:
+        Image.fromarray(np.full((120, 120), 200, np.uint8)).save(tmp_path / "big.png")
+        x = folder_module.read_image(tmp_path / "big.png", 8, 1)
+        Image.fromarray(np.full((300, 300), 200, np.uint8)).save(tmp_path / "bomb.png")
+        with pytest.raises(DataError, match="bomb.png.*decompression-bomb limit"):
+            folder_module.read_image(tmp_path / "bomb.png", 8, 1)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    assert int(x.float().mean()) == 200 and not [w for w in recwarn if "DecompressionBomb" in str(w.category)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_corrupt_image_read_mid_run_is_one_line_after_a_checkpoint(image_folder, monkeypatch, tmp_path, workers):
+    from conftest import make_cfg
+    from gankit.checkpoint import CheckpointDir, load_checkpoint
+    from gankit.train import train
+
+    for i in range(13):
+        (image_folder / f"copy_{i:02d}.png").write_bytes((image_folder / "a_wide.png").read_bytes())
+    monkeypatch.setattr(folder_module, "PRELOAD_BYTES", 0)  # decoded on the fly, as a large folder is
+    cfg = make_cfg({"data": {"name": "folder", "root": str(image_folder), "resolution": 8, "num_workers": workers},
+                    "model": {"latent_dim": 4, "generator": {"name": "mlp", "widths": [8]},
+                              "discriminator": {"name": "mlp", "widths": [8]}},
+                    "train": {"device": "cpu", "batch_size": 4, "steps": 20},
+                    "log": {"every": 100, "sample_every": 0, "progress": False, "tensorboard": False, "plot": False},
+                    "checkpoint": {"every": 100}})
+    real_read = folder_module.read_image
+    calls = [0]
+
+    def failing_after_a_few(path, resolution, channels):  # the 21st decode: a file damaged while the run reads
+        calls[0] += 1
+        if calls[0] > 20:
+            raise DataError(f"folder: cannot read image {path}: broken data stream")
+        return real_read(path, resolution, channels)
+
+    if workers:  # worker processes may not see a patch: a file on disk that fails to decode instead
+        (image_folder / "copy_05.png").write_bytes((image_folder / "a_wide.png").read_bytes()[:60])
+    else:
+        monkeypatch.setattr(folder_module, "read_image", failing_after_a_few)
+    with pytest.raises(DataError) as err:
+        train(cfg, tmp_path / "run")
+    text = str(err.value)
+    assert "\n" not in text and text.startswith("folder: cannot read image"), text  # not a worker traceback
+    if not workers or "saved" in text:
+        assert "continue with --resume" in text
+        latest = CheckpointDir(tmp_path / "run" / "checkpoints").latest()
+        assert latest is not None and load_checkpoint(latest)[1]["step"] >= 1

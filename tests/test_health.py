@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch
 from conftest import TINY, make_cfg
 from gankit.checkpoint import load_checkpoint
 from gankit.config import HealthConfig
-from gankit.health import HealthMonitor
+from gankit.health import HealthMonitor, nearest_neighbour_spread
 from gankit.train import Trainer, TrainError, train
 
 
@@ -111,3 +112,55 @@ def test_persistent_divergence_stops_with_a_report_and_keeps_the_good_checkpoint
     state, _ = load_checkpoint(ckpts[-1])
     assert all(torch.isfinite(t).all() for t in state["g"].values())
     assert [e["alarm"] for e in events(tmp_path / "run")] == ["diverged", "diverged"]
+
+
+def test_a_generator_of_two_distinct_digits_raises_the_collapse_alarm():
+    """Issue 16: the per-pixel std of two different digits is high, so it alone missed this collapse
+    (a StyleGAN run at FID 1329 drawing 2 classes); the nearest-neighbour spread is ~0 and fires."""
+    from gankit.data.bundled import load_mnist10k_arrays
+    from gankit.train import prepare
+
+    from gankit.config import from_dict
+
+    trainer = prepare(from_dict(make_cfg(TINY, "train.steps=1")))
+    images = torch.from_numpy(load_mnist10k_arrays()[0][:256]).float().div(127.5).sub(1).view(256, 1, 28, 28)
+    real = images[torch.randperm(256, generator=torch.Generator().manual_seed(0))[:32]]
+    trainer.real_std = float(real.flatten(1).std(0).mean())
+    trainer.real_spread = (32, nearest_neighbour_spread(real))
+
+    far = int((images - images[0]).abs().flatten(1).mean(1).argmax())  # two very different digits
+
+    class TwoDigits(torch.nn.Module):
+        def forward(self, z, y=None):
+            return torch.where((z[:, :1] > 0).view(-1, 1, 1, 1), images[0], images[far])
+
+    class RealImages(torch.nn.Module):  # a healthy G: distinct real digits
+        def forward(self, z, y=None):
+            return images[(z[:, 0].abs() * 1000).long() % 256]
+
+    z = torch.randn(128, 16, generator=torch.Generator().manual_seed(1))
+    collapsed = TwoDigits()
+    std_only = float(collapsed(z).flatten(1).std(0).mean()) / trainer.real_std
+    assert std_only > HealthConfig().diversity_below  # what the alarm used to read: quiet
+    trainer.g = collapsed
+    assert trainer.diversity(z) < 0.05
+    mon = HealthMonitor(HealthConfig(patience=2))
+    assert [a.kind for s in (1, 2) for a in mon.observe(s, diversity=trainer.diversity(z))] == ["collapse"]
+    trainer.g = RealImages()
+    assert trainer.diversity(z) > 0.5
+
+
+def test_nan_weights_with_finite_losses_are_never_checkpointed(tmp_path):
+    """Issue 16, defect 1: lr 1e6 breaks the weights in the update after the losses were computed; no
+    checkpoint may hold them, and the final error names no NaN checkpoint as good."""
+    from gankit.checkpoint import CheckpointDir, nonfinite_weights
+
+    from gankit.config import read_yaml
+
+    ring = read_yaml(Path(__file__).resolve().parents[1] / "configs" / "ring.yaml")  # the campaign's command
+    cfg = make_cfg(ring, "train.steps=200", "optim.lr_g=1e6", "optim.lr_d=1e6", "checkpoint.every=3",
+                   "log.progress=false", "log.tensorboard=false", "log.plot=false", "train.threads=1")
+    with pytest.raises(TrainError, match="non-finite loss or weights"):
+        train(cfg, tmp_path / "run")
+    for path in CheckpointDir(tmp_path / "run" / "checkpoints").all():
+        assert nonfinite_weights(load_checkpoint(path)[0]) == []

@@ -395,3 +395,18 @@ def test_the_d_wins_alarm_reads_probabilities_only(tmp_path, tiny_cfg, name, ala
     train(cfg, tmp_path / "run")
     events = tmp_path / "run" / "events.jsonl"
     assert (events.exists() and "d_wins" in events.read_text()) == alarm
+
+
+def test_instance_noise_keeps_the_schedule_the_run_began_with(tmp_path):
+    """Issue 16, defect 13: with instance_noise_steps 0 the horizon is the run's train.steps at its start,
+    kept in the checkpoint: a resume with another --steps continues the same schedule."""
+    cfg = make_cfg(TINY, "objective.instance_noise=0.5", "objective.instance_noise_steps=0", "train.steps=2")
+    first = train(cfg, tmp_path / "run")
+    assert load_checkpoint(first.checkpoint)[1]["noise_horizon"] == 2
+    resumed = train(make_cfg(TINY, "objective.instance_noise=0.5", "objective.instance_noise_steps=0",
+                             "train.steps=4"), tmp_path / "run", resume=True)
+    assert resumed.step == 4 and load_checkpoint(resumed.checkpoint)[1]["noise_horizon"] == 2
+    with pytest.raises(ConfigError, match="objective.instance_noise_steps"):
+        train(make_cfg(TINY, "objective.instance_noise=0.5", "objective.instance_noise_steps=0", "train.steps=null",
+                       "train.max_seconds=5"), tmp_path / "other")
+    assert not (tmp_path / "other").exists()

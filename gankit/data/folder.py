@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,19 +25,45 @@ def list_images(root: Path) -> list[Path]:
     return files
 
 
+def image_header(path: Path) -> tuple[str, tuple[int, int]]:
+    """(PIL mode, (width, height)) of an image file, read from its header; an unreadable file is named."""
+    return _open(path, lambda img: (img.mode, img.size))
+
+
 def read_image(path: Path, resolution: int, channels: int) -> torch.Tensor:
     """Decode one file to uint8 (C, resolution, resolution); an unreadable file is named."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
-            arr = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"folder: cannot read image {path}: {exc}") from None
+    arr = _open(path, lambda img: _pixels(img, channels))
     x = torch.from_numpy(arr.copy())
     x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
     return fit_images(x.unsqueeze(0), resolution, channels)[0]
+
+
+def _open(path: Path, read: Any) -> Any:
+    """``read(img)`` of the opened image; every way a file can fail becomes one DataError naming it."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            # large photos (PIL warns above 89 Mpixel) are fine to downscale; above twice that PIL refuses
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                return read(img)
+    except Image.DecompressionBombError:
+        raise DataError(f"folder: cannot read image {path}: it claims more than {2 * Image.MAX_IMAGE_PIXELS:,} "
+                        "pixels (PIL's decompression-bomb limit)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"folder: cannot read image {path}: {exc}") from None
+
+
+def _pixels(img: Any, channels: int) -> np.ndarray:
+    """uint8 (H, W) or (H, W, 3) pixels; 16- and 32-bit grayscale is scaled from 0-65535, not clipped at 255."""
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        wide = np.asarray(img, dtype=np.float64)
+        gray = np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8)
+        return gray if channels == 1 else np.repeat(gray[..., None], 3, axis=2)
+    return np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
 
 
 class ImageFolder(Dataset):

@@ -1,6 +1,7 @@
 """What the training loop consumes: a sized collection of samples with a shape and a pixel range."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -76,9 +77,21 @@ def to_uint8(x: torch.Tensor, normalize: str) -> torch.Tensor:
     return x.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
 
 
+def physical_memory() -> int | None:
+    """Bytes of RAM of this machine (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def fit_images(images: torch.Tensor, resolution: int | None, channels: int | None) -> torch.Tensor:
     """Center-crop to square, resize and convert channels of uint8 (N, C, H, W) images."""
     n, c, h, w = images.shape
+    need, have = n * (channels or c) * (resolution or min(h, w)) ** 2, physical_memory()
+    if have is not None and need > have // 2:  # before allocating: the OOM killer would not say why
+        raise DataError(f"data.resolution {resolution}: {n:,} images of {resolution} x {resolution} pixels need "
+                        f"{need / 2**30:.1f} GiB in memory, more than half of this machine's {have / 2**30:.1f} GiB")
     if channels is not None and channels != c:
         if channels == 3 and c == 1:
             images = images.expand(n, 3, h, w).contiguous()
@@ -93,7 +106,8 @@ def fit_images(images: torch.Tensor, resolution: int | None, channels: int | Non
         images = images[:, :, top:top + side, left:left + side]
     if resolution is not None and resolution != images.shape[-1]:
         out = []
-        for chunk in images.split(2048):
+        per_image = images.shape[1] * max(resolution, images.shape[-1]) ** 2 * 4  # float32 bytes
+        for chunk in images.split(max(1, min(2048, (256 << 20) // per_image))):  # <= 256 MiB of floats at once
             resized = F.interpolate(chunk.float(), size=(resolution, resolution), mode="bilinear",
                                     antialias=True, align_corners=False)
             out.append(resized.round().clamp(0, 255).to(torch.uint8))

@@ -12,7 +12,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader
 
-from gankit.data.source import LazySource, Source, TensorSource
+from gankit.data.source import DataError, LazySource, Source, TensorSource
 
 
 class BatchStream:
@@ -74,7 +74,10 @@ class BatchStream:
             b = self.batch_size
             x, y = self.source.batch(self._local(self._order[self.index * b:(self.index + 1) * b]))
         else:
-            x, y = _split(next(self._loader))
+            try:
+                x, y = _split(next(self._loader))
+            except DataError as exc:  # from a worker, its message is a whole traceback: keep the last line
+                raise DataError(str(exc).strip().splitlines()[-1].split("DataError: ", 1)[-1]) from None
             x = x.to(self.device, non_blocking=True)
             y = None if y is None else y.to(self.device, non_blocking=True)
         self.index += 1

@@ -111,8 +111,9 @@ def _class_agreement(x: MetricInputs) -> dict[str, Any]:
     if x.labels is None:
         raise EvalError("metric 'class_agreement' needs the class each sample was generated for: a conditional "
                         "run or checkpoint, or an .npz with `labels` (gankit sample of a conditional run)")
-    if len(x.labels) != len(x.logits) or int(x.labels.max()) >= x.num_classes:
-        raise EvalError(f"metric 'class_agreement': {len(x.labels)} labels in 0..{int(x.labels.max())} for "
+    if len(x.labels) != len(x.logits) or int(x.labels.max()) >= x.num_classes or int(x.labels.min()) < 0:
+        raise EvalError(f"metric 'class_agreement': {len(x.labels)} labels in {int(x.labels.min())}.."
+                        f"{int(x.labels.max())} for "
                         f"{len(x.logits)} samples and a {x.num_classes}-class classifier")
     return class_agreement(x.logits, x.labels)
 
@@ -164,9 +165,21 @@ def _as_samples(x: torch.Tensor, what: str) -> torch.Tensor:
                     f"{x.dtype} {tuple(x.shape)}")
 
 
+def _open_npz(path: Path) -> Any:
+    """``np.load`` of an archive; a bare ``.npy`` array (renamed) or another file is refused by name."""
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise EvalError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise EvalError(f"{path} is a single .npy array, not an .npz archive with `images` or `points` "
+                        "(write one with np.savez(path, images=...))")
+    return npz
+
+
 def _read_npz(path: Path) -> torch.Tensor:
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with _open_npz(path) as npz:
             if "images" in npz:
                 arr = npz["images"]
                 if arr.dtype != np.uint8 or arr.ndim not in (3, 4):
@@ -185,15 +198,12 @@ def _read_npz(path: Path) -> torch.Tensor:
 
 
 def _read_image_dir(path: Path, num: int) -> torch.Tensor:
-    from PIL import Image
-
-    from gankit.data.folder import list_images, read_image
+    from gankit.data.folder import image_header, list_images, read_image
 
     files = list_images(path)[:num]
-    with Image.open(files[0]) as first:
-        channels = 1 if first.mode in ("1", "L", "I", "I;16", "F") else 3
-        size = min(first.size)
-    return torch.stack([read_image(p, size, channels) for p in files])
+    mode, (w, h) = image_header(files[0])
+    channels = 1 if mode in ("1", "L", "I", "I;16", "F") or mode.startswith("I;16") else 3
+    return torch.stack([read_image(p, min(w, h), channels) for p in files])
 
 
 def load_samples(samples: torch.Tensor | np.ndarray | str | Path, num: int, *, seed: int = 0,
@@ -246,13 +256,23 @@ def load_labelled_samples(samples: torch.Tensor | np.ndarray | str | Path, num: 
 def _as_labels(labels: torch.Tensor | np.ndarray | None, num: int) -> torch.Tensor | None:
     if labels is None:
         return None
-    return torch.as_tensor(np.asarray(labels)[:num], dtype=torch.long)
+    arr = labels.numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    arr = arr[:num]
+    integral = arr.dtype.kind in "iu" or (arr.dtype.kind == "f" and bool(np.all(np.isfinite(arr)))
+                                          and bool(np.all(arr == np.round(arr))))
+    if arr.ndim != 1 or not integral or (arr.size and int(arr.min()) < 0):
+        raise EvalError(f"labels must be class indices >= 0, one per sample; got {arr.dtype} {arr.shape}"
+                        + (f" with values {arr.min()!r}..{arr.max()!r}" if arr.size and arr.dtype.kind in "iuf" else ""))
+    return torch.as_tensor(arr.astype(np.int64), dtype=torch.long)
 
 
 def _read_npz_labels(path: Path) -> np.ndarray | None:
     """The ``labels`` array of an .npz written by ``gankit sample`` from a conditional run, if any."""
-    with np.load(path, allow_pickle=False) as npz:
-        return np.asarray(npz["labels"]) if "labels" in npz else None
+    with _open_npz(path) as npz:
+        try:
+            return np.asarray(npz["labels"]) if "labels" in npz else None
+        except (OSError, ValueError) as exc:
+            raise EvalError(f"cannot read the labels of {path}: {exc}") from None
 
 
 def _extractor(spec: str | FeatureExtractor | None, ref: str, download: bool) -> FeatureExtractor:
@@ -300,6 +320,13 @@ def _check_kinds(x: torch.Tensor, ref: str, ext: FeatureExtractor) -> None:
                         f"(use {'points' if x.dim() == 2 else 'mnist-cnn, inception or classifier:PATH'})")
 
 
+def _check_count(n: int, names: Sequence[str]) -> None:
+    """Enough samples for the metrics: a covariance needs 2, the k-NN radii k + 1."""
+    need = max([KNN_K + 1 if name in ("pr", "dc") else 2 for name in names] + [1])
+    if n < need:
+        raise EvalError(f"{n} sample{'s' * (n != 1)} are too few for {', '.join(names)}: at least {need} are needed")
+
+
 def calculate_metrics(samples: torch.Tensor | np.ndarray | str | Path, ref: str, *,
                       metrics: Sequence[str] | None = None, num: int = 10_000,
                       extractor: str | FeatureExtractor | None = None, split: str = "train", root: str = "data",
@@ -324,6 +351,7 @@ def calculate_metrics(samples: torch.Tensor | np.ndarray | str | Path, ref: str,
     chosen = {n: get_metric(n) for n in names or ()}
     check_reference(ref, split)
     x, y, described = load_labelled_samples(samples, num, seed=seed, device=device, labels=labels, ema=ema)
+    _check_count(len(x), names or list(default_metrics(None)))
     needs_features = names is None or any(m.needs != "samples" for m in chosen.values())
     ext = _extractor(extractor, ref, download) if needs_features else None
     if names is None:
