@@ -166,7 +166,7 @@ class Playground:
     ``start_in_thread`` (tests, the benchmark) returns once the server listens."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8765, configs_dir: Path | None = None,
-                 fps: float = 20.0) -> None:
+                 fps: float = 15.0) -> None:
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -181,7 +181,7 @@ class Playground:
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}/?token={self.token}"
         self.app = create_app(self.session, self.token, local_hosts(shown, self.port))
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", ws="websockets",
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", ws="websockets-sansio",
                                                     lifespan="off"))
         self._thread: threading.Thread | None = None
 

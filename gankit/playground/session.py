@@ -53,7 +53,7 @@ def image_configs(configs_dir: Path | None) -> list[str]:
 
 
 class Session:
-    def __init__(self, configs_dir: Path | None = None, fps: float = 20.0, image_fps: float = 2.0) -> None:
+    def __init__(self, configs_dir: Path | None = None, fps: float = 15.0, image_fps: float = 2.0) -> None:
         self.configs_dir = configs_dir
         self.fps, self.image_fps = fps, image_fps
         self.settings = Settings.for_2d()
@@ -263,6 +263,8 @@ class Session:
     # -- commands (run in the worker)
     def _cmd_change(self, changes: dict[str, Any]) -> dict[str, Any]:
         cfg = self.settings.check(changes)
+        if not changes:
+            return self.state()
         candidate = dataclasses.replace(self.settings, changes=dict(self.settings.changes))
         restart = candidate.apply(changes)
         t = self.trainer

@@ -43,10 +43,10 @@ async function api(path, body) {
   return data;
 }
 
-function parse(kind, input) {
-  if (kind === "pair") return [0, 1].map((i) => toNumber(input[i].value));
-  if (kind === "select") return input.value;
-  return toNumber(input.value);
+function parse(kind, inputs) {
+  if (kind === "pair") return inputs.map((el) => toNumber(el.value));
+  if (kind === "select") return inputs[0].value;
+  return toNumber(inputs[0].value);
 }
 function toNumber(text) { const v = Number(text); return text.trim() === "" || Number.isNaN(v) ? text : v; }
 
