@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from gankit.train import Trainer
 
 VIEW_SEED = 90_001  # the page's own latents and real points: never one of the training streams
+METRIC_SAMPLES = 2500  # mode metrics as `gankit eval --metrics modes2d` measures them (PacGAN)
 
 
 def pack(header: dict[str, Any], arrays: dict[str, np.ndarray | bytes]) -> bytes:
@@ -73,6 +74,7 @@ class View2D:
 
     real: torch.Tensor
     z: torch.Tensor
+    metric_z: torch.Tensor  # the PacGAN protocol's 2,500 samples
     extent: float
     grid: torch.Tensor
     resolution: int
@@ -89,7 +91,8 @@ class View2D:
         y, x = torch.meshgrid(ticks.flip(0), ticks, indexing="ij")  # row 0 is the top of the canvas
         grid = torch.stack([x.flatten(), y.flatten()], 1)
         z = latents(len(real), trainer.cfg.model.latent_dim, VIEW_SEED)  # the render copies live on the CPU
-        return cls(real, z, extent, grid, resolution, trainer.cfg.data.name)
+        metric_z = latents(METRIC_SAMPLES, trainer.cfg.model.latent_dim, VIEW_SEED + 1)
+        return cls(real, z, metric_z, extent, grid, resolution, trainer.cfg.data.name)
 
 
 @dataclass
@@ -136,10 +139,9 @@ def frame_2d(nets: Nets, objective: Objective, view: View2D, header: dict[str, A
     if not (math.isfinite(lo) and math.isfinite(hi)):
         lo, hi = 0.0, 1.0
     heat8 = np.nan_to_num(((heat.numpy() - lo) / (hi - lo) * 255).clip(0, 255)).astype(np.uint8)
-    samples = fake if nets.ema is None else generate(nets.ema, view.z)
     header = {**header, "kind": "2d", "extent": view.extent, "heat_lo": lo, "heat_hi": hi,
               "heat_is_probability": objective.logistic_d, "arrow_max": finite_or_none(arrow_max),
-              **mode_metrics(view, samples, nets.ema is not None)}
+              **mode_metrics(view, nets)}
     scale = arrow_max if arrow_max > 0 else 1.0
     return pack(header, {"real": quantize(view.real.numpy(), view.extent),
                          "fake": quantize(np.nan_to_num(fake.numpy()), view.extent),
@@ -147,11 +149,12 @@ def frame_2d(nets: Nets, objective: Objective, view: View2D, header: dict[str, A
                          "heat": heat8.reshape(view.resolution, view.resolution)})
 
 
-def mode_metrics(view: View2D, samples: torch.Tensor, ema: bool) -> dict[str, Any]:
-    """modes / high_quality / reverse_kl (gankit.metrics.modes) of the sampling G's samples."""
+def mode_metrics(view: View2D, nets: Nets) -> dict[str, Any]:
+    """modes / high_quality / reverse_kl (gankit.metrics.modes) of 2,500 samples of the sampling G."""
     if view.dataset not in MIXTURES:
         return {"modes": None}
-    m = pacgan_modes(samples.float(), view.dataset)
+    ema = nets.ema is not None
+    m = pacgan_modes(generate(nets.ema if ema else nets.g, view.metric_z, batch_size=METRIC_SAMPLES), view.dataset)
     return {"modes": m["modes"], "num_modes": m["num_modes"], "high_quality": finite_or_none(m["high_quality"]),
             "reverse_kl": finite_or_none(m["reverse_kl"]), "metrics_of": "EMA" if ema else "G"}
 
