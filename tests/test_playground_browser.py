@@ -26,7 +26,8 @@ from gankit.playground.server import Playground
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("GANKIT_ARTIFACTS", ROOT / "artifacts"))
-MODES_TIMEOUT = 90  # seconds; about 10 on an idle 2-core machine
+MODES_TIMEOUT = 90  # seconds; about 5 on an idle 2-core machine
+SHOT_SECONDS = 15
 
 
 def browser_paths() -> tuple[str, str]:
@@ -59,6 +60,11 @@ def browser():
 
 def text(browser, element_id: str) -> str:
     return browser.find_element(By.ID, element_id).text
+
+
+def hq(browser) -> float:
+    shown = text(browser, "hq-value").rstrip("%")
+    return float(shown) / 100 if shown not in ("", "-") else 0.0
 
 
 def drawn_colours(browser, element_id: str) -> int:
@@ -100,11 +106,17 @@ def test_train_the_ring_in_the_browser_and_replay_the_export(playground, browser
     WebDriverWait(browser, MODES_TIMEOUT, poll_frequency=0.2).until(lambda b: text(b, "modes-value") == "8/8")
     print(f"\nplayground: 8/8 modes at step {text(browser, 'step-value')} after "
           f"{time.perf_counter() - t0:.1f} s, {text(browser, 'rate-value')} G steps/s")
+    # early on, 8/8 can come from samples scattered over the ring; for the screenshot, play on until
+    # most samples sit on the modes (or a time cap)
+    end = time.perf_counter() + SHOT_SECONDS
+    while time.perf_counter() < end and hq(browser) < 0.5:
+        time.sleep(0.25)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = tmp_path / "playground.png"
     browser.save_screenshot(str(shot))
     shutil.copy(shot, ARTIFACTS / "playground.png")
-    print(f"playground: screenshot {shot} (kept as {ARTIFACTS / 'playground.png'})")
+    print(f"playground: screenshot at step {text(browser, 'step-value')}, modes {text(browser, 'modes-value')}, "
+          f"high quality {text(browser, 'hq-value')}: {shot} (kept as {ARTIFACTS / 'playground.png'})")
     assert drawn_colours(browser, "plane") > 50  # heat map shades, both point colours, arrows
     assert drawn_colours(browser, "loss-chart") > 3 and drawn_colours(browser, "d-chart") > 3
 
@@ -129,7 +141,7 @@ def test_train_the_ring_in_the_browser_and_replay_the_export(playground, browser
     ckpt.write_bytes(urllib.request.urlopen(href, timeout=30).read())
     run = subprocess.run([sys.executable, "-m", "gankit", "train", str(config), "--run-dir", str(tmp_path / "run"),
                           "--set", "log.progress=false", "log.tensorboard=false", "log.plot=false"],
-                         capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr
     played, _ = load_checkpoint(ckpt)

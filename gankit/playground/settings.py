@@ -173,4 +173,4 @@ def export_yaml(cfg: Config, steps: int, source: str, reproducible: bool, note: 
         head = (f"# Exported by `gankit playground` at step {steps} (based on {source}).\n"
                 f"# The game was changed while it ran ({note}); this file trains the current settings from the "
                 "start.\n")
-    return head + yaml.safe_dump(tree, sort_keys=False)
+    return head + yaml.safe_dump(tree, sort_keys=False, default_flow_style=None)

@@ -178,7 +178,8 @@ heatCanvas.width = heatCanvas.height = 64;
 const GREEN = [27, 158, 119], PURPLE = [123, 63, 160];
 
 function heatColor(v) {  // v in [0, 1]: 1 = D says real
-  const t = Math.min(1, Math.abs(v - 0.5) * 2) * 0.65, c = v >= 0.5 ? GREEN : PURPLE;
+  // the square root lifts the small margins of a D near equilibrium (D(x) ~ 0.5) into view
+  const t = Math.sqrt(Math.min(1, Math.abs(v - 0.5) * 2)) * 0.7, c = v >= 0.5 ? GREEN : PURPLE;
   return c.map((x) => Math.round(255 + (x - 255) * t));
 }
 
