@@ -210,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override config values of every run (e.g. train.device=cuda)")
     _rejection_arguments(b)  # adds a "gankit + DRS" / "gankit + density" row per benchmark
 
+    g = sub.add_parser("playground", help="a local web page that trains a GAN live (2D and image modes)")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    g.add_argument("--port", type=_non_negative_int, default=8765, help="port (default 8765; 0 = any free one)")
+    g.add_argument("--open", action="store_true", help="open the page in the default browser")
+    g.add_argument("--configs", help="directory of the image mode's preset configs (default: the checkout's configs/)")
+
     c = sub.add_parser("config", help="print a resolved config, or every field with its default and help")
     c.add_argument("config", nargs="?", help="YAML config file; omit to list all fields")
     c.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
@@ -409,6 +415,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_playground(args: argparse.Namespace) -> int:
+    from gankit.bench import default_configs_dir
+    from gankit.playground import serve
+
+    serve(args.host, args.port, args.open, Path(args.configs) if args.configs else default_configs_dir())
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -432,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "classifier": cmd_classifier,
                 "bench": cmd_bench, "config": cmd_config, "interpolate": cmd_interpolate,
-                "style-mix": cmd_style_mix}
+                "style-mix": cmd_style_mix, "playground": cmd_playground}
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning  # one "gankit: warning:" line, not Python's two-line format

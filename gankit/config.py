@@ -40,7 +40,7 @@ def opt(default: Any, help: str, *, gt: float | None = None, ge: float | None = 
 @dataclass
 class DataConfig:
     name: str = opt("mnist10k", "dataset: mnist10k (bundled), mnist, fashion-mnist, cifar10, folder, ring, grid, "
-                    "stacked-mnist")
+                    "stacked-mnist; 2D: gaussians, line, moons, points (data.points)")
     root: str = opt("data", "directory holding torchvision datasets or, for `folder`, the images",
                     resumable=True)
     download: bool = opt(False, "let torchvision download missing files (needs network)", resumable=True)
@@ -51,6 +51,8 @@ class DataConfig:
                          choices=("symmetric", "unit"))
     limit: int | None = opt(None, "use only the first N samples", ge=1)
     num_points: int = opt(100_000, "2D mixtures: size of the fixed training set", ge=1)
+    points: list = opt([], "data.name points: the 2D points [[x, y], ...] the training set is drawn from, each "
+                       "jittered by N(0, 0.02^2) (the points drawn in `gankit playground`)")
     stacked_size: int = opt(60_000, "stacked-mnist: number of 3-digit images in the fixed training set",
                             ge=1)
     stacked_digits: str = opt("mnist10k", "stacked-mnist: digits stacked into R, G, B: mnist10k (bundled) "

@@ -197,27 +197,50 @@ class Trainer:
 
     def train_step(self, total: int | None) -> dict[str, torch.Tensor]:
         """``d_steps`` D updates, then one G update on the last D step's fakes."""
-        cfg, bs = self.cfg, self.cfg.train.batch_size
-        noise = self.objective.noise_std(self.step, self.noise_horizon or total or 0)
-        if cfg.optim.schedule != "constant":
-            self.set_lr_scale(self.lr_scale, lr_factor(cfg.optim, self.step, total))
+        noise = self.begin_step(total)
         stats: dict[str, torch.Tensor] = {}
-        self.d.requires_grad_(True)
-        for i in range(cfg.train.d_steps):
-            real, y = self.stream.next()
-            y = y if self.num_classes else None  # a conditional G draws its fakes with the real batch's labels
-            if self.real_std is None:
-                self.real_std = float(real.flatten(1).float().std(0).mean())
-                self.real_spread = (len(real), nearest_neighbour_spread(real)) if len(real) > 1 else None
-            z = self.draw_latents(bs)
-            with torch.set_grad_enabled(i == cfg.train.d_steps - 1):  # keep only the graph G reuses
-                fake = self.g_train(z, y)
-            loss_d, d_stats = self.objective.discriminator_loss(self.judge, real, fake.detach(), y, noise,
-                                                                self.rng, d_step=self.step * cfg.train.d_steps + i)
+        for i in range(self.cfg.train.d_steps):
+            # keep only the graph G reuses: the last D step's fakes
+            batch, d_stats = self.discriminator_step(noise, i, keep_graph=i == self.cfg.train.d_steps - 1)
             stats.update(d_stats)  # the last D step's values; a lazy penalty's from the step that ran it
-            self.opt_d.zero_grad(set_to_none=True)
-            self.backward_step(loss_d, self.opt_d)
-            self.objective.after_d_step(self.d)
+        stats.update(self.generator_step(noise, batch))
+        return stats
+
+    def begin_step(self, total: int | None) -> float:
+        """The instance-noise std of this step; sets the learning rates of a scheduled run."""
+        if self.cfg.optim.schedule != "constant":
+            self.set_lr_scale(self.lr_scale, lr_factor(self.cfg.optim, self.step, total))
+        return self.objective.noise_std(self.step, self.noise_horizon or total or 0)
+
+    def discriminator_step(self, noise: float, i: int = 0, keep_graph: bool = False
+                           ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None], dict[str, torch.Tensor]]:
+        """The ``i``-th D update of this step; returns (fake, real, y), fake with G's graph when ``keep_graph``."""
+        real, y = self.stream.next()
+        y = y if self.num_classes else None  # a conditional G draws its fakes with the real batch's labels
+        if self.real_std is None:
+            self.real_std = float(real.flatten(1).float().std(0).mean())
+            self.real_spread = (len(real), nearest_neighbour_spread(real)) if len(real) > 1 else None
+        z = self.draw_latents(self.cfg.train.batch_size)
+        self.d.requires_grad_(True)
+        with torch.set_grad_enabled(keep_graph):
+            fake = self.g_train(z, y)
+        loss_d, stats = self.objective.discriminator_loss(self.judge, real, fake.detach(), y, noise, self.rng,
+                                                          d_step=self.step * self.cfg.train.d_steps + i)
+        self.opt_d.zero_grad(set_to_none=True)
+        self.backward_step(loss_d, self.opt_d)
+        self.objective.after_d_step(self.d)
+        self.images_seen += self.cfg.train.batch_size
+        return (fake, real, y), stats
+
+    def generator_step(self, noise: float, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+                       ) -> dict[str, torch.Tensor]:
+        """One G update on ``batch`` (fake with its graph, real, y) from :meth:`discriminator_step`, or on
+        fresh fakes and a fresh real batch when None (a G step without a D step before it)."""
+        if batch is None:
+            real, y = self.stream.next()
+            y = y if self.num_classes else None
+            batch = (self.g_train(self.draw_latents(self.cfg.train.batch_size), y), real, y)
+        fake, real, y = batch
         self.d.requires_grad_(False)  # G's step needs gradients through D, not for D's weights
         loss_g, g_stats = self.objective.generator_loss(self.judge, fake, y, noise, self.rng, real=real)
         g_reg = self.g.regularization() if callable(getattr(self.g, "regularization", None)) else None
@@ -227,11 +250,9 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         self.backward_step(loss_g, self.opt_g)
         self.step += 1
-        self.images_seen += bs * cfg.train.d_steps
         if self.ema is not None:
             self.ema.update(self.g, self.step)
-        stats.update(g_stats)
-        return stats
+        return g_stats
 
     def sampling_net(self) -> nn.Module:
         """The network to sample from: the EMA (with BatchNorm statistics re-estimated) when kept."""

@@ -1,0 +1,352 @@
+"""One playground game: gankit's Trainer stepped by a background thread, driven by the page's commands.
+
+The worker thread alone touches the Trainer. The server hands it commands through a queue (each with
+a Future for its result), so a step, a settings change and a frame never overlap and need no locks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import queue
+import tempfile
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+
+from gankit.checkpoint import save_checkpoint
+from gankit.config import ConfigError
+from gankit.objectives import build_objective
+from gankit.playground.frames import Nets, View2D, finite_or_none, frame_2d, frame_image
+from gankit.playground.settings import (DEFAULT_IMAGE_CONFIG, OBJECTIVES, PRESETS_2D, Settings, export_yaml)
+from gankit.sampling import latents
+from gankit.train import StatWindow, Trainer, prepare
+
+ACTIONS = ("play", "pause", "step", "step_d", "step_g", "reset", "slow", "fast")
+MAX_STEPS_PER_CALL = 10_000
+SLOW_SECONDS = 0.25  # slow motion: one step, one frame, then this pause
+FID_EVERY = 500  # image mode: G steps between in-training FIDs
+FID_NUM = 1000
+
+
+class PlaygroundError(ValueError):
+    """A command the game refuses; the message is shown on the page."""
+
+
+def image_configs(configs_dir: Path | None) -> list[str]:
+    """The preset YAML files of ``configs_dir`` that train on images (the 2D ones have their own mode)."""
+    if configs_dir is None or not configs_dir.is_dir():
+        return []
+    names = []
+    for path in sorted(configs_dir.glob("*.yaml")):
+        try:
+            data = (yaml.safe_load(path.read_text()) or {}).get("data", {})
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+        if isinstance(data, dict) and data.get("name", "mnist10k") not in (*PRESETS_2D, "grid"):
+            names.append(path.name)
+    return names
+
+
+class Session:
+    def __init__(self, configs_dir: Path | None = None, fps: float = 15.0, image_fps: float = 2.0) -> None:
+        self.configs_dir = configs_dir
+        self.fps, self.image_fps = fps, image_fps
+        self.settings = Settings.for_2d()
+        self.config_name: str | None = None
+        self.trainer: Trainer | None = None
+        self.view: View2D | None = None
+        self.image_z: torch.Tensor | None = None
+        self.evaluator: Any = None
+        self.fid: float | None = None
+        self.fid_note = ""
+        self.playing = self.slow = False
+        self.clean, self.note = True, ""
+        self.message = ""
+        self.frame: bytes | None = None
+        self.frame_id = 0  # counted by the render thread
+        self.nets: Nets | None = None
+        # frames are drawn on the second core from copies of the nets while training goes on
+        self._render_pool = ThreadPoolExecutor(1, thread_name_prefix="gankit-playground-render",
+                                               initializer=torch.set_num_threads, initargs=(1,))
+        self._render: Future | None = None
+        self.window = StatWindow()
+        self._rate = (0, time.perf_counter())  # (step, time) at the last frame
+        self.steps_per_second = 0.0
+        self._commands: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gankit-playground", daemon=True)
+        self._new_game(self.settings, self.settings.check({}))
+
+    # -- called from other threads
+    def start(self) -> "Session":
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        self._render_pool.shutdown(wait=True)
+
+    def call(self, name: str, *args: Any) -> Future:
+        """Run the command ``name`` in the worker thread between two steps; the Future holds its result."""
+        future: Future = Future()
+        fn = getattr(self, f"_cmd_{name}")
+        if not self._thread.is_alive():  # not started (tests): run here
+            self._execute(lambda: fn(*args), future)
+        else:
+            self._commands.put((lambda: fn(*args), future))
+        return future
+
+    def state(self) -> dict[str, Any]:
+        t = self.trainer
+        return {"mode": self.settings.mode, "source": self.settings.source, "config": self.config_name,
+                "values": self.settings.values(), "playing": self.playing, "slow": self.slow,
+                "step": t.step if t else 0, "clean": self.clean, "note": self.note, "message": self.message,
+                "presets": list(PRESETS_2D), "objectives": list(OBJECTIVES),
+                "configs": image_configs(self.configs_dir), "default_config": DEFAULT_IMAGE_CONFIG,
+                "fid": self.fid, "fid_note": self.fid_note}
+
+    # -- the worker
+    def _run(self) -> None:
+        if self.trainer is not None and self.trainer.cfg.train.threads:  # torch's thread count is per thread
+            torch.set_num_threads(self.trainer.cfg.train.threads)
+        while not self._stop.is_set():
+            self._drain(block=not self.playing)
+            if not self.playing or self.trainer is None:
+                continue
+            try:
+                if self.slow:
+                    self._step("both")
+                    self._publish(sync=True)
+                    self._drain(block=True, timeout=SLOW_SECONDS)
+                    continue
+                due = time.perf_counter() + 1.0 / (self.fps if self.settings.mode == "2d" else self.image_fps)
+                while time.perf_counter() < due and self._commands.empty() and self.playing:
+                    self._step("both")
+                self._publish()
+            except Exception as exc:  # a failing step pauses the game; the server lives on
+                self.playing = False
+                self.message = f"training stopped at step {self.trainer.step}: {exc}"
+                self._publish(sync=True)
+
+    def _drain(self, block: bool, timeout: float = 0.05) -> None:
+        try:
+            fn, future = self._commands.get(timeout=timeout) if block else self._commands.get_nowait()
+        except queue.Empty:
+            return
+        self._execute(fn, future)
+        while True:
+            try:
+                fn, future = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            self._execute(fn, future)
+
+    def _execute(self, fn: Callable[[], Any], future: Future) -> None:
+        try:
+            future.set_result(fn())
+        except Exception as exc:
+            future.set_exception(exc)
+
+    def _step(self, which: str) -> None:
+        t = self.trainer
+        assert t is not None
+        if which == "both":
+            self.window.add(t.train_step(None))
+        else:
+            noise = t.begin_step(None)
+            stats = (t.discriminator_step(noise)[1] if which == "d" else t.generator_step(noise))
+            self.window.add(stats)
+            self._dirty(f"a single {which.upper()} step at step {t.step}")
+        self._maybe_evaluate()
+
+    def _maybe_evaluate(self) -> None:
+        t = self.trainer
+        if self.evaluator is None or t is None or t.step == 0 or t.step % FID_EVERY:
+            return
+        try:
+            self.fid = finite_or_none(self.evaluator.evaluate(t.step).get("fid"))
+            self.fid_note = f"FID of {FID_NUM} samples at step {t.step}"
+        except Exception as exc:  # a metric that cannot run here: say so once, keep training
+            self.evaluator, self.fid_note = None, f"FID unavailable: {exc}"
+
+    def _dirty(self, note: str) -> None:
+        if self.clean:
+            self.clean, self.note = False, note
+
+    def _publish(self, sync: bool = False) -> None:
+        """Hand a frame of the current game to the render thread; while it still draws the last one,
+        skip (``sync``: wait for it, and for the new frame: after a command the page sees its effect)."""
+        t = self.trainer
+        if t is None or self.nets is None:
+            return
+        if self._render is not None and not self._render.done():
+            if not sync:
+                return
+            self._render.exception()
+        if not self.window.finite():
+            self.playing = False
+            self.message = (f"training diverged (a non-finite loss) by step {t.step}; reset, or lower the "
+                            "learning rates")
+            self.window = StatWindow()
+        step0, t0 = self._rate
+        now = time.perf_counter()
+        if t.step > step0 and now > t0:
+            self.steps_per_second = (t.step - step0) / (now - t0)
+        self._rate = (t.step, now)
+        stats = {k: finite_or_none(v) for k, v in self.window.means().items()}
+        self.window = StatWindow()
+        header = {"step": t.step, "steps_per_second": round(self.steps_per_second, 1), "stats": stats,
+                  "playing": self.playing, "slow": self.slow, "clean": self.clean, "message": self.message,
+                  "fid": self.fid, "fid_note": self.fid_note}
+        self.nets.update(t)
+        if self.settings.mode == "2d":
+            assert self.view is not None
+            job = functools.partial(frame_2d, self.nets, t.objective, self.view, header)
+        else:
+            assert self.image_z is not None
+            labels = t.labels(len(self.image_z), per_row=int(len(self.image_z) ** 0.5))
+            job = functools.partial(frame_image, self.nets, self.image_z, None if labels is None else labels.cpu(),
+                                    t.cfg.data.normalize, header)
+        self._render = self._render_pool.submit(self._draw, job)
+        if sync:
+            self._render.exception()
+
+    def _draw(self, job: Callable[[], bytes]) -> None:
+        try:
+            self.frame = job()
+        except Exception as exc:  # a frame that cannot be drawn must not stop the game
+            self.message = f"cannot draw the view: {exc}"
+            return
+        self.frame_id += 1
+
+    def _new_game(self, settings: Settings, cfg: Any) -> None:
+        """Build a Trainer for ``cfg`` with gankit's own ``prepare``; the old game stays if that fails."""
+        trainer = prepare(cfg)
+        if settings.mode == "2d" and trainer.source.is_image:
+            raise ConfigError(f"config: data.name: {cfg.data.name} holds images; use the image mode")
+        if settings.mode == "image" and not trainer.source.is_image:
+            raise ConfigError(f"config: data.name: {cfg.data.name} holds 2D points; use the 2D mode")
+        if self._render is not None:
+            self._render.exception()  # the render thread lets go of the old nets
+        self.settings, self.trainer, self.nets = settings, trainer, Nets.of(trainer)
+        self.view = View2D.build(trainer) if settings.mode == "2d" else None
+        self.image_z = None if settings.mode == "2d" else latents(64, cfg.model.latent_dim, cfg.train.seed + 10_007)
+        self.evaluator, self.fid, self.fid_note = None, None, ""
+        if settings.mode == "image":
+            self._build_evaluator(trainer)
+        self.clean, self.note, self.message = True, "", ""
+        self.window = StatWindow()
+        self._rate = (0, time.perf_counter())
+        self._publish(sync=True)
+
+    def _build_evaluator(self, trainer: Trainer) -> None:
+        from gankit.evaluator import TrainingEvaluator
+        from gankit.metrics.features import default_extractor
+
+        cfg = trainer.cfg
+        eval_cfg = dataclasses.replace(cfg.eval, metrics=["fid"], num=FID_NUM)
+        try:
+            if default_extractor(cfg.eval.reference or cfg.data.name) == "inception" and not cfg.eval.extractor:
+                raise ConfigError("this dataset is measured with Inception features, which are not bundled")
+            self.evaluator = TrainingEvaluator.build(dataclasses.replace(cfg, eval=eval_cfg), trainer)
+            self.fid_note = f"FID every {FID_EVERY} steps"
+        except Exception as exc:
+            self.fid_note = f"FID unavailable: {exc}"
+
+    # -- commands (run in the worker)
+    def _cmd_change(self, changes: dict[str, Any]) -> dict[str, Any]:
+        cfg = self.settings.check(changes)
+        if not changes:
+            return self.state()
+        candidate = dataclasses.replace(self.settings, changes=dict(self.settings.changes))
+        restart = candidate.apply(changes)
+        t = self.trainer
+        if restart or t is None:
+            self._new_game(candidate, cfg)
+        else:
+            objective = build_objective(cfg.objective)  # may refuse the name: before anything changes
+            self.settings = candidate
+            t.cfg, t.objective = cfg, objective
+            t.set_lr_scale(t.lr_scale)
+            for opt, betas in ((t.opt_g, cfg.optim.betas_g), (t.opt_d, cfg.optim.betas_d)):
+                for group in opt.param_groups:
+                    if "betas" in group:
+                        group["betas"] = (float(betas[0]), float(betas[1]))
+            if t.step > 0:
+                self._dirty(f"{', '.join(changes)} changed at step {t.step}")
+            self.message = ""
+            self._publish(sync=True)
+        return self.state()
+
+    def _cmd_control(self, action: str, count: int = 1) -> dict[str, Any]:
+        if action not in ACTIONS:
+            raise PlaygroundError(f"unknown action {action!r} (one of: {', '.join(ACTIONS)})")
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_STEPS_PER_CALL:
+            raise PlaygroundError(f"count must be an integer from 1 to {MAX_STEPS_PER_CALL}, got {count!r}")
+        if action == "play":
+            self.playing, self.message = True, ""
+            self._rate = (self.trainer.step if self.trainer else 0, time.perf_counter())
+        elif action == "pause":
+            self.playing = False
+        elif action in ("slow", "fast"):
+            self.slow = action == "slow"
+        elif action == "reset":
+            self.playing = False
+            self._new_game(self.settings, self.settings.check({}))
+            return self.state()
+        else:
+            which = {"step": "both", "step_d": "d", "step_g": "g"}[action]
+            self.playing = False
+            for _ in range(count):
+                self._step(which)
+        self._publish(sync=True)
+        return self.state()
+
+    def _cmd_mode(self, mode: str, config: str | None = None) -> dict[str, Any]:
+        if mode == "2d":
+            settings = Settings.for_2d()
+            self.config_name = None
+        elif mode == "image":
+            names = image_configs(self.configs_dir)
+            config = config or DEFAULT_IMAGE_CONFIG
+            if config not in names:
+                where = f"in {self.configs_dir}" if names else "(no configs directory: pass --configs DIR)"
+                raise PlaygroundError(f"config {config!r} is not one of the image presets {where}: "
+                                      f"{', '.join(names)}")
+            assert self.configs_dir is not None
+            settings = Settings.for_image(self.configs_dir / config)
+        else:
+            raise PlaygroundError(f"mode must be 2d or image, got {mode!r}")
+        self.playing = False
+        self._new_game(settings, settings.check({}))
+        self.config_name = config if mode == "image" else None
+        return self.state()
+
+    def _cmd_export(self) -> str:
+        assert self.trainer is not None
+        return export_yaml(self.trainer.cfg, self.trainer.step, self.settings.source, self.clean, self.note)
+
+    def _cmd_checkpoint(self) -> bytes:
+        t = self.trainer
+        assert t is not None
+        with tempfile.TemporaryDirectory(prefix="gankit-playground-") as tmp:
+            path = save_checkpoint(Path(tmp) / "playground.safetensors", t.state_dict(), t.meta(0.0))
+            return path.read_bytes()
+
+    def _cmd_frame(self) -> bytes | None:
+        return self.frame
+
+
+def wait(future: Future, timeout: float = 120.0) -> Any:
+    """A command's result in a caller that may block (tests, the benchmark)."""
+    return future.result(timeout=timeout)
+
+
+__all__ = ["ACTIONS", "PlaygroundError", "Session", "image_configs", "wait"]

@@ -1,0 +1,184 @@
+"""The playground's server through its HTTP and websocket API: token, Host and Origin checks, settings
+validated like YAML configs, steps of gankit's own Trainer, and an export that `gankit train` replays."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from starlette.testclient import TestClient  # the `playground` extra, installed by scripts/setup.sh
+from starlette.websockets import WebSocketDisconnect
+
+from gankit.checkpoint import CheckpointDir, load_checkpoint
+from gankit.cli import main
+from gankit.playground.frames import unpack
+from gankit.playground.server import create_app
+from gankit.playground.session import Session
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TOKEN = "test-token"
+
+
+@pytest.fixture(scope="module")
+def session():
+    s = Session(CONFIGS).start()
+    yield s
+    s.close()
+
+
+@pytest.fixture()
+def client(session):
+    with TestClient(create_app(session, TOKEN, {"testserver"}), headers={"X-Gankit-Token": TOKEN}) as c:
+        c.post("/api/mode", json={"mode": "2d"})
+        yield c
+
+
+def post(client, path, body, status=200):
+    r = client.post(path, json=body)
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+def test_every_route_needs_the_token(session):
+    with TestClient(create_app(session, TOKEN, {"testserver"})) as c:
+        for path in ("/", "/api/state", "/api/export", "/api/checkpoint", "/static/app.js"):
+            assert c.get(path).status_code == 403, path
+            assert c.get(path, params={"token": "wrong"}).status_code == 403, path
+        assert c.post("/api/control", json={"action": "play"}).status_code == 403
+        page = c.get("/", params={"token": TOKEN})
+        assert page.status_code == 200 and "gankit playground" in page.text and TOKEN in page.text
+        assert c.get("/static/app.js", params={"token": TOKEN}).status_code == 200
+        with pytest.raises(WebSocketDisconnect):
+            with c.websocket_connect("/ws") as ws:
+                ws.receive_bytes()
+
+
+def test_host_and_origin_are_checked(client):
+    # DNS rebinding: the right token, but a Host that is not this server
+    assert client.get("/api/state", headers={"Host": "evil.example:8765"}).status_code == 403
+    # a cross-site page driving the API or the websocket
+    r = client.post("/api/control", json={"action": "play"}, headers={"Origin": "http://evil.example"})
+    assert r.status_code == 403 and "Origin" in r.text
+    with pytest.raises(WebSocketDisconnect):
+        with client.websocket_connect("/ws", headers={"Origin": "http://evil.example"}) as ws:
+            ws.receive_bytes()
+    with client.websocket_connect("/ws", headers={"Origin": "http://testserver"}) as ws:
+        header, arrays = unpack(ws.receive_bytes())
+    assert header["kind"] == "2d" and header["num_modes"] == 8
+    assert arrays["fake"].shape == (1000, 2) and arrays["real"].shape == (1000, 2)
+    assert arrays["push"].shape == (1000, 2) and arrays["heat"].shape == (64, 64)
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"optim.lr_g": -1}, "optim.lr_g"),
+    ({"optim.lr_d": "fast"}, "optim.lr_d"),
+    ({"objective.name": "hingee"}, "hinge"),
+    ({"net.g_width": 0}, "net.g_width"),
+    ({"net.d_depth": 100}, "net.d_depth"),
+    ({"optim.betas_g": [0.5, 1.5]}, "optim.betas_g"),
+    ({"data.name": "mnist"}, "data.name"),
+    ({"data.name": "points", "data.points": [[0, 0, 1]]}, "data.points"),
+    ({"train.batch_size": 10**7}, "batch_size"),
+    ({"log.every": 3}, "log.every"),
+])
+def test_bad_values_give_a_message_and_change_nothing(client, changes, named):
+    before = client.get("/api/state").json()
+    error = post(client, "/api/settings", {"changes": changes}, status=400)["error"]
+    assert named in error and "Traceback" not in error
+    after = client.get("/api/state").json()
+    assert after["values"] == before["values"] and after["step"] == before["step"]
+
+
+def test_bad_requests_never_kill_the_server(client):
+    assert client.post("/api/settings", content=b"{not json").status_code == 400
+    assert "action" in post(client, "/api/control", {"action": "fly"}, status=400)["error"]
+    assert "count" in post(client, "/api/control", {"action": "step", "count": -3}, status=400)["error"]
+    assert "mode" in post(client, "/api/mode", {"mode": "3d"}, status=400)["error"]
+    assert "presets" in post(client, "/api/mode", {"mode": "image", "config": "../../etc/passwd"}, status=400)["error"]
+    assert post(client, "/api/control", {"action": "step", "count": 2})["step"] == 2
+
+
+def test_steps_train_the_real_networks(client, session):
+    post(client, "/api/control", {"action": "reset"})
+    g0 = {k: v.clone() for k, v in session.trainer.g.state_dict().items()}
+    d0 = {k: v.clone() for k, v in session.trainer.d.state_dict().items()}
+    state = post(client, "/api/control", {"action": "step_d"})
+    assert state["step"] == 0 and not state["clean"]  # a lone D step: the export cannot replay it
+    assert all(torch.equal(g0[k], v) for k, v in session.trainer.g.state_dict().items())
+    assert not all(torch.equal(d0[k], v) for k, v in session.trainer.d.state_dict().items())
+    assert post(client, "/api/control", {"action": "step_g"})["step"] == 1
+    state = post(client, "/api/control", {"action": "step", "count": 30})
+    assert state["step"] == 31
+    header, _ = unpack(session.frame)
+    assert header["step"] == 31 and {"loss_d", "loss_g", "d_real", "d_fake", "r1"} <= set(header["stats"])
+    assert 0 <= header["high_quality"] <= 1 and 0 <= header["modes"] <= 8
+
+
+def test_a_knob_continues_the_game_and_an_architecture_restarts_it(client, session):
+    post(client, "/api/control", {"action": "reset"})
+    post(client, "/api/control", {"action": "step", "count": 5})
+    state = post(client, "/api/settings", {"changes": {"optim.lr_d": 5e-4, "objective.name": "hinge"}})
+    assert state["step"] == 5 and not state["clean"] and "optim.lr_d" in state["note"]
+    assert session.trainer.opt_d.param_groups[0]["lr"] == 5e-4
+    assert type(session.trainer.objective).__name__ == "Hinge"
+    state = post(client, "/api/settings", {"changes": {"net.g_width": 64, "net.g_depth": 2}})
+    assert state["step"] == 0 and state["clean"] and state["values"]["net.g_width"] == 64
+    assert [m.out_features for m in session.trainer.g.modules() if isinstance(m, torch.nn.Linear)] == [64, 64, 2]
+    state = post(client, "/api/settings", {"changes": {"data.name": "points", "data.points": [[0, 0], [1, 1]]}})
+    assert state["values"]["data.name"] == "points"
+    assert post(client, "/api/control", {"action": "step", "count": 2})["step"] == 2
+    header, _ = unpack(session.frame)
+    assert header["modes"] is None  # drawn points have no known modes to count
+
+
+def test_export_is_replayed_by_gankit_train(client, tmp_path):
+    post(client, "/api/settings", {"changes": {"objective.name": "lsgan", "train.seed": 3}})
+    post(client, "/api/control", {"action": "reset"})
+    state = post(client, "/api/control", {"action": "step", "count": 40})
+    assert state["clean"] and state["step"] == 40
+    exported = client.get("/api/export")
+    assert exported.status_code == 200 and "attachment" in exported.headers["content-disposition"]
+    assert "reproduces the playground's game" in exported.text
+    cfg_path = tmp_path / "playground.yaml"
+    cfg_path.write_text(exported.text)
+    assert yaml.safe_load(exported.text)["train"]["steps"] == 40
+    ckpt = tmp_path / "playground.safetensors"
+    ckpt.write_bytes(client.get("/api/checkpoint").content)
+    played, meta = load_checkpoint(ckpt)
+    assert meta["step"] == 40
+    assert main(["train", str(cfg_path), "--run-dir", str(tmp_path / "run"), "--set", "log.progress=false",
+                 "log.tensorboard=false", "log.plot=false"]) == 0
+    trained, meta = load_checkpoint(CheckpointDir(tmp_path / "run" / "checkpoints").latest())
+    assert meta["step"] == 40
+    for net in ("g", "d"):
+        assert played[net].keys() == trained[net].keys()
+        for k in played[net]:
+            assert torch.equal(played[net][k], trained[net][k]), f"{net}.{k}"
+
+
+def test_image_mode_shows_samples_and_saves_a_checkpoint(client, session, tmp_path):
+    state = post(client, "/api/mode", {"mode": "image"})
+    assert state["mode"] == "image" and state["config"] == "mnist_dcgan.yaml" and "FID" in state["fid_note"]
+    assert "net.g_width" not in state["values"]
+    assert "net.g_width" in post(client, "/api/settings", {"changes": {"net.g_width": 8}}, status=400)["error"]
+    state = post(client, "/api/control", {"action": "step", "count": 2})
+    header, arrays = unpack(session.frame)
+    assert header["kind"] == "image" and arrays["grid"][:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "ckpt.safetensors").write_bytes(client.get("/api/checkpoint").content)
+    _, meta = load_checkpoint(tmp_path / "ckpt.safetensors")
+    assert meta["step"] == 2 and meta["config"]["data"]["name"] == "mnist10k"
+    assert "reproduces" in client.get("/api/export").text
+    post(client, "/api/mode", {"mode": "2d"})
+
+
+def test_cli_refuses_a_busy_port(capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["playground", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gankit: error: cannot listen on 127.0.0.1") and err.count("\n") == 1
