@@ -188,26 +188,54 @@ class LoadedGenerator:
         return to_uint8(samples, self.config.data.normalize)
 
 
-def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> LoadedGenerator:
-    """Rebuild G from a checkpoint file or run directory; uses the EMA weights when present and ``ema``."""
+def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.device = "auto") -> LoadedGenerator:
+    """Rebuild G from a checkpoint file, a run directory, a generator folder (``gankit export --format hf``)
+    or ``zoo:NAME`` (a pretrained model shipped with gankit); uses the EMA weights when present and
+    ``ema``. ``device``: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps."""
+    from gankit.device import select_device
+    from gankit.hub import is_generator_folder, read_folder, zoo_path
+
+    target = select_device(device, "device")
+    if str(path).startswith("zoo:"):
+        path = zoo_path(str(path)[len("zoo:"):])
+    if is_generator_folder(path):
+        weights, meta = read_folder(path)
+        use_ema = bool(meta.get("is_ema", False))
+        prior = None if meta.get("prior") is None else torch.tensor(meta["prior"], dtype=torch.float32)
+        cfg = from_dict(meta["run_config"])
+    else:
+        state, meta = load_checkpoint(resolve(path))
+        use_ema = ema and state.get("g_ema") is not None
+        weights = state["g_ema" if use_ema else "g"]
+        clusters = state.get("clusters")
+        prior = None if clusters is None else clusters["prior"].float()
+        cfg = from_dict(meta["config"])
+    net, num_classes = _rebuild(cfg, meta, path)
+    load_weights(net, weights, "generator")
+    check_finite(net, path)
+    net.to(target).eval()
+    if cfg.model.self_condition and prior is None:
+        raise CheckpointError(f"{path}: a self-conditioned run's checkpoint without its clusters")
+    return LoadedGenerator(net, cfg, tuple(meta["data_shape"]), int(meta["step"]), use_ema, num_classes, prior)
+
+
+def _rebuild(cfg: Config, meta: dict[str, Any], path: str | Path) -> tuple[nn.Module, int | None]:
     from gankit.models import build_generator
 
-    state, meta = load_checkpoint(resolve(path))
-    cfg = from_dict(meta["config"])
-    shape = tuple(meta["data_shape"])
     conditioned = cfg.model.conditional or cfg.model.self_condition > 0
     num_classes = meta.get("num_classes") if conditioned else None
     if conditioned and not num_classes:
         raise CheckpointError(f"{path}: a conditional run's checkpoint without num_classes in its metadata")
-    net = build_generator(cfg.model.generator, cfg.model.latent_dim, shape, num_classes)
-    use_ema = ema and state.get("g_ema") is not None
-    load_weights(net, state["g_ema" if use_ema else "g"], "generator")
-    net.to(device).eval()
-    clusters = state.get("clusters")
-    prior = None if clusters is None else clusters["prior"].float()
-    if cfg.model.self_condition and prior is None:
-        raise CheckpointError(f"{path}: a self-conditioned run's checkpoint without its clusters")
-    return LoadedGenerator(net, cfg, shape, int(meta["step"]), use_ema, num_classes, prior)
+    return build_generator(cfg.model.generator, cfg.model.latent_dim, tuple(meta["data_shape"]), num_classes), \
+        num_classes
+
+
+def check_finite(net: nn.Module, source: str | Path) -> None:
+    """Refuse a generator with NaN or infinite weights: its samples and exports would be silently wrong."""
+    for name, tensor in net.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{source}: the generator's {name} holds NaN or infinite values (a diverged "
+                                  "run?); resume from an earlier checkpoint instead")
 
 
 def load_weights(net: nn.Module, weights: dict[str, Any], what: str) -> None:

@@ -25,6 +25,7 @@ from gankit.checkpoint import (CheckpointDir, CheckpointError, atomic_write_byte
 from gankit.clustering import Clusters, cluster_images, prior_labels
 from gankit.config import Config, ConfigError, from_dict, load, resume_conflicts
 from gankit.data import BatchStream, Source, TensorSource, build_dataset
+from gankit.device import select_device  # noqa: F401  (re-exported: gankit.train.select_device)
 from gankit.distributed import Dist
 from gankit.ema import EMA
 from gankit.evaluator import TrainingEvaluator
@@ -50,22 +51,6 @@ class TrainResult:
     checkpoint: Path | None
     stopped_by: str  # "steps", "max_seconds" or "interrupt"
     last: dict[str, float] = field(default_factory=dict)
-
-
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"config: train.device: unknown device {name!r} (auto, cpu, cuda, cuda:N, mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("config: train.device is cuda but no CUDA device is available (use auto or cpu)")
-    return device
 
 
 def total_steps(cfg: Config, stream: BatchStream) -> int | None:
