@@ -104,7 +104,19 @@ def _check_rejection(args: argparse.Namespace) -> None:
         raise ValueError("--drs and --density-filter are two ways to drop samples; choose one")
 
 
+def _scale_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", type=_positive_int, metavar="N", help="nearest-neighbour upscaling of every image "
+                   "(default: about 128 px per image, e.g. 4 for 28-32 px data, 1 from 128 px)")
+
+
+def _scale(args: argparse.Namespace, gen: object) -> int:
+    from gankit.sampling import default_scale
+
+    return args.scale or (default_scale(gen.data_shape[-1]) if gen.is_image else 1)
+
+
 def _latent_tool_arguments(p: argparse.ArgumentParser) -> None:
+    _scale_argument(p)
     p.add_argument("--truncation", type=_non_negative_float, metavar="PSI", help=TRUNCATION_HELP)
     p.add_argument("--class", dest="class_index", type=_non_negative_int, metavar="K",
                    help="conditional runs: the class of every image (default 0)")
@@ -149,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="conditional runs: every sample of class K (default: a .png grid shows class i in "
                         "row i, files cycle through the classes)")
     s.add_argument("--truncation", type=_non_negative_float, metavar="PSI", help=TRUNCATION_HELP)
+    _scale_argument(s)
     _rejection_arguments(s)
 
     i = sub.add_parser("interpolate", help="a walk through latent space between seeds, as a GIF or a PNG strip")
@@ -333,7 +346,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
         rejection = DensityFilter(percentile=args.density_filter)
     out = write_samples(gen, args.num, args.out, seed=args.seed, batch_size=args.batch_size,
-                        class_index=args.class_index, truncation=args.truncation, rejection=rejection)
+                        class_index=args.class_index, truncation=args.truncation, rejection=rejection,
+                        scale=_scale(args, gen))
     which = "EMA generator" if gen.is_ema else "generator"
     of_class = f" of class {args.class_index}" if args.class_index is not None else ""
     print(f"gankit: wrote {args.num} samples{of_class} of the {which} at step {gen.step} to {out}")
@@ -355,7 +369,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     if len(seeds) < 2:
         raise ValueError(f"--seeds needs at least two seeds to walk between, got {seeds}")
     out = write_interpolation(gen, seeds, args.steps, args.out, spherical=args.slerp, truncation=args.truncation,
-                              class_index=args.class_index, frame_ms=args.frame_ms)
+                              class_index=args.class_index, frame_ms=args.frame_ms, scale=_scale(args, gen))
     frames = (len(seeds) - 1) * (args.steps - 1) + 1
     print(f"gankit: wrote a {frames}-frame walk through seeds {' '.join(map(str, seeds))} to {out}")
     return 0
@@ -368,7 +382,7 @@ def cmd_style_mix(args: argparse.Namespace) -> int:
     gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device, "--device"))
     rows, cols = [s for g in args.rows for s in g], [s for g in args.cols for s in g]
     out = write_style_mix(gen, rows, cols, args.out, coarse=args.coarse, truncation=args.truncation,
-                          class_index=args.class_index)
+                          class_index=args.class_index, scale=_scale(args, gen))
     print(f"gankit: wrote a {len(rows)} x {len(cols)} style-mixing grid to {out}")
     return 0
 

@@ -99,10 +99,22 @@ def png_bytes(array_hwc: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def save_image_grid(images: torch.Tensor, normalize: str, path: str | Path, nrow: int) -> Path:
+def default_scale(side: int) -> int:
+    """Nearest-neighbour upscaling that makes a ``side``-pixel image about 128 px on screen (28 px: 4x)."""
+    return max(1, 128 // max(1, side))
+
+
+def upscale(array_hwc: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour: every pixel becomes a ``scale`` x ``scale`` block (no blur on tiny images)."""
+    if scale < 1:
+        raise ValueError(f"--scale must be >= 1, got {scale}")
+    return array_hwc if scale == 1 else array_hwc.repeat(scale, 0).repeat(scale, 1)
+
+
+def save_image_grid(images: torch.Tensor, normalize: str, path: str | Path, nrow: int, scale: int = 1) -> Path:
     path = Path(path)
     grid = image_grid(images, normalize, nrow)
-    atomic_write_bytes(path, png_bytes(grid.permute(1, 2, 0).numpy()))
+    atomic_write_bytes(path, png_bytes(upscale(grid.permute(1, 2, 0).numpy(), scale)))
     return path
 
 
@@ -248,14 +260,15 @@ def load_weights(net: nn.Module, weights: dict[str, Any], what: str) -> None:
 def write_samples(gen: LoadedGenerator, num: int, out: str | Path, seed: int = 0, batch_size: int = 256,
                   nrow: int | None = None, class_index: int | None = None,
                   truncation: float | None = None, *,
-                  rejection: Rejection | DensityFilter | None = None) -> Path:
+                  rejection: Rejection | DensityFilter | None = None, scale: int = 1) -> Path:
     """Write ``num`` samples to a grid ``.png``, an ``.npz`` array file, or a directory (path ending in /).
 
     A conditional G draws every sample of ``class_index`` when given; otherwise a grid shows one class
     per row (row i is class i % num_classes) and files cycle through the classes (a self-conditioned G:
     draw clusters in proportion to their size). The ``.npz`` then holds the ``labels`` (int64) too
     (``clusters`` for a self-conditioned G: they are not the dataset's classes). ``rejection``: keep
-    only the samples it accepts (gankit.rejection: DRS or the density filter)."""
+    only the samples it accepts (gankit.rejection: DRS or the density filter). ``scale``: nearest-neighbour
+    upscaling of a ``.png`` grid (files and arrays keep the model's resolution)."""
     out_str = str(out)
     out = Path(out)
     grid = out.suffix.lower() == ".png" and gen.is_image
@@ -276,7 +289,7 @@ def write_samples(gen: LoadedGenerator, num: int, out: str | Path, seed: int = 0
     suffix = out.suffix.lower()
     if suffix == ".png":
         if gen.is_image:
-            return save_image_grid(samples, gen.config.data.normalize, out, nrow)
+            return save_image_grid(samples, gen.config.data.normalize, out, nrow, scale)
         return save_points_plot(samples, out)
     if suffix == ".npz":
         buf = io.BytesIO()
@@ -343,8 +356,9 @@ def interpolation_frames(gen: LoadedGenerator, seeds: list[int], steps: int, *, 
 
 def write_interpolation(gen: LoadedGenerator, seeds: list[int], steps: int, out: str | Path, *,
                         spherical: bool = False, truncation: float | None = None,
-                        class_index: int | None = None, frame_ms: int = 80) -> Path:
-    """An animated ``.gif`` (looping, ``frame_ms`` per frame) or a ``.png`` strip of the walk."""
+                        class_index: int | None = None, frame_ms: int = 80, scale: int = 1) -> Path:
+    """An animated ``.gif`` (looping, ``frame_ms`` per frame) or a ``.png`` strip of the walk with each seed
+    written under its frame; ``scale``: nearest-neighbour upscaling of every frame."""
     from PIL import Image
 
     out = Path(out)
@@ -354,13 +368,34 @@ def write_interpolation(gen: LoadedGenerator, seeds: list[int], steps: int, out:
     frames = interpolation_frames(gen, seeds, steps, spherical=spherical, truncation=truncation,
                                   class_index=class_index)
     if suffix == ".png":
-        return save_image_grid(frames, gen.config.data.normalize, out, nrow=len(frames))
+        strip = upscale(image_grid(frames, gen.config.data.normalize, len(frames)).permute(1, 2, 0).numpy(), scale)
+        atomic_write_bytes(out, png_bytes(label_seeds(strip, seeds, steps, len(frames))))
+        return out
     images = [Image.fromarray(a.squeeze(-1) if a.shape[-1] == 1 else a)
-              for a in gen.to_uint8(frames).permute(0, 2, 3, 1).numpy()]
+              for a in (upscale(f, scale) for f in gen.to_uint8(frames).permute(0, 2, 3, 1).numpy())]
     buf = io.BytesIO()
     images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
     atomic_write_bytes(out, buf.getvalue())
     return out
+
+
+def label_seeds(strip: np.ndarray, seeds: list[int], steps: int, frames: int) -> np.ndarray:
+    """The strip with a band below it naming the seed under each frame that is a seed's own image."""
+    from PIL import Image, ImageDraw
+
+    h, w = strip.shape[:2]
+    band = 14
+    canvas = Image.new("L" if strip.shape[2] == 1 else "RGB", (w, h + band), 255 if strip.shape[2] == 1 else
+                       (255, 255, 255))
+    canvas.paste(Image.fromarray(strip.squeeze(-1) if strip.shape[2] == 1 else strip), (0, 0))
+    draw, cell = ImageDraw.Draw(canvas), w / frames
+    for i, seed in enumerate(seeds):
+        x = (i * (steps - 1) + 0.5) * cell  # the frame of seed i, centred
+        text = f"seed {seed}" if cell >= 40 else str(seed)
+        width = draw.textlength(text)
+        draw.text((min(max(0.0, x - width / 2), w - width), h + 1), text, fill=0)
+    array = np.asarray(canvas)
+    return array[..., None] if array.ndim == 2 else array
 
 
 def default_coarse_styles(g: nn.Module) -> int:
@@ -400,7 +435,7 @@ def style_mix_grid(g: nn.Module, row_z: torch.Tensor, col_z: torch.Tensor, *, co
 
 def write_style_mix(gen: LoadedGenerator, rows: list[int], cols: list[int], out: str | Path, *,
                     coarse: int | None = None, truncation: float | None = None,
-                    class_index: int | None = None) -> Path:
+                    class_index: int | None = None, scale: int = 1) -> Path:
     """Write :func:`style_mix_grid` of the latents of seeds ``rows`` and ``cols`` to a ``.png``."""
     out = Path(out)
     if out.suffix.lower() != ".png":
@@ -414,4 +449,4 @@ def write_style_mix(gen: LoadedGenerator, rows: list[int], cols: list[int], out:
     normalize = gen.config.data.normalize
     grid = style_mix_grid(gen.net, row_z, col_z, coarse=coarse, truncation=truncation, row_y=row_y,
                           col_y=col_y, blank=-1.0 if normalize == "symmetric" else 0.0)
-    return save_image_grid(grid, normalize, out, nrow=len(cols) + 1)
+    return save_image_grid(grid, normalize, out, nrow=len(cols) + 1, scale=scale)

@@ -372,7 +372,8 @@ def train(cfg: Config | dict | str | Path, run_dir: str | Path | None = None, *,
     # what a rollback returns to when no checkpoint has been written yet
     initial = (copy.deepcopy(trainer.state_dict()), trainer.meta(0.0))
     logger = RunLogger(run_dir, start_step=start_step, total_steps=total, progress=cfg.log.progress,
-                       tensorboard=cfg.log.tensorboard, batch_size=cfg.train.batch_size * cfg.train.d_steps) \
+                       tensorboard=cfg.log.tensorboard, batch_size=cfg.train.batch_size * cfg.train.d_steps,
+                       config=cfg.to_dict()) \
         if ctx.is_main else NullLogger(start_step=start_step, batch_size=cfg.train.batch_size * cfg.train.d_steps)
     if ctx.enabled or trainer.perf.active:
         logger.message(distributed.describe(trainer))

@@ -1,0 +1,99 @@
+"""Rebuild the model zoo (gankit/zoo/NAME): train each entry from its preset through the CLI, measure it
+with `gankit eval`, export it as an hf folder with the metrics in its model card.
+
+    nice -n 19 python benchmarks/build_zoo.py                 # every entry, one after another
+    nice -n 19 python benchmarks/build_zoo.py ring --time-scale 0.1   # a quick check (not shipped numbers)
+
+Each entry's `gankit eval --json` result goes to benchmarks/results/zoo_<name>.json and the summary to
+benchmarks/results/zoo.json; the table printed at the end is the README's zoo table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ZOO = ROOT / "gankit" / "zoo"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+@dataclass
+class Entry:
+    name: str
+    config: str
+    what: str
+    ref: str
+    metrics: list[str] | None = None  # None: gankit eval's defaults for the reference
+    num: int = 10_000
+    seconds: float | None = None  # a wall-clock budget, else the config's steps
+    overrides: list[str] = field(default_factory=list)
+
+
+ENTRIES = [
+    Entry("ring", "configs/ring.yaml", "8 Gaussians on a ring (2D points), MLP G", "ring", ["modes2d"], 2500),
+    Entry("mnist-cgan", "configs/mnist_cgan.yaml", "class-conditional DCGAN, 28 px digits", "mnist10k",
+          seconds=300, overrides=["train.threads=1"]),
+    Entry("mnist", "configs/mnist_stylegan.yaml", "StyleGAN2, 32 px digits (the best MNIST preset)",
+          "mnist10k", seconds=900, overrides=["train.threads=1"]),
+]
+
+
+def gankit(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "gankit", *args], check=True, cwd=ROOT)
+
+
+def build(entry: Entry, runs: Path, time_scale: float) -> dict:
+    run = runs / entry.name
+    shutil.rmtree(run, ignore_errors=True)
+    budget = ["--max-seconds", f"{entry.seconds * time_scale:g}"] if entry.seconds else []
+    if not entry.seconds and time_scale != 1:
+        budget = ["--steps", str(max(10, int(10_000 * time_scale)))]
+    t0 = time.time()
+    gankit("train", entry.config, "--run-dir", str(run), *budget, "--set", "log.progress=false",
+           "train.device=cpu", *entry.overrides)
+    wall = time.time() - t0
+    result_json = RESULTS / f"zoo_{entry.name}.json"
+    gankit("eval", str(run), "--ref", entry.ref, "--num", str(entry.num), "--device", "cpu", "--json",
+           str(result_json), *(["--metrics", ",".join(entry.metrics)] if entry.metrics else []))
+    out = ZOO / entry.name
+    shutil.rmtree(out, ignore_errors=True)
+    gankit("export", str(run), "--format", "hf", "--out", str(out), "--metrics", str(result_json))
+    result = json.loads(result_json.read_text())
+    step = json.loads((out / "config.json").read_text())["step"]
+    keep = ("fid", "precision", "recall", "class_agreement", "classes_covered", "modes", "high_quality", "reverse_kl")
+    info = {"what": entry.what, "config": entry.config, "steps": step, "train_seconds": round(wall, 1),
+            "budget": " ".join(budget + entry.overrides) or "the config's steps",
+            "metrics": {k: result[k] for k in keep if isinstance(result.get(k), (int, float))},
+            "result": str(result_json.relative_to(ROOT))}
+    (out / "zoo.json").write_text(json.dumps(info, indent=2) + "\n")
+    info["bytes"] = sum(p.stat().st_size for p in out.iterdir())
+    return {"name": entry.name, **info}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="entries to build (default: all)")
+    parser.add_argument("--time-scale", type=float, default=1.0, help="multiply budgets (quick checks)")
+    parser.add_argument("--runs", default="runs/zoo", help="training runs go here (default runs/zoo)")
+    args = parser.parse_args()
+    chosen = [e for e in ENTRIES if not args.names or e.name in args.names]
+    rows = [build(e, ROOT / args.runs, args.time_scale) for e in chosen]
+    summary = RESULTS / "zoo.json"
+    old = {r["name"]: r for r in json.loads(summary.read_text())} if summary.is_file() else {}
+    old.update({r["name"]: r for r in rows})
+    summary.write_text(json.dumps(list(old.values()), indent=2) + "\n")
+    print("| name | what | metrics | size | steps | config |\n| --- | --- | --- | --- | --- | --- |")
+    for r in old.values():
+        scores = ", ".join(f"{k} {v:.3g}" for k, v in r["metrics"].items())
+        print(f"| `zoo:{r['name']}` | {r['what']} | {scores} | {r['bytes'] / 1e6:.2f} MB | {r['steps']:,} | "
+              f"`{r['config']}` |")
+
+
+if __name__ == "__main__":
+    main()
