@@ -18,6 +18,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gankit.export import export
+from gankit.sampling import load_generator
+
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "gankit" / "zoo"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -48,26 +51,30 @@ def gankit(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "gankit", *args], check=True, cwd=ROOT)
 
 
-def build(entry: Entry, runs: Path, time_scale: float) -> dict:
+def build(entry: Entry, runs: Path, time_scale: float, export_only: bool = False) -> dict:
     run = runs / entry.name
-    shutil.rmtree(run, ignore_errors=True)
     budget = ["--max-seconds", f"{entry.seconds * time_scale:g}"] if entry.seconds else []
     if not entry.seconds and time_scale != 1:
         budget = ["--steps", str(max(10, int(10_000 * time_scale)))]
-    t0 = time.time()
-    gankit("train", entry.config, "--run-dir", str(run), *budget, "--set", "log.progress=false",
-           "train.device=cpu", *entry.overrides)
-    wall = time.time() - t0
     result_json = RESULTS / f"zoo_{entry.name}.json"
-    gankit("eval", str(run), "--ref", entry.ref, "--num", str(entry.num), "--device", "cpu", "--json",
-           str(result_json), *(["--metrics", ",".join(entry.metrics)] if entry.metrics else []))
+    previous = ZOO / entry.name / "zoo.json"
+    wall = json.loads(previous.read_text())["train_seconds"] if export_only and previous.is_file() else None
+    if not export_only:  # else: the run and its eval JSON from an earlier build, exported again
+        shutil.rmtree(run, ignore_errors=True)
+        t0 = time.time()
+        gankit("train", entry.config, "--run-dir", str(run), *budget, "--set", "log.progress=false",
+               "train.device=cpu", *entry.overrides)
+        wall = round(time.time() - t0, 1)
+        gankit("eval", str(run), "--ref", entry.ref, "--num", str(entry.num), "--device", "cpu", "--json",
+               str(result_json), *(["--metrics", ",".join(entry.metrics)] if entry.metrics else []))
     out = ZOO / entry.name
     shutil.rmtree(out, ignore_errors=True)
-    gankit("export", str(run), "--format", "hf", "--out", str(out), "--metrics", str(result_json))
     result = json.loads(result_json.read_text())
+    command = " ".join(["gankit train", entry.config, *budget, *(["--set", *entry.overrides] if entry.overrides else [])])
+    export(load_generator(run, device="cpu"), "hf", out, name=f"zoo:{entry.name}", metrics=result, source=command)
     step = json.loads((out / "config.json").read_text())["step"]
     keep = ("fid", "precision", "recall", "class_agreement", "classes_covered", "modes", "high_quality", "reverse_kl")
-    info = {"what": entry.what, "config": entry.config, "steps": step, "train_seconds": round(wall, 1),
+    info = {"what": entry.what, "config": entry.config, "steps": step, "train_seconds": wall,
             "budget": " ".join(budget + entry.overrides) or "the config's steps",
             "metrics": {k: result[k] for k in keep if isinstance(result.get(k), (int, float))},
             "result": str(result_json.relative_to(ROOT))}
@@ -81,9 +88,10 @@ def main() -> None:
     parser.add_argument("names", nargs="*", help="entries to build (default: all)")
     parser.add_argument("--time-scale", type=float, default=1.0, help="multiply budgets (quick checks)")
     parser.add_argument("--runs", default="runs/zoo", help="training runs go here (default runs/zoo)")
+    parser.add_argument("--export-only", action="store_true", help="re-export the runs of an earlier build")
     args = parser.parse_args()
     chosen = [e for e in ENTRIES if not args.names or e.name in args.names]
-    rows = [build(e, ROOT / args.runs, args.time_scale) for e in chosen]
+    rows = [build(e, ROOT / args.runs, args.time_scale, args.export_only) for e in chosen]
     summary = RESULTS / "zoo.json"
     old = {r["name"]: r for r in json.loads(summary.read_text())} if summary.is_file() else {}
     old.update({r["name"]: r for r in rows})

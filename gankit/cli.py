@@ -77,7 +77,7 @@ def _seed_list(text: str) -> list[int]:
 
 DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default auto)"
 TRUNCATION_HELP = ("truncation trick: StyleGAN: w = w_avg + PSI (w - w_avg), 0 <= PSI <= 1 (0 = the mean "
-                   "image); other models: z from a normal truncated to |z_i| < PSI (0: z = 0)")
+                   "image); other models: z from a normal truncated to |z_i| < PSI (0: z = 0); default: off")
 
 
 def _rejection_arguments(p: argparse.ArgumentParser) -> None:
@@ -135,15 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="YAML config file or preset name (`gankit init --list`); "
                    "default: folder_dcgan with --data")
     p.add_argument("--data", metavar="DIR", help="train on your own images: a folder of PNG/JPEG files (sets "
-                   "data.name=folder data.root=DIR; size and channels inferred unless set)")
+                   "data.name=folder data.root=DIR; size and channels inferred unless set; default: the config's data)")
     p.add_argument("--device", help="device, as train.device: " + DEVICE_HELP.replace("default auto",
                    "default: the config's, auto"))
     p.add_argument("--run-dir", help="output directory (default: runs/<timestamp>)")
     p.add_argument("--steps", type=_non_negative_int,
-                   help="total generator updates of the run, counting resumed ones (sets train.steps)")
-    p.add_argument("--max-seconds", type=_positive_float, help="wall-clock budget of this invocation")
+                   help="total generator updates of the run, counting resumed ones (sets train.steps; default: the "
+                        "config's)")
+    p.add_argument("--max-seconds", type=_positive_float, help="wall-clock budget of this invocation in seconds (default: none, the config's "
+                   "train.max_seconds)")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override config values, e.g. --set optim.lr_g=1e-4 train.batch_size=128")
+                   help="override config values, e.g. --set optim.lr_g=1e-4 train.batch_size=128 (default: none)")
     p.add_argument("--resume", action="store_true", help="continue the latest checkpoint in --run-dir")
     p.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
                    help="data-parallel processes, started by torchrun's launcher: one per GPU, or CPU processes "
@@ -197,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: mnist-cnn for MNIST, points for 2D data, inception otherwise)")
     e.add_argument("--root", default="data", help="directory of the reference dataset's files (default data)")
     e.add_argument("--seed", type=int, default=0, help="latent seed of the samples and KID subsets (default 0)")
-    e.add_argument("--json", help="write the result, with its info block, to this JSON file")
+    e.add_argument("--json", help="write the result, with its info block, to this JSON file (default: print only)")
     e.add_argument("--device", default="auto", help="device for sampling and features: " + DEVICE_HELP)
     e.add_argument("--cache-dir", help="reference feature cache (default $GANKIT_CACHE/reference or "
                    "~/.cache/gankit/reference)")
@@ -210,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", help="weights file (default classifiers/<data>.safetensors)")
     k.add_argument("--epochs", type=_positive_int, default=10, help="training epochs (default 10)")
     k.add_argument("--seed", type=int, default=0, help="seed of the initialisation and data order (default 0)")
-    k.add_argument("--limit", type=_positive_int, help="train on the first N training images only")
+    k.add_argument("--limit", type=_positive_int, help="train on the first N training images only (default: all)")
     k.add_argument("--download", action="store_true", help="let torchvision download missing dataset files")
 
     b = sub.add_parser("bench", help="run the quality benchmarks (fixed budgets) beside published results")
@@ -218,12 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="benchmarks: ring, grid, stacked-mnist, mnist10k (default: ring grid mnist10k)")
     b.add_argument("--seeds", type=_positive_int, default=1, help="runs per benchmark, seeds 0..N-1 (default 1)")
     b.add_argument("--time-scale", type=_positive_float, default=1.0,
-                   help="multiply every budget (e.g. 0.1 for a quick check; results are then not comparable)")
+                   help="multiply every budget (e.g. 0.1 for a quick check; results are then not comparable; "
+                        "default 1)")
     b.add_argument("--configs", help="directory of gankit's preset configs (default: the checkout's configs/)")
     b.add_argument("--out-dir", default="runs/bench", help="where the benchmark runs go (default runs/bench)")
-    b.add_argument("--json", help="write every run and the summaries to this JSON file")
+    b.add_argument("--json", help="write every run and the summaries to this JSON file (default: print only)")
     b.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override config values of every run (e.g. train.device=cuda)")
+                   help="override config values of every run (e.g. train.device=cuda; default: none)")
     _rejection_arguments(b)  # adds a "gankit + DRS" / "gankit + density" row per benchmark
 
     c = sub.add_parser("config", help="print a resolved config, or every field with its default and help")

@@ -38,7 +38,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     metrics = read_metrics(args.metrics)
     gen = load_generator(args.source, ema=not args.no_ema, device="cpu")
-    out, diff = export(gen, args.format, args.out, metrics=metrics, source=str(args.source))
+    out, diff = export(gen, args.format, args.out, metrics=metrics)
     checked = f"; outputs match PyTorch to {diff:.1e} on a batch of 5" if diff is not None else ""
     print(f"gankit: exported the {'EMA ' if gen.is_ema else ''}generator at step {gen.step} as {args.format} "
           f"to {out}{checked}")
@@ -51,7 +51,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
     metrics = read_metrics(args.metrics)
     gen = load_generator(args.source, ema=not args.no_ema, device="cpu")
-    url = push(gen, args.repo_id, metrics=metrics, private=args.private, source=str(args.source))
+    url = push(gen, args.repo_id, metrics=metrics, private=args.private)
     print(f"gankit: pushed the generator at step {gen.step} to {url}")
     return 0
 

@@ -136,11 +136,13 @@ def export_torchscript(gen: LoadedGenerator, out: Path) -> tuple[Path, float]:
 def export_hf(gen: LoadedGenerator, out: Path, *, name: str | None = None, metrics: dict[str, Any] | None = None,
               source: str = "", grid: int = 64) -> Path:
     """A folder for the Hugging Face Hub: ``config.json``, ``model.safetensors``, ``README.md`` (a model card
-    with the config, the metrics and a sample grid) and ``samples.png``."""
+    with the config, the metrics and a sample grid) and ``samples.png``. ``name``: how users load it
+    (default the folder's name; ``user/repo`` for the Hub, ``zoo:NAME`` for the zoo); ``source``: how it
+    was trained, for the card."""
     from gankit.hub import save_folder
 
     out.mkdir(parents=True, exist_ok=True)
-    write_samples(gen, grid, out / "samples.png", seed=0)
+    write_samples(gen, grid if gen.is_image else 2500, out / "samples.png", seed=0, scale=2 if gen.is_image else 1)
     name = name or out.resolve().name
     save_folder(gen, out, model_card(gen, name, metrics, source, "samples.png"))
     return out
@@ -148,21 +150,24 @@ def export_hf(gen: LoadedGenerator, out: Path, *, name: str | None = None, metri
 
 def model_card(gen: LoadedGenerator, name: str, metrics: dict[str, Any] | None, source: str,
                picture: str | None) -> str:
-    """The README.md of an exported folder: Hub metadata, what the model is, how it scores, how to use
-    it. ``name``: the folder's name, or the Hub repository id (``user/name``) for ``gankit push``."""
+    """The README.md of an exported folder: Hub metadata, what the model is, how it scores, how to use it."""
     from gankit import __version__
 
     cfg = gen.config
     kind = f"class-conditional ({gen.num_classes} classes) " if gen.num_classes and not gen.self_conditioned else ""
-    shape = "x".join(map(str, gen.data_shape))
+    arch = cfg.model.generator["name"]
+    output = (f"{'x'.join(map(str, gen.data_shape))} images, pixels in "
+              f"{'[-1, 1]' if cfg.data.normalize == 'symmetric' else '[0, 1]'}" if gen.is_image else "2D points")
     lines = ["---", "library_name: gankit", "tags: [gan, gankit, image-generation]", "---", "",
              f"# {name}", "",
-             f"A {kind}{cfg.model.generator['name']} generator trained with gankit {__version__} on "
-             f"`{cfg.data.name}` for {gen.step:,} steps ({'EMA weights' if gen.is_ema else 'raw weights'}); "
-             f"output {shape} ({'images in [-1, 1]' if cfg.data.normalize == 'symmetric' else 'values in [0, 1]'}"
-             f"{'' if gen.is_image else ', 2D points'}).", ""]
+             f"A {kind}{arch} generator ({'an' if arch[0] in 'aeiou' else 'a'} generative adversarial network's "
+             f"G) trained with gankit {__version__} on `{cfg.data.name}` for {gen.step:,} steps "
+             f"({'EMA weights' if gen.is_ema else 'raw weights'}); it maps a latent vector of "
+             f"{gen.latent_dim} standard normal numbers{' and a class' if kind else ''} to {output}.", ""]
+    if source:
+        lines += [f"Trained with `{source}`.", ""]
     if picture:
-        lines += [f"![samples]({picture})", "", "Samples for seed 0 (`gankit sample FOLDER --num 64`).", ""]
+        lines += [f"![samples]({picture})", "", "Samples for seed 0.", ""]
     lines += ["## Metrics", ""]
     if metrics:
         info = metrics.get("info", {})
@@ -170,23 +175,24 @@ def model_card(gen: LoadedGenerator, name: str, metrics: dict[str, Any] | None, 
                 and not isinstance(v, bool)]
         lines += ["| metric | value |", "| --- | --- |"] + [f"| {k} | {v:.4g} |" for k, v in rows] + [""]
         if info:
+            features = f", features `{info['extractor']}`" if info.get("extractor") else ""
             lines += [f"Measured with `gankit eval` on {info.get('num', '?')} samples against "
-                      f"`{info.get('reference', '?')}` ({info.get('split', '?')} split), features "
-                      f"`{info.get('extractor', '-')}`.", ""]
+                      f"`{info.get('reference', '?')}` ({info.get('split', '?')} split){features}.", ""]
     else:
         lines += ["Not measured (export with `--metrics RESULT.json`, written by `gankit eval --json`).", ""]
-    on_hub = "/" in name
-    folder = "folder" if on_hub else repr(name)
     lines += ["## Use", "", "```python", "import gankit"]
-    if on_hub:
-        lines += ["from huggingface_hub import snapshot_download", f"folder = snapshot_download({name!r})"]
-    lines += [f"gen = gankit.load_generator({folder})  # then: gankit sample FOLDER --num 64 --out grid.png",
-              "images = gen.sample(16, seed=0)  # model range; gen.to_uint8(images) gives pixels", "",
+    if name.startswith("zoo:"):
+        folder = f"gankit.hub.zoo_path({name[4:]!r})"
+        lines += [f"gen = gankit.load_generator({name!r})  # or: gankit sample {name} --num 64 --out grid.png"]
+    else:
+        folder = "folder"
+        lines += [f"from huggingface_hub import snapshot_download\nfolder = snapshot_download({name!r})" if "/" in name
+                  else f"folder = {name!r}",
+                  "gen = gankit.load_generator(folder)  # or: gankit sample FOLDER --num 64 --out grid.png"]
+    lines += ["images = gen.sample(16, seed=0)  # model range; gen.to_uint8(images) gives pixels", "",
               "from gankit.hub import GankitGenerator  # huggingface_hub's own loader: a plain nn.Module",
-              f"net = GankitGenerator.from_pretrained({name!r})  # net(z) or net(z, labels)", "```", ""]
-    if source:
-        lines += [f"Trained from `{source}`.", ""]
-    lines += ["## Config", "", "The resolved gankit config of the training run:", "", "```yaml",
+              f"net = GankitGenerator.from_pretrained({folder})  # net(z) or net(z, labels)", "```", "",
+              "## Config", "", "The resolved gankit config of the training run:", "", "```yaml",
               yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip(), "```", ""]
     return "\n".join(lines)
 
