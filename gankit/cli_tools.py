@@ -29,7 +29,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--list", action="store_true", help="list the presets with their first comment line")
     i.add_argument("--force", action="store_true", help="overwrite an existing file (default: refuse)")
 
-    sub.add_parser("zoo", help="list the pretrained generators shipped with gankit (gankit sample zoo:NAME)")
+    z = sub.add_parser("zoo", help="list the pretrained generators shipped with gankit (gankit sample zoo:NAME)")
+    z.add_argument("--markdown", action="store_true", help="print the README's zoo table instead")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -74,7 +75,11 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     for name in zoo_names():
         entry = zoo_entry(name)
         scores = ", ".join(f"{k} {v:.4g}" for k, v in entry.get("metrics", {}).items())
-        print(f"zoo:{name:18} {entry.get('what', ''):48} {entry['bytes'] / 1e6:5.2f} MB  {scores}")
+        if args.markdown:
+            print(f"| `zoo:{name}` | {entry.get('what', '')} | {scores} | {entry['bytes'] / 1e6:.2f} MB | "
+                  f"`{entry.get('trained_with', entry.get('config', '?'))}` ({entry.get('steps', 0):,} steps) |")
+        else:
+            print(f"zoo:{name:14} {entry.get('what', ''):44} {entry['bytes'] / 1e6:5.2f} MB  {scores}")
     return 0
 
 
