@@ -142,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_non_negative_int,
                    help="total generator updates of the run, counting resumed ones (sets train.steps; default: the "
                         "config's)")
-    p.add_argument("--max-seconds", type=_positive_float, help="wall-clock budget of this invocation in seconds (default: none, the config's "
-                   "train.max_seconds)")
+    p.add_argument("--max-seconds", type=_positive_float,
+                   help="wall-clock budget of this invocation in seconds (default: the config's train.max_seconds)")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="override config values, e.g. --set optim.lr_g=1e-4 train.batch_size=128 (default: none)")
     p.add_argument("--resume", action="store_true", help="continue the latest checkpoint in --run-dir")
@@ -152,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "over gloo; train.batch_size is the global batch, split between them (default 1)")
 
     s = sub.add_parser("sample", help="write samples from a trained generator")
-    s.add_argument("source", help="run directory, checkpoint file, exported hf folder or zoo:NAME (`gankit zoo`)")
+    s.add_argument("source", help="run directory, checkpoint file, exported hf folder or zoo:NAME "
+                   "(see `gankit zoo`)")
     s.add_argument("--num", type=_positive_int, default=64, help="number of samples (default 64)")
     s.add_argument("--out", required=True, help="grid .png, array .npz, or a directory ending in /")
     s.add_argument("--seed", type=int, default=0, help="latent seed (default 0)")

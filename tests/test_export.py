@@ -11,7 +11,7 @@ import torch
 from conftest import TINY, make_cfg
 from gankit.checkpoint import CheckpointError
 from gankit.cli import main
-from gankit.export import ExportError, export
+from gankit.export import export
 from gankit.sampling import latents, load_generator
 from gankit.train import train
 

@@ -54,8 +54,8 @@ def test_readme_has_a_picture_a_table_of_contents_and_no_internal_references():
     first_screen = "\n".join(README.splitlines()[:15])
     picture = re.search(r"!\[[^\]]*\]\(([^)]+)\)", first_screen)
     assert picture and (ROOT / picture.group(1)).is_file()
+    headings = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"(?m)^## (.+)$", README)}
     for anchor in re.findall(r"\]\(#([a-z0-9-]+)\)", README):
-        headings = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"(?m)^## (.+)$", README)}
         assert anchor in headings, anchor
     for internal in (".ci/run", "the issue", "EPYC", "the lead"):
         assert internal not in README
