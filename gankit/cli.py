@@ -76,8 +76,9 @@ def _seed_list(text: str) -> list[int]:
     return seeds
 
 
+DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default auto)"
 TRUNCATION_HELP = ("truncation trick: StyleGAN: w = w_avg + PSI (w - w_avg), 0 <= PSI <= 1 (0 = the mean "
-                   "image); other models: z from a normal truncated to |z_i| < PSI (0: z = 0)")
+                   "image); other models: z from a normal truncated to |z_i| < PSI (0: z = 0); default: off")
 
 
 def _rejection_arguments(p: argparse.ArgumentParser) -> None:
@@ -104,12 +105,24 @@ def _check_rejection(args: argparse.Namespace) -> None:
         raise ValueError("--drs and --density-filter are two ways to drop samples; choose one")
 
 
+def _scale_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", type=_positive_int, metavar="N", help="nearest-neighbour upscaling of every image "
+                   "(default: about 128 px per image, e.g. 4 for 28-32 px data, 1 from 128 px)")
+
+
+def _scale(args: argparse.Namespace, gen: object) -> int:
+    from gankit.sampling import default_scale
+
+    return args.scale or (default_scale(gen.data_shape[-1]) if gen.is_image else 1)
+
+
 def _latent_tool_arguments(p: argparse.ArgumentParser) -> None:
+    _scale_argument(p)
     p.add_argument("--truncation", type=_non_negative_float, metavar="PSI", help=TRUNCATION_HELP)
     p.add_argument("--class", dest="class_index", type=_non_negative_int, metavar="K",
                    help="conditional runs: the class of every image (default 0)")
     p.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
-    p.add_argument("--device", default="cpu", help="device to run the generator on (default cpu)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,31 +132,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gankit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a GAN from a YAML config")
-    p.add_argument("config", help="YAML config file (see configs/)")
+    p = sub.add_parser("train", help="train a GAN from a YAML config, a preset name, or on a folder of images")
+    p.add_argument("config", nargs="?", help="YAML config file or preset name (`gankit init --list`); "
+                   "default: folder_dcgan with --data")
+    p.add_argument("--data", metavar="DIR", help="train on your own images: a folder of PNG/JPEG files (sets "
+                   "data.name=folder data.root=DIR; size and channels inferred unless set; default: the config's data)")
+    p.add_argument("--device", help="device, as train.device: " + DEVICE_HELP.replace("default auto",
+                   "default: the config's, auto"))
     p.add_argument("--run-dir", help="output directory (default: runs/<timestamp>)")
     p.add_argument("--steps", type=_non_negative_int,
-                   help="total generator updates of the run, counting resumed ones (sets train.steps)")
-    p.add_argument("--max-seconds", type=_positive_float, help="wall-clock budget of this invocation")
+                   help="total generator updates of the run, counting resumed ones (sets train.steps; default: the "
+                        "config's)")
+    p.add_argument("--max-seconds", type=_positive_float,
+                   help="wall-clock budget of this invocation in seconds (default: the config's train.max_seconds)")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override config values, e.g. --set optim.lr_g=1e-4 train.batch_size=128")
+                   help="override config values, e.g. --set optim.lr_g=1e-4 train.batch_size=128 (default: none)")
     p.add_argument("--resume", action="store_true", help="continue the latest checkpoint in --run-dir")
     p.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
                    help="data-parallel processes, started by torchrun's launcher: one per GPU, or CPU processes "
                         "over gloo; train.batch_size is the global batch, split between them (default 1)")
 
     s = sub.add_parser("sample", help="write samples from a trained generator")
-    s.add_argument("source", help="run directory or checkpoint file")
+    s.add_argument("source", help="run directory, checkpoint file, exported hf folder or zoo:NAME "
+                   "(see `gankit zoo`)")
     s.add_argument("--num", type=_positive_int, default=64, help="number of samples (default 64)")
     s.add_argument("--out", required=True, help="grid .png, array .npz, or a directory ending in /")
     s.add_argument("--seed", type=int, default=0, help="latent seed (default 0)")
     s.add_argument("--batch-size", type=_positive_int, default=256, help="generator batch size (default 256)")
     s.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
-    s.add_argument("--device", default="cpu", help="device to sample on (default cpu)")
+    s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.add_argument("--class", dest="class_index", type=_non_negative_int, metavar="K",
                    help="conditional runs: every sample of class K (default: a .png grid shows class i in "
                         "row i, files cycle through the classes)")
     s.add_argument("--truncation", type=_non_negative_float, metavar="PSI", help=TRUNCATION_HELP)
+    _scale_argument(s)
     _rejection_arguments(s)
 
     i = sub.add_parser("interpolate", help="a walk through latent space between seeds, as a GIF or a PNG strip")
@@ -179,8 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: mnist-cnn for MNIST, points for 2D data, inception otherwise)")
     e.add_argument("--root", default="data", help="directory of the reference dataset's files (default data)")
     e.add_argument("--seed", type=int, default=0, help="latent seed of the samples and KID subsets (default 0)")
-    e.add_argument("--json", help="write the result, with its info block, to this JSON file")
-    e.add_argument("--device", default="cpu", help="device for sampling and features (default cpu)")
+    e.add_argument("--json", help="write the result, with its info block, to this JSON file (default: print only)")
+    e.add_argument("--device", default="auto", help="device for sampling and features: " + DEVICE_HELP)
     e.add_argument("--no-ema", action="store_true", help="runs and checkpoints: sample the raw generator, "
                    "not its EMA")
     e.add_argument("--cache-dir", help="reference feature cache (default $GANKIT_CACHE/reference or "
@@ -194,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", help="weights file (default classifiers/<data>.safetensors)")
     k.add_argument("--epochs", type=_positive_int, default=10, help="training epochs (default 10)")
     k.add_argument("--seed", type=int, default=0, help="seed of the initialisation and data order (default 0)")
-    k.add_argument("--limit", type=_positive_int, help="train on the first N training images only")
+    k.add_argument("--limit", type=_positive_int, help="train on the first N training images only (default: all)")
     k.add_argument("--download", action="store_true", help="let torchvision download missing dataset files")
 
     b = sub.add_parser("bench", help="run the quality benchmarks (fixed budgets) beside published results")
@@ -202,12 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="benchmarks: ring, grid, stacked-mnist, mnist10k (default: ring grid mnist10k)")
     b.add_argument("--seeds", type=_positive_int, default=1, help="runs per benchmark, seeds 0..N-1 (default 1)")
     b.add_argument("--time-scale", type=_positive_float, default=1.0,
-                   help="multiply every budget (e.g. 0.1 for a quick check; results are then not comparable)")
+                   help="multiply every budget (e.g. 0.1 for a quick check; results are then not comparable; "
+                        "default 1)")
     b.add_argument("--configs", help="directory of gankit's preset configs (default: the checkout's configs/)")
     b.add_argument("--out-dir", default="runs/bench", help="where the benchmark runs go (default runs/bench)")
-    b.add_argument("--json", help="write every run and the summaries to this JSON file")
+    b.add_argument("--json", help="write every run and the summaries to this JSON file (default: print only)")
     b.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override config values of every run (e.g. train.device=cuda)")
+                   help="override config values of every run (e.g. train.device=cuda; default: none)")
     _rejection_arguments(b)  # adds a "gankit + DRS" / "gankit + density" row per benchmark
 
     g = sub.add_parser("playground", help="a local web page that trains a GAN live (2D and image modes)")
@@ -217,22 +240,43 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--configs", help="directory of the image mode's preset configs (default: the checkout's configs/)")
 
     c = sub.add_parser("config", help="print a resolved config, or every field with its default and help")
-    c.add_argument("config", nargs="?", help="YAML config file; omit to list all fields")
-    c.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE")
+    c.add_argument("config", nargs="?", help="YAML config file or preset name; omit to list all fields")
+    c.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override config values before printing (default: none)")
+    c.add_argument("--model", metavar="NAME", help="list the architecture arguments of model NAME (its "
+                   "generator and discriminator) with their defaults")
+
+    from gankit.cli_tools import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from gankit import distributed
     from gankit.config import load
+    from gankit.device import select_device
+    from gankit.presets import resolve_config
     from gankit.train import train
 
     overrides = list(args.overrides)
+    if args.config is None and args.data is None:
+        raise ValueError("train needs a config (file or preset name) or --data DIR")
+    args.config = resolve_config(args.config or "folder_dcgan")
+    if args.data is not None:
+        overrides = ["data.name=folder", f"data.root={args.data}", *overrides]
+    if args.device is not None:
+        select_device(args.device, "--device")
+        overrides.append(f"train.device={args.device}")
     if args.steps is not None:
         overrides += [f"train.steps={args.steps}", "train.epochs=null"]
     if args.max_seconds is not None:
         overrides.append(f"train.max_seconds={args.max_seconds}")
     cfg = load(args.config, overrides)
+    if cfg.data.name == "folder" and distributed.env_rank() == 0:  # what an unset size becomes is visible
+        from gankit.data.folder import describe_folder
+
+        print(f"gankit: {describe_folder(cfg.data)}")
     run_dir = args.run_dir or _default_run_dir(args.config)
     if args.nproc > 1 and not distributed.launched():  # this process only launches the N that train
         distributed.check_split(cfg.train.batch_size, args.nproc)
@@ -277,6 +321,10 @@ def _resume_command(args: argparse.Namespace, run_dir: str) -> str:
 def _train_argv(args: argparse.Namespace, run_dir: str, resume: bool) -> list[str]:
     """``train`` arguments that repeat this command with an explicit run directory (and no --nproc)."""
     argv = ["train", args.config, "--run-dir", str(run_dir), *(["--resume"] if resume else [])]
+    if args.data is not None:
+        argv += ["--data", args.data]
+    if args.device is not None:
+        argv += ["--device", args.device]
     if args.steps is not None:
         argv += ["--steps", str(args.steps)]
     if args.max_seconds is not None:
@@ -294,10 +342,10 @@ def _default_run_dir(config: str) -> str:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from gankit.sampling import load_generator, write_samples
-    from gankit.train import select_device
+    from gankit.device import select_device
 
     _check_rejection(args)
-    gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device))
+    gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device, "--device"))
     rejection = None
     if args.drs is not None:
         from gankit.rejection import Rejection, calibrate, load_discriminator
@@ -313,7 +361,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
         rejection = DensityFilter(percentile=args.density_filter)
     out = write_samples(gen, args.num, args.out, seed=args.seed, batch_size=args.batch_size,
-                        class_index=args.class_index, truncation=args.truncation, rejection=rejection)
+                        class_index=args.class_index, truncation=args.truncation, rejection=rejection,
+                        scale=_scale(args, gen))
     which = "EMA generator" if gen.is_ema else "generator"
     of_class = f" of class {args.class_index}" if args.class_index is not None else ""
     print(f"gankit: wrote {args.num} samples{of_class} of the {which} at step {gen.step} to {out}")
@@ -328,14 +377,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from gankit.sampling import load_generator, write_interpolation
-    from gankit.train import select_device
+    from gankit.device import select_device
 
-    gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device))
+    gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device, "--device"))
     seeds = [s for group in args.seeds for s in group]
     if len(seeds) < 2:
         raise ValueError(f"--seeds needs at least two seeds to walk between, got {seeds}")
     out = write_interpolation(gen, seeds, args.steps, args.out, spherical=args.slerp, truncation=args.truncation,
-                              class_index=args.class_index, frame_ms=args.frame_ms)
+                              class_index=args.class_index, frame_ms=args.frame_ms, scale=_scale(args, gen))
     frames = (len(seeds) - 1) * (args.steps - 1) + 1
     print(f"gankit: wrote a {frames}-frame walk through seeds {' '.join(map(str, seeds))} to {out}")
     return 0
@@ -343,12 +392,12 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 def cmd_style_mix(args: argparse.Namespace) -> int:
     from gankit.sampling import load_generator, write_style_mix
-    from gankit.train import select_device
+    from gankit.device import select_device
 
-    gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device))
+    gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device, "--device"))
     rows, cols = [s for g in args.rows for s in g], [s for g in args.cols for s in g]
     out = write_style_mix(gen, rows, cols, args.out, coarse=args.coarse, truncation=args.truncation,
-                          class_index=args.class_index)
+                          class_index=args.class_index, scale=_scale(args, gen))
     print(f"gankit: wrote a {len(rows)} x {len(cols)} style-mixing grid to {out}")
     return 0
 
@@ -359,14 +408,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from gankit.checkpoint import atomic_write_bytes
     from gankit.metrics.api import calculate_metrics, format_table
-    from gankit.train import select_device
+    from gankit.device import select_device
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning  # one "gankit: warning:" line, not Python's two-line format
         result = calculate_metrics(args.source, args.ref, metrics=metrics, num=args.num, extractor=args.extractor,
                                    split=args.split, root=args.root, seed=args.seed, cache_dir=args.cache_dir,
-                                   device=select_device(args.device), num_reference=args.num_reference,
+                                   device=select_device(args.device, "--device"), num_reference=args.num_reference,
                                    download=args.download, ema=not args.no_ema)
     info = result["info"]
     against = f"{info['reference']} ({info['split']}, {info['num_reference']} items)" if info["num_reference"] \
@@ -427,31 +476,43 @@ def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
     from gankit.config import describe, load
+    from gankit.models.registry import check_model_specs, describe_model
+    from gankit.presets import resolve_config
 
+    if args.model is not None:
+        for role, rows in describe_model(args.model):
+            print(f"model.{role}: {{name: {args.model}, ...}}")
+            for key, default, kind in rows:
+                print(f"  {key:24} {default!r:24} {kind}")
+        return 0
     if args.config is None:
         for key, default, help_text in describe():
             print(f"{key:32} {default!r:24} {help_text}")
         return 0
-    print(yaml.safe_dump(load(args.config, args.overrides).to_dict(), sort_keys=False), end="")
+    cfg = load(resolve_config(args.config), args.overrides)
+    check_model_specs(cfg.model)  # what `train` would refuse, refused here too
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from gankit.checkpoint import CheckpointError
     from gankit.config import ConfigError
+    from gankit.cli_tools import COMMANDS
     from gankit.data import DataError
+    from gankit.export import ExportError
     from gankit.metrics.errors import EvalError
     from gankit.train import TrainError
 
     args = build_parser().parse_args(argv)
     commands = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "classifier": cmd_classifier,
                 "bench": cmd_bench, "config": cmd_config, "interpolate": cmd_interpolate,
-                "style-mix": cmd_style_mix, "playground": cmd_playground}
+                "style-mix": cmd_style_mix, "playground": cmd_playground, **COMMANDS}
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning  # one "gankit: warning:" line, not Python's two-line format
             return commands[args.command](args)
-    except (ConfigError, DataError, CheckpointError, TrainError, EvalError, ValueError) as exc:
+    except (ConfigError, DataError, CheckpointError, TrainError, EvalError, ExportError, ValueError) as exc:
         print(f"gankit: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a write that failed (disk full, read-only): one line naming the file

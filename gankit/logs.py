@@ -17,8 +17,12 @@ class RunLogger:
     """Writes scalars to metrics.jsonl (and TensorBoard when installed) and drives the progress bar."""
 
     def __init__(self, run_dir: Path, *, start_step: int, total_steps: int | None, progress: bool,
-                 tensorboard: bool, batch_size: int, deadline: float | None = None) -> None:
+                 tensorboard: bool, batch_size: int, deadline: float | None = None,
+                 config: dict[str, Any] | None = None) -> None:
+        """``config``: the resolved config, shown in TensorBoard as text and, at the end, as hparams beside
+        the final metrics."""
         self.run_dir = run_dir
+        self.config = config
         self.batch_size = batch_size
         # --max-seconds: the bar's total (and so its ETA) is the step the budget will reach at the
         # current rate, when that comes before train.steps
@@ -27,6 +31,10 @@ class RunLogger:
         _drop_rows_after(run_dir / "metrics.jsonl", start_step)
         self.jsonl = open(run_dir / "metrics.jsonl", "a", buffering=1)
         self.tb = _tensorboard_writer(run_dir / "tensorboard") if tensorboard else None
+        if self.tb is not None and config is not None:
+            import yaml
+
+            self.tb.add_text("config", "```yaml\n" + yaml.safe_dump(config, sort_keys=False) + "```", start_step)
         self.bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -35,6 +43,7 @@ class RunLogger:
                             file=sys.stderr, smoothing=0.05)
         self._last_step, self._last_time = start_step, time.perf_counter()
         self._last_eval: dict[str, float] = {}
+        self._final: dict[str, float] = {}  # the last value of every scalar, for the hparams table
 
     def scalars(self, step: int, stats: dict[str, Any], extra: dict[str, float] | None = None) -> dict[str, float]:
         """Record one row; returns it. Tensors are read here, once per log interval."""
@@ -57,6 +66,7 @@ class RunLogger:
                 self.tb.add_scalar(_tb_tag(key), value, step)
         if "eval/fid" in values:
             self._last_eval = {"fid": values["eval/fid"]}
+        self._final.update(values)
 
     def event(self, record: dict[str, Any]) -> None:
         """Append a non-scalar event (an alarm) to events.jsonl."""
@@ -98,6 +108,10 @@ class RunLogger:
         if self.bar is not None:
             self.bar.close()
         if self.tb is not None:
+            if self.config is not None and self._final:
+                final = {f"final/{k}": v for k, v in self._final.items()
+                         if k in FINAL_METRICS or k.startswith("eval/")}
+                self.tb.add_hparams(hparams(self.config), final, run_name=".")
             self.tb.close()
         self.jsonl.close()
 
@@ -125,6 +139,23 @@ class NullLogger(RunLogger):
 
     def close(self) -> None:
         pass
+
+
+FINAL_METRICS = ("loss_d", "loss_g", "d_real", "d_fake", "img_per_s")
+
+
+def hparams(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The config flattened to TensorBoard's hparam types (numbers, strings, bools); lists and None as text."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and prefix.count(".") < 1:  # sections, then model.generator as one value
+            flat.update(hparams(value, f"{name}."))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
 
 
 def _tensorboard_writer(path: Path) -> Any:
@@ -181,8 +212,9 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
     return rows
 
 
-def plot_loss_curves(metrics_path: Path, out: Path) -> Path | None:
-    """Loss and D-output curves from metrics.jsonl as a PNG; None when there is nothing to plot."""
+def plot_loss_curves(metrics_path: Path, out: Path, title: str | None = None) -> Path | None:
+    """Loss and D-output curves from metrics.jsonl as a PNG, titled with the run's name (its folder, unless
+    ``title``); None when there is nothing to plot."""
     rows = [r for r in read_metrics(metrics_path) if "loss_d" in r]
     if not rows:
         return None
@@ -198,7 +230,8 @@ def plot_loss_curves(metrics_path: Path, out: Path) -> Path | None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5), dpi=100)
     for key in ("loss_d", "loss_g"):
         ax1.plot(steps, [r.get(key, math.nan) for r in rows], label=key, **style)
-    ax1.set_xlabel("step")
+    ax1.set_xlabel("step (generator updates)")
+    ax1.set_ylabel("loss (mean over the log interval)")
     ax1.set_title("losses")
     ax1.legend()
     outputs = []
@@ -206,11 +239,14 @@ def plot_loss_curves(metrics_path: Path, out: Path) -> Path | None:
         outputs += [r.get(key, math.nan) for r in rows]
         ax2.plot(steps, outputs[-len(rows):], label=key.replace("d_real", "D(x)").replace("d_fake", "D(G(z))"),
                  **style)
-    if all(0 <= v <= 1 for v in outputs if not math.isnan(v)):
+    probabilities = all(0 <= v <= 1 for v in outputs if not math.isnan(v))
+    if probabilities:
         ax2.set_ylim(0, 1)  # probabilities; critics' (wgan, hinge, lsgan) raw outputs keep their own scale
-    ax2.set_xlabel("step")
+    ax2.set_xlabel("step (generator updates)")
+    ax2.set_ylabel("D's probability of real" if probabilities else "D's raw output (critic score)")
     ax2.set_title("discriminator outputs")
     ax2.legend()
+    fig.suptitle(title or metrics_path.resolve().parent.name)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

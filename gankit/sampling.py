@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from gankit.checkpoint import (CheckpointError, atomic_write_bytes, load_checkpoint, nonfinite_weights, resolve,
+from gankit.checkpoint import (CheckpointError, atomic_write_bytes, load_checkpoint, resolve,
                                state_mismatch)
 from gankit.clustering import prior_labels
 from gankit.config import Config, from_dict
@@ -126,10 +126,22 @@ def png_bytes(array_hwc: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def save_image_grid(images: torch.Tensor, normalize: str, path: str | Path, nrow: int) -> Path:
+def default_scale(side: int) -> int:
+    """Nearest-neighbour upscaling that makes a ``side``-pixel image about 128 px on screen (28 px: 4x)."""
+    return max(1, 128 // max(1, side))
+
+
+def upscale(array_hwc: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour: every pixel becomes a ``scale`` x ``scale`` block (no blur on tiny images)."""
+    if scale < 1:
+        raise ValueError(f"--scale must be >= 1, got {scale}")
+    return array_hwc if scale == 1 else array_hwc.repeat(scale, 0).repeat(scale, 1)
+
+
+def save_image_grid(images: torch.Tensor, normalize: str, path: str | Path, nrow: int, scale: int = 1) -> Path:
     path = Path(path)
     grid = image_grid(images, normalize, nrow)
-    atomic_write_bytes(path, png_bytes(grid.permute(1, 2, 0).numpy()))
+    atomic_write_bytes(path, png_bytes(upscale(grid.permute(1, 2, 0).numpy(), scale)))
     return path
 
 
@@ -216,37 +228,61 @@ class LoadedGenerator:
         return to_uint8(samples, self.config.data.normalize)
 
 
-def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> LoadedGenerator:
-    """Rebuild G from a checkpoint file or run directory; uses the EMA weights when present and ``ema``."""
+def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.device = "auto") -> LoadedGenerator:
+    """Rebuild G from a checkpoint file, a run directory, a generator folder (``gankit export --format hf``)
+    or ``zoo:NAME`` (a pretrained model shipped with gankit); uses the EMA weights when present and
+    ``ema``. ``device``: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps."""
+    from gankit.device import select_device
+    from gankit.hub import is_generator_folder, read_folder, zoo_path
+
+    target = select_device(device, "device")
+    if str(path).startswith("zoo:"):
+        path = zoo_path(str(path)[len("zoo:"):])
+    if is_generator_folder(path):
+        weights, meta = read_folder(path)
+        use_ema = bool(meta.get("is_ema", False))
+        prior = None if meta.get("prior") is None else torch.tensor(meta["prior"], dtype=torch.float32)
+        cfg = from_dict(meta["run_config"])
+    else:
+        file = resolve(path)
+        state, meta = load_checkpoint(file)
+        missing = [k for k in ("config", "data_shape", "step") if not isinstance(meta, dict) or k not in meta]
+        if missing or not isinstance(state, dict) or not isinstance(state.get("g"), dict):
+            what = f"metadata without {', '.join(missing)}" if missing else "no generator weights"
+            raise CheckpointError(f"{file} is not a checkpoint of a gankit run ({what})")
+        use_ema = ema and state.get("g_ema") is not None
+        weights = state["g_ema" if use_ema else "g"]
+        clusters = state.get("clusters")
+        prior = None if clusters is None else clusters["prior"].float()
+        cfg = from_dict(meta["config"])
+        if use_ema:
+            _warn_young_ema(path, int(meta["step"]), cfg, meta["config"].get("train", {}))
+    net, num_classes = _rebuild(cfg, meta, path)
+    load_weights(net, weights, "generator")
+    check_finite(net, path, "EMA generator" if use_ema else "generator")
+    net.to(target).eval()
+    if cfg.model.self_condition and prior is None:
+        raise CheckpointError(f"{path}: a self-conditioned run's checkpoint without its clusters")
+    return LoadedGenerator(net, cfg, tuple(meta["data_shape"]), int(meta["step"]), use_ema, num_classes, prior)
+
+
+def _rebuild(cfg: Config, meta: dict[str, Any], path: str | Path) -> tuple[nn.Module, int | None]:
     from gankit.models import build_generator
 
-    file = resolve(path)
-    state, meta = load_checkpoint(file)
-    missing = [k for k in ("config", "data_shape", "step") if not isinstance(meta, dict) or k not in meta]
-    if missing or not isinstance(state, dict) or not isinstance(state.get("g"), dict):
-        what = f"metadata without {', '.join(missing)}" if missing else "no generator weights"
-        raise CheckpointError(f"{file} is not a checkpoint of a gankit run ({what})")
-    cfg = from_dict(meta["config"])
-    shape = tuple(meta["data_shape"])
     conditioned = cfg.model.conditional or cfg.model.self_condition > 0
     num_classes = meta.get("num_classes") if conditioned else None
     if conditioned and not num_classes:
         raise CheckpointError(f"{path}: a conditional run's checkpoint without num_classes in its metadata")
-    net = build_generator(cfg.model.generator, cfg.model.latent_dim, shape, num_classes)
-    use_ema = ema and state.get("g_ema") is not None
-    key = "g_ema" if use_ema else "g"
-    if nonfinite_weights(state, (key,)):
-        raise CheckpointError(f"{file}: the {'EMA ' if use_ema else ''}generator's weights hold NaN or Inf (the "
-                              "run diverged before this checkpoint); sample an earlier checkpoint")
-    load_weights(net, state[key], "generator")
-    if use_ema:
-        _warn_young_ema(path, int(meta["step"]), cfg, meta["config"].get("train", {}))
-    net.to(device).eval()
-    clusters = state.get("clusters")
-    prior = None if clusters is None else clusters["prior"].float()
-    if cfg.model.self_condition and prior is None:
-        raise CheckpointError(f"{path}: a self-conditioned run's checkpoint without its clusters")
-    return LoadedGenerator(net, cfg, shape, int(meta["step"]), use_ema, num_classes, prior)
+    return build_generator(cfg.model.generator, cfg.model.latent_dim, tuple(meta["data_shape"]), num_classes), \
+        num_classes
+
+
+def check_finite(net: nn.Module, source: str | Path, what: str = "generator") -> None:
+    """Refuse a generator with NaN or infinite weights: its samples and exports would be silently wrong."""
+    for name, tensor in net.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{source}: the {what}'s weights hold NaN or Inf ({name}; the run diverged "
+                                  "before this checkpoint); sample or export an earlier checkpoint")
 
 
 def _warn_young_ema(path: str | Path, step: int, cfg: Any, saved_train: dict[str, Any]) -> None:
@@ -271,14 +307,15 @@ def load_weights(net: nn.Module, weights: dict[str, Any], what: str) -> None:
 def write_samples(gen: LoadedGenerator, num: int, out: str | Path, seed: int = 0, batch_size: int = 256,
                   nrow: int | None = None, class_index: int | None = None,
                   truncation: float | None = None, *,
-                  rejection: Rejection | DensityFilter | None = None) -> Path:
+                  rejection: Rejection | DensityFilter | None = None, scale: int = 1) -> Path:
     """Write ``num`` samples to a grid ``.png``, an ``.npz`` array file, or a directory (path ending in /).
 
     A conditional G draws every sample of ``class_index`` when given; otherwise a grid shows one class
     per row (row i is class i % num_classes) and files cycle through the classes (a self-conditioned G:
     draw clusters in proportion to their size). The ``.npz`` then holds the ``labels`` (int64) too
     (``clusters`` for a self-conditioned G: they are not the dataset's classes). ``rejection``: keep
-    only the samples it accepts (gankit.rejection: DRS or the density filter)."""
+    only the samples it accepts (gankit.rejection: DRS or the density filter). ``scale``: nearest-neighbour
+    upscaling of a ``.png`` grid (files and arrays keep the model's resolution)."""
     out_str = str(out)
     out = Path(out)
     grid = out.suffix.lower() == ".png" and gen.is_image
@@ -300,7 +337,7 @@ def write_samples(gen: LoadedGenerator, num: int, out: str | Path, seed: int = 0
     suffix = out.suffix.lower()
     if suffix == ".png":
         if gen.is_image:
-            return save_image_grid(samples, gen.config.data.normalize, out, nrow)
+            return save_image_grid(samples, gen.config.data.normalize, out, nrow, scale)
         return save_points_plot(samples, out)
     if suffix == ".npz":
         buf = io.BytesIO()
@@ -372,8 +409,9 @@ def interpolation_frames(gen: LoadedGenerator, seeds: list[int], steps: int, *, 
 
 def write_interpolation(gen: LoadedGenerator, seeds: list[int], steps: int, out: str | Path, *,
                         spherical: bool = False, truncation: float | None = None,
-                        class_index: int | None = None, frame_ms: int = 80) -> Path:
-    """An animated ``.gif`` (looping, ``frame_ms`` per frame) or a ``.png`` strip of the walk."""
+                        class_index: int | None = None, frame_ms: int = 80, scale: int = 1) -> Path:
+    """An animated ``.gif`` (looping, ``frame_ms`` per frame) or a ``.png`` strip of the walk with each seed
+    written under its frame; ``scale``: nearest-neighbour upscaling of every frame."""
     from PIL import Image
 
     out = Path(out)
@@ -383,13 +421,34 @@ def write_interpolation(gen: LoadedGenerator, seeds: list[int], steps: int, out:
     frames = interpolation_frames(gen, seeds, steps, spherical=spherical, truncation=truncation,
                                   class_index=class_index)
     if suffix == ".png":
-        return save_image_grid(frames, gen.config.data.normalize, out, nrow=len(frames))
+        strip = upscale(image_grid(frames, gen.config.data.normalize, len(frames)).permute(1, 2, 0).numpy(), scale)
+        atomic_write_bytes(out, png_bytes(label_seeds(strip, seeds, steps, len(frames))))
+        return out
     images = [Image.fromarray(a.squeeze(-1) if a.shape[-1] == 1 else a)
-              for a in gen.to_uint8(frames).permute(0, 2, 3, 1).numpy()]
+              for a in (upscale(f, scale) for f in gen.to_uint8(frames).permute(0, 2, 3, 1).numpy())]
     buf = io.BytesIO()
     images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
     atomic_write_bytes(out, buf.getvalue())
     return out
+
+
+def label_seeds(strip: np.ndarray, seeds: list[int], steps: int, frames: int) -> np.ndarray:
+    """The strip with a band below it naming the seed under each frame that is a seed's own image."""
+    from PIL import Image, ImageDraw
+
+    h, w = strip.shape[:2]
+    band = 14
+    canvas = Image.new("L" if strip.shape[2] == 1 else "RGB", (w, h + band), 255 if strip.shape[2] == 1 else
+                       (255, 255, 255))
+    canvas.paste(Image.fromarray(strip.squeeze(-1) if strip.shape[2] == 1 else strip), (0, 0))
+    draw, cell = ImageDraw.Draw(canvas), w / frames
+    for i, seed in enumerate(seeds):
+        x = (i * (steps - 1) + 0.5) * cell  # the frame of seed i, centred
+        text = f"seed {seed}" if cell >= 40 else str(seed)
+        width = draw.textlength(text)
+        draw.text((min(max(0.0, x - width / 2), w - width), h + 1), text, fill=0)
+    array = np.asarray(canvas)
+    return array[..., None] if array.ndim == 2 else array
 
 
 def default_coarse_styles(g: nn.Module) -> int:
@@ -429,7 +488,7 @@ def style_mix_grid(g: nn.Module, row_z: torch.Tensor, col_z: torch.Tensor, *, co
 
 def write_style_mix(gen: LoadedGenerator, rows: list[int], cols: list[int], out: str | Path, *,
                     coarse: int | None = None, truncation: float | None = None,
-                    class_index: int | None = None) -> Path:
+                    class_index: int | None = None, scale: int = 1) -> Path:
     """Write :func:`style_mix_grid` of the latents of seeds ``rows`` and ``cols`` to a ``.png``."""
     out = Path(out)
     if out.suffix.lower() != ".png":
@@ -443,4 +502,4 @@ def write_style_mix(gen: LoadedGenerator, rows: list[int], cols: list[int], out:
     normalize = gen.config.data.normalize
     grid = finite_samples(style_mix_grid(gen.net, row_z, col_z, coarse=coarse, truncation=truncation, row_y=row_y,
                                          col_y=col_y, blank=-1.0 if normalize == "symmetric" else 0.0))
-    return save_image_grid(grid, normalize, out, nrow=len(cols) + 1)
+    return save_image_grid(grid, normalize, out, nrow=len(cols) + 1, scale=scale)

@@ -27,6 +27,7 @@ from gankit.checkpoint import (CheckpointDir, CheckpointError, atomic_write_byte
 from gankit.clustering import Clusters, cluster_images, prior_labels
 from gankit.config import Config, ConfigError, from_dict, load, resume_conflicts
 from gankit.data import BatchStream, DataError, Source, TensorSource, build_dataset
+from gankit.device import select_device  # noqa: F401  (re-exported: gankit.train.select_device)
 from gankit.distributed import Dist
 from gankit.ema import EMA
 from gankit.evaluator import TrainingEvaluator
@@ -54,24 +55,6 @@ class TrainResult:
     checkpoint: Path | None
     stopped_by: str  # "steps", "max_seconds" or "interrupt"
     last: dict[str, float] = field(default_factory=dict)
-
-
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda", "mps"):  # meta, xla, ...: tensors without data
-        raise ConfigError(f"config: train.device: unknown device {name!r} (auto, cpu, cuda, cuda:N, mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("config: train.device is cuda but no CUDA device is available (use auto or cpu)")
-    return device
 
 
 def fixed_threads(threads: int | None, device: torch.device, dist: Dist) -> int | None:
@@ -514,7 +497,7 @@ def _train(cfg: Config | dict | str | Path, run_dir: str | Path | None, resume: 
     deadline = None if cfg.train.max_seconds is None else t0 + cfg.train.max_seconds
     logger = RunLogger(run_dir, start_step=start_step, total_steps=total, progress=cfg.log.progress,
                        tensorboard=cfg.log.tensorboard, batch_size=cfg.train.batch_size * cfg.train.d_steps,
-                       deadline=deadline) \
+                       deadline=deadline, config=cfg.to_dict()) \
         if ctx.is_main else NullLogger(start_step=start_step, batch_size=cfg.train.batch_size * cfg.train.d_steps)
     logger.message(start_line(trainer, run_dir, start_step, threads_how))
     if ctx.enabled or trainer.perf.active:

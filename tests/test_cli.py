@@ -163,7 +163,7 @@ def test_config_prints_the_resolved_config(tiny_yaml, capsys):
     assert "did you mean 'train.seed'" in _error_line(capsys.readouterr().err)
 
 
-@pytest.mark.parametrize("argv", [[], ["train"], ["sample", "run"], ["train", "c.yaml", "--steps", "-1"],
+@pytest.mark.parametrize("argv", [[], ["sample", "run"], ["train", "c.yaml", "--steps", "-1"],
                                   ["sample", "run", "--out", "x.png", "--num", "0"], ["fly"]])
 def test_argument_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exc:

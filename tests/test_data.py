@@ -229,10 +229,27 @@ def test_folder_rgb_resized_and_center_cropped(image_folder):
 
 def test_folder_grayscale_and_default_resolution(image_folder):
     src = build_dataset(DataConfig(name="folder", root=str(image_folder), channels=1))
-    assert src.data.shape == (3, 1, 64, 64)  # data.resolution defaults to 64 for folders
+    assert src.data.shape == (3, 1, 16, 16)  # unset data.resolution: inferred (shorter sides 20, 24, 33)
     red_as_gray = round(255 * 299 / 1000)  # ITU-R 601-2 luma, as PIL's convert("L")
     assert abs(int(src.data[0].float().mean().round()) - red_as_gray) <= 1
     assert (src.data[2] == 100).all()
+
+
+def test_folder_infers_grayscale_and_a_small_side(tmp_path):
+    root = tmp_path / "digits"
+    for i in range(4):  # 28 px grayscale stored as RGB (R = G = B), as many exported datasets are
+        _save(root / f"{i}.png", np.full((28, 28, 3), 40 * i, np.uint8))
+    _save(root / "big.png", np.full((100, 120), 7, np.uint8))
+    cfg = DataConfig(name="folder", root=str(root))
+    assert folder_module.folder_shape(cfg)[1:] == (16, 1, True)  # the median shorter side 28 -> 16
+    assert build_dataset(cfg).data.shape == (5, 1, 16, 16)
+    line = folder_module.describe_folder(cfg)
+    assert "5 images" in line and "16x16 grayscale" in line and "inferred" in line and "only 5 images" in line
+    _save(root / "colour.png", np.full((64, 64, 3), (200, 10, 10), np.uint8))
+    assert folder_module.folder_shape(cfg)[2] == 3
+    fixed = DataConfig(name="folder", root=str(root), resolution=32, channels=3)
+    assert folder_module.folder_shape(fixed)[1:] == (32, 3, False)
+    assert "data.resolution / data.channels)" in folder_module.describe_folder(fixed)
 
 
 def test_folder_limit_and_normalize(image_folder):

@@ -82,7 +82,7 @@ def test_biggan_threshold_zero_is_one_image_per_class(runs):
 
 def test_sample_cli_truncation(runs, tmp_path):
     out = tmp_path / "t.png"
-    assert main(["sample", str(runs["stylegan"]), "--num", "4", "--out", str(out), "--truncation", "0.7"]) == 0
+    assert main(["sample", str(runs["stylegan"]), "--num", "4", "--out", str(out), "--truncation", "0.7", "--scale", "1"]) == 0
     assert Image.open(out).size == (2 * 18 + 2, 2 * 18 + 2)
     with pytest.raises(SystemExit):
         main(["sample", str(runs["stylegan"]), "--out", str(out), "--truncation", "-1"])
@@ -117,7 +117,7 @@ def test_interpolation_starts_and_ends_at_the_seeds_samples(runs):
 @pytest.mark.parametrize("run", ["stylegan", "biggan"])
 def test_interpolate_cli_writes_a_gif_with_n_frames(runs, tmp_path, run, capsys):
     gif = tmp_path / "walk.gif"
-    assert main(["interpolate", str(runs[run]), "--steps", "5", "--out", str(gif), "--seeds", "1", "2"]) == 0
+    assert main(["interpolate", str(runs[run]), "--steps", "5", "--out", str(gif), "--seeds", "1", "2", "--scale", "1"]) == 0
     with Image.open(gif) as im:
         assert im.n_frames == 5 and im.size == (16, 16)
         frames = []
@@ -128,8 +128,8 @@ def test_interpolate_cli_writes_a_gif_with_n_frames(runs, tmp_path, run, capsys)
     assert "5-frame walk" in capsys.readouterr().out
     strip = tmp_path / "strip.png"
     assert main(["interpolate", str(runs[run]), "--steps", "4", "--out", str(strip), "--seeds", "0-2",
-                 "--slerp", "--truncation", "0.8"]) == 0
-    assert Image.open(strip).size == (7 * 18 + 2, 18 + 2)  # 2 * (4 - 1) + 1 frames in one row
+                 "--slerp", "--truncation", "0.8", "--scale", "1"]) == 0
+    assert Image.open(strip).size == (7 * 18 + 2, 18 + 2 + 14)  # 2 * (4 - 1) + 1 frames, then seed labels
 
 
 def test_interpolate_cli_errors(runs, tmp_path, capsys):
@@ -172,7 +172,7 @@ def test_style_mix_grid_equals_synthesis_of_the_mixed_styles(runs):
 
 def test_style_mix_cli(runs, tmp_path, capsys):
     out = tmp_path / "mix.png"
-    assert main(["style-mix", str(runs["stylegan"]), "--rows", "1-3", "--cols", "4", "5", "--out", str(out)]) == 0
+    assert main(["style-mix", str(runs["stylegan"]), "--rows", "1-3", "--cols", "4", "5", "--out", str(out), "--scale", "1"]) == 0
     assert Image.open(out).size == (3 * 18 + 2, 4 * 18 + 2)  # (cols + 1) x (rows + 1) cells
     assert "3 x 2 style-mixing grid" in capsys.readouterr().out
 

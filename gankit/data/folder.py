@@ -14,6 +14,8 @@ from gankit.data.source import DataError, LazySource, Source, TensorSource, fit_
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 PRELOAD_BYTES = 1 << 30  # folders up to 1 GiB of uint8 pixels are decoded once and kept in memory
+SIDES = (16, 32, 64)  # what an unset data.resolution can become: the largest one the images fill
+FEW_IMAGES = 500  # below this a GAN mostly memorises; said at the start of training
 
 
 def list_images(root: Path) -> list[Path]:
@@ -77,13 +79,53 @@ class ImageFolder(Dataset):
         return to_model_range(read_image(self.files[i], self.resolution, self.channels), self.normalize)
 
 
-@DATASETS.register("folder")
-def folder(cfg: DataConfig) -> Source:
+def infer_shape(files: list[Path], probe: int = 64) -> tuple[int, int]:
+    """(resolution, channels) for unset ``data.resolution`` / ``data.channels``: 1 channel when every probed
+    image is grayscale (also RGB files with R = G = B), else 3; the largest of :data:`SIDES` not above
+    the median shorter side, so small images are not blown up and large ones train at a CPU size."""
+    from PIL import Image
+
+    sides, gray = [], True
+    for path in files[:: max(1, len(files) // probe)][:probe]:
+        try:
+            with Image.open(path) as img:
+                sides.append(min(img.size))
+                if gray and img.mode not in ("1", "L", "LA", "I", "I;16", "F"):
+                    rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
+                    gray = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"folder: cannot read image {path}: {exc}") from None
+    side = int(np.median(sides))
+    return max([s for s in SIDES if s <= side] or [SIDES[0]]), 1 if gray else 3
+
+
+def folder_shape(cfg: DataConfig) -> tuple[list[Path], int, int, bool]:
+    """(files, resolution, channels, inferred) of a folder dataset; ``inferred``: either was unset."""
     files = list_images(Path(cfg.root).expanduser())
     if cfg.limit is not None:
         files = files[:cfg.limit]
-    resolution = cfg.resolution or 64
-    channels = cfg.channels or 3
+    if cfg.resolution is not None and cfg.channels is not None:
+        return files, cfg.resolution, cfg.channels, False
+    side, channels = infer_shape(files)
+    return files, cfg.resolution or side, cfg.channels or channels, True
+
+
+def describe_folder(cfg: DataConfig) -> str:
+    """One line for the start of training: how many images, at what size and why."""
+    files, side, channels, inferred = folder_shape(cfg)
+    how = ("inferred from the images; set data.resolution / data.channels to change" if inferred
+           else "data.resolution / data.channels")
+    line = (f"data: {len(files)} images under {cfg.root}, trained at {side}x{side} "
+            f"{'grayscale' if channels == 1 else 'RGB'} ({how})")
+    if len(files) < FEW_IMAGES:
+        line += (f"; only {len(files)} images: a GAN needs thousands to generalise, expect near-copies "
+                 "(data augmentation, train.augment, helps)")
+    return line
+
+
+@DATASETS.register("folder")
+def folder(cfg: DataConfig) -> Source:
+    files, resolution, channels, _ = folder_shape(cfg)
     if len(files) * channels * resolution ** 2 <= PRELOAD_BYTES:
         images = torch.stack([read_image(p, resolution, channels) for p in files])
         return TensorSource(images, None, cfg.normalize)

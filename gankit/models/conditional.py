@@ -48,7 +48,7 @@ class ConditionalBatchNorm(nn.Module):
         nn.init.zeros_(self.bias.weight)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        shape = (x.shape[0], -1) + (1,) * (x.dim() - 2)
+        shape = (-1, x.shape[1]) + (1,) * (x.dim() - 2)  # no batch size: exports keep a dynamic batch
         return self.norm(x) * self.gain(y).view(shape) + self.bias(y).view(shape)
 
 
@@ -79,5 +79,5 @@ class Projection(nn.Module):
 
 def label_maps(x: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:
     """Images (N, C, H, W) with the label embedding (N, E) appended as E constant channels."""
-    n, _, h, w = x.shape
-    return torch.cat([x, embedded.view(n, -1, 1, 1).expand(n, embedded.shape[1], h, w)], 1)
+    h, w = x.shape[2:]
+    return torch.cat([x, embedded[:, :, None, None].expand(-1, -1, h, w)], 1)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import torch.nn as nn
 
-from gankit.config import ConfigError, coerce_value
+from gankit.config import ConfigError, ModelConfig, coerce_value
 from gankit.registry import Registry
 
 GENERATORS: Registry[type[nn.Module]] = Registry("generator")
@@ -85,3 +85,34 @@ def _non_empty(net: nn.Module, spec: dict, key: str) -> nn.Module:
     if empty is not None:
         raise ConfigError(f"config: {key} ({spec['name']}): layer {empty} has no weights (a width or size of 0?)")
     return net
+
+
+def check_model_specs(cfg: ModelConfig) -> None:
+    """Refuse unknown model names and architecture arguments without building anything (``gankit config``)."""
+    for key, registry, positional in (("generator", GENERATORS, 3), ("discriminator", DISCRIMINATORS, 2)):
+        spec = getattr(cfg, key)
+        _arch_kwargs(_lookup(registry, spec, f"model.{key}"), spec, f"model.{key}", positional)
+
+
+def describe_model(name: str) -> list[tuple[str, list[tuple[str, object, str]]]]:
+    """For ``gankit config --model NAME``: per role (generator, discriminator) the (argument, default, type)
+    rows of the constructor's architecture arguments."""
+    roles = [(role, registry) for role, registry in (("generator", GENERATORS), ("discriminator", DISCRIMINATORS))
+             if name in registry.names()]
+    if not roles:
+        known = sorted(set(GENERATORS.names()) | set(DISCRIMINATORS.names()))
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"config: no model named {name!r}{hint} (models: {', '.join(known)})")
+    out = []
+    for role, registry in roles:
+        cls = registry.get(name)
+        hints = typing.get_type_hints(cls.__init__)
+        params = list(inspect.signature(cls.__init__).parameters.values())[1 + (3 if role == "generator" else 2):]
+        rows = [(p.name, p.default, _type_name(hints.get(p.name))) for p in params]
+        out.append((role, rows))
+    return out
+
+
+def _type_name(hint: object) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "") if hint is not None else ""

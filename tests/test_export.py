@@ -1,0 +1,176 @@
+"""Exports round-trip: ONNX (onnxruntime) and TorchScript match PyTorch on a new batch size; an hf folder
+loads with gankit and with huggingface_hub's own loader; non-finite weights and push offline are refused."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY, make_cfg
+from gankit.checkpoint import CheckpointError
+from gankit.cli import main
+from gankit.export import export
+from gankit.sampling import latents, load_generator
+from gankit.train import train
+
+COND = ["model.conditional=true", "model.generator.conditional_norm=true", "model.generator.embed_dim=8",
+        "model.discriminator={name: dcgan, width: 8}", "train.steps=4"]
+
+
+@pytest.fixture(scope="module")
+def cond_run(tmp_path_factory):
+    return train(make_cfg(TINY, *COND), tmp_path_factory.mktemp("cond") / "run").run_dir
+
+
+def _pytorch(gen, z, y=None):
+    with torch.no_grad():
+        return gen.net.eval()(z, y).numpy()
+
+
+def test_onnx_matches_pytorch_with_a_dynamic_batch(tmp_path, trained_run, capsys):
+    import onnx
+    import onnxruntime as ort
+
+    out = tmp_path / "g.onnx"
+    assert main(["export", str(trained_run.run_dir), "--format", "onnx", "--out", str(out)]) == 0
+    assert "outputs match PyTorch" in capsys.readouterr().out
+    meta = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["gankit"])
+    assert meta["latent_dim"] == 16 and meta["output_shape"] == [1, 28, 28] and meta["normalize"] == "symmetric"
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    gen = load_generator(trained_run.run_dir, device="cpu")
+    for n in (1, 7):
+        z = latents(n, 16, seed=n)
+        got = session.run(None, {"z": z.numpy()})[0]
+        assert got.shape == (n, 1, 28, 28)
+        assert np.abs(got - _pytorch(gen, z)).max() <= 1e-4
+
+
+def test_conditional_onnx_and_torchscript_take_labels(tmp_path, cond_run):
+    import onnxruntime as ort
+
+    gen = load_generator(cond_run, device="cpu")
+    path, diff = export(gen, "onnx", tmp_path / "c.onnx")
+    assert diff <= 1e-4
+    z, y = latents(6, 16, seed=3), torch.tensor([0, 1, 2, 7, 8, 9])
+    got = ort.InferenceSession(str(path)).run(None, {"z": z.numpy(), "labels": y.numpy()})[0]
+    assert np.abs(got - _pytorch(gen, z, y)).max() <= 1e-4
+    ts_path, _ = export(gen, "torchscript", tmp_path / "c.pt")
+    extra = {"gankit.json": ""}
+    scripted = torch.jit.load(str(ts_path), _extra_files=extra)
+    assert json.loads(extra["gankit.json"])["num_classes"] == 10
+    with torch.no_grad():
+        assert torch.allclose(scripted(z, y), torch.from_numpy(_pytorch(gen, z, y)), atol=1e-5)
+
+
+def test_hf_folder_loads_with_gankit_and_huggingface_hub(tmp_path, trained_run, capsys):
+    from gankit.hub import GankitGenerator
+
+    result = {"info": {"num": 100, "reference": "mnist10k", "split": "train", "extractor": "mnist-cnn"},
+              "fid": 123.4, "precision": 0.5}
+    (tmp_path / "eval.json").write_text(json.dumps(result))
+    out = tmp_path / "tiny-gan"
+    assert main(["export", str(trained_run.run_dir), "--format", "hf", "--out", str(out),
+                 "--metrics", str(tmp_path / "eval.json")]) == 0
+    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "README.md", "samples.png"}
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: gankit") and "| fid | 123.4 |" in card
+    assert "![samples](samples.png)" in card and "latent_dim: 16" in card
+    ours = load_generator(out, device="auto")
+    original = load_generator(trained_run.run_dir, device="cpu")
+    assert ours.step == original.step and ours.is_ema and ours.data_shape == (1, 28, 28)
+    assert torch.equal(ours.sample(9, seed=2), original.sample(9, seed=2))
+    hub = GankitGenerator.from_pretrained(str(out))  # huggingface_hub's loader, on a local folder
+    assert not hub.training
+    z = latents(4, 16, seed=5)
+    with torch.no_grad():
+        assert torch.equal(hub(z), original.net(z))
+    assert main(["sample", str(out), "--num", "4", "--out", str(tmp_path / "s.png")]) == 0
+
+
+def test_hf_folder_of_a_conditional_run(tmp_path, cond_run):
+    gen = load_generator(cond_run, device="cpu")
+    folder = export(gen, "hf", tmp_path / "cgan")[0]
+    again = load_generator(folder)
+    assert again.num_classes == 10
+    assert torch.equal(again.sample(10, labels=3), gen.sample(10, labels=3))
+    assert "class-conditional (10 classes)" in (folder / "README.md").read_text()
+
+
+def test_non_finite_weights_are_refused(tmp_path, trained_run, capsys):
+    gen = load_generator(trained_run.run_dir, device="cpu")
+    folder = export(gen, "hf", tmp_path / "good")[0]
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(folder / "model.safetensors")
+    key = next(k for k, v in weights.items() if v.is_floating_point() and v.numel() > 1)
+    weights[key][0] = float("nan")
+    save_file(weights, folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match="NaN or Inf"):
+        load_generator(folder)
+    assert main(["export", str(folder), "--format", "onnx", "--out", str(tmp_path / "bad.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "NaN or Inf" in err and not (tmp_path / "bad.onnx").exists()
+    gen.net.state_dict()[key.removeprefix("net.")].view(-1)[0] = float("inf")
+    with pytest.raises(CheckpointError, match="NaN or Inf"):
+        export(gen, "torchscript", tmp_path / "bad.pt")
+
+
+def test_damaged_folders_are_named(tmp_path, trained_run):
+    gen = load_generator(trained_run.run_dir, device="cpu")
+    folder = export(gen, "hf", tmp_path / "f")[0]
+    (folder / "config.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(CheckpointError, match="not a gankit generator"):
+        load_generator(folder)
+    folder = export(gen, "hf", tmp_path / "g")[0]
+    (folder / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_generator(folder)
+
+
+def test_push_without_a_token_or_network_is_one_clear_line(tmp_path, trained_run, capsys, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    assert main(["push", str(trained_run.run_dir), "me/tiny-gan"]) == 2
+    assert capsys.readouterr().err == ("gankit: error: push needs a Hugging Face token: run `hf auth login` "
+                                       "or set HF_TOKEN\n")
+
+    class Offline:
+        def __init__(self, token):
+            pass
+
+        def create_repo(self, *a, **k):
+            raise ConnectionError("Failed to resolve 'huggingface.co'\nmore detail")
+
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_x")
+    monkeypatch.setattr(huggingface_hub, "HfApi", Offline)
+    assert main(["push", str(trained_run.run_dir), "me/tiny-gan"]) == 2
+    assert capsys.readouterr().err == "gankit: error: cannot push to me/tiny-gan: Failed to resolve 'huggingface.co'\n"
+
+
+def test_export_argument_errors(tmp_path, trained_run, capsys):
+    assert main(["export", str(tmp_path / "missing"), "--format", "onnx", "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "no such file or directory" in capsys.readouterr().err
+    assert main(["export", str(trained_run.run_dir), "--format", "hf", "--out", str(tmp_path / "f"),
+                 "--metrics", str(tmp_path / "none.json")]) == 2
+    assert "--metrics" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["export", str(trained_run.run_dir), "--format", "tflite", "--out", "x"])
+
+
+@pytest.mark.parametrize("spec, shape", [
+    ({"name": "stylegan", "width": 8, "max_width": 16, "w_dim": 16, "mapping_layers": 2}, (1, 32, 32)),
+    ({"name": "resnet", "width": 8}, (3, 32, 32)),
+    ({"name": "mlp", "widths": [16], "output": "none"}, (2,)),
+])
+def test_every_generator_family_exports_to_onnx(tmp_path, spec, shape):
+    from gankit.config import from_dict
+    from gankit.models import build_generator
+    from gankit.sampling import LoadedGenerator
+
+    cfg = from_dict({"model": {"latent_dim": 16, "generator": spec}})
+    gen = LoadedGenerator(build_generator(spec, 16, shape, None), cfg, shape, 0, False)
+    path, diff = export(gen, "onnx", tmp_path / "g.onnx")
+    assert path.is_file() and diff <= 1e-4
