@@ -193,6 +193,9 @@ def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.de
     from gankit.models import build_generator
 
     state, meta = load_checkpoint(resolve(path))
+    if meta.get("game", "gan") != "gan":
+        raise CheckpointError(f"{path} is a {meta['game']} run: it translates images (gankit translate), it does "
+                              "not draw them from noise")
     cfg = from_dict(meta["config"])
     shape = tuple(meta["data_shape"])
     conditioned = cfg.model.conditional or cfg.model.self_condition > 0
