@@ -52,8 +52,10 @@ class Translator:
         if isinstance(self.task, PairedTask):
             if direction != "AtoB":
                 raise ValueError("a pix2pix run translates one way: its input to its target (--direction AtoB)")
-            if self.task.masks and masks is None:
-                masks = self.task.fixed_masks(len(inputs), inputs.shape[-1], inputs.device)
+            if self.task.masks:
+                if masks is None:
+                    masks = self.task.fixed_masks(len(inputs), inputs.shape[-1], inputs.device)
+                inputs = self.task.degrade(inputs, masks)  # whatever the missing pixels hold, G saw them grey
             out = translate_paired(self.task, self.nets["g"], inputs, masks)
         else:
             out = run_eval(self.nets["g_ab" if direction == "AtoB" else "g_ba"], to_float(inputs))
