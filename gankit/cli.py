@@ -297,6 +297,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from gankit.train import select_device
 
     _check_rejection(args)
+    if _is_translation_run(args.source):
+        from gankit.translation.evaluate import load_translator, write_grid
+
+        out = write_grid(load_translator(args.source, select_device(args.device)), args.num, args.out)
+        print(f"gankit: wrote input | output | target rows of {args.num} held-out images to {out}")
+        return 0
     gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device))
     rejection = None
     if args.drs is not None:

@@ -210,8 +210,12 @@ def test_eval_of_translation_runs(runs, tmp_path, capsys):
     result = json.loads(out.read_text())["results"]
     assert set(result) == {"AtoB", "BtoA"} and result["AtoB"]["target"]["accuracy"] > 0.95  # unbold reads bold
     assert "untranslated input" in capsys.readouterr().out
-    assert main(["sample", str(runs["cyclegan"]), "--out", str(tmp_path / "s.png")]) == 2
-    assert "gankit translate" in capsys.readouterr().err
+    assert main(["sample", str(runs["cyclegan"]), "--num", "5", "--out", str(tmp_path / "s.png")]) == 0
+    assert np.asarray(Image.open(tmp_path / "s.png")).shape[:2] == (6 * 30 + 2, 5 * 30 + 2)
+    from gankit.sampling import load_generator
+
+    with pytest.raises(Exception, match="gankit translate"):
+        load_generator(runs["cyclegan"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from gankit.data import TensorSource
 from gankit.distributed import Dist
 from gankit.game import GAMES
 from gankit.models.translation import build_patch_discriminator, build_translator
-from gankit.translation.game import TranslationGame, run_eval, write_rows
+from gankit.translation.game import TranslationGame, check_settings, run_eval, write_rows
 from gankit.translation.tasks import UnpairedTask, build_task, to_float
 
 
@@ -64,6 +64,7 @@ class CycleGAN(TranslationGame):
     d_names = ("d_a", "d_b")
 
     def __init__(self, cfg: Config, device: torch.device, dist: Dist) -> None:
+        check_settings(cfg)
         task = build_task(cfg)
         assert isinstance(task, UnpairedTask)
         self.task = task

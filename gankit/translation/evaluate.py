@@ -195,3 +195,24 @@ def format_table(result: dict[str, Any]) -> str:
                             for k in keys)
             lines.append(f"  {label[name]:26}{cells}")
     return "\n".join(lines)
+
+
+def write_grid(translator: Translator, num: int, out: str | Path) -> Path:
+    """``gankit sample`` of a translation run: rows input | output | target of the first ``num`` held-out
+    images (CycleGAN: both directions)."""
+    from gankit.translation.game import write_rows
+
+    if Path(out).suffix != ".png":
+        raise ValueError(f"--out {out}: a translation run's samples are an input | output | target grid (.png)")
+    task = translator.task
+    pairs = [("AtoB", task.holdout)] if isinstance(task, PairedTask) else \
+        [("AtoB", task.holdout_ab), ("BtoA", task.holdout_ba)]
+    rows = []
+    for direction, held in pairs:
+        if held is None:
+            raise EvalError(f"the {task.name} task has no held-out images to show; use gankit translate")
+        masks = None if held.masks is None else held.masks[:num]
+        out_u8 = translator.translate(held.inputs[:num], masks, direction)
+        rows += [to_float(held.inputs[:num]), to_float(out_u8), to_float(held.targets[:num])]
+    write_rows(rows, Path(out), None, translator.step)
+    return Path(out)

@@ -49,7 +49,6 @@ class TranslationGame:
 
     def __init__(self, cfg: Config, device: torch.device, dist: Dist, nets: dict[str, nn.Module],
                  sources: dict[str, TensorSource]) -> None:
-        check_settings(cfg)
         self.cfg, self.device, self.dist, self.nets = cfg, device, dist, nets
         for net in nets.values():
             init_weights(net, cfg.model.init)

@@ -12,7 +12,7 @@ from gankit.config import Config
 from gankit.distributed import Dist
 from gankit.game import GAMES
 from gankit.models.translation import build_patch_discriminator, build_translator
-from gankit.translation.game import TranslationGame, run_eval, write_rows
+from gankit.translation.game import TranslationGame, check_settings, run_eval, write_rows
 from gankit.translation.tasks import PairedTask, build_task, to_float
 
 
@@ -27,6 +27,7 @@ def translate_paired(task: PairedTask, g: nn.Module, inputs: torch.Tensor, masks
 
 class Pix2Pix(TranslationGame):
     def __init__(self, cfg: Config, device: torch.device, dist: Dist) -> None:
+        check_settings(cfg)
         task = build_task(cfg)
         assert isinstance(task, PairedTask)
         self.task = task
