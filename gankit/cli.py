@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -182,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="latent seed of the samples and KID subsets (default 0)")
     e.add_argument("--json", help="write the result, with its info block, to this JSON file")
     e.add_argument("--device", default="cpu", help="device for sampling and features (default cpu)")
+    e.add_argument("--no-ema", action="store_true", help="runs and checkpoints: sample the raw generator, "
+                   "not its EMA")
     e.add_argument("--cache-dir", help="reference feature cache (default $GANKIT_CACHE/reference or "
                    "~/.cache/gankit/reference)")
     e.add_argument("--download", action="store_true", help="let missing Inception weights / datasets download")
@@ -377,7 +380,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = calculate_metrics(args.source, args.ref, metrics=metrics, num=args.num, extractor=args.extractor,
                                    split=args.split, root=args.root, seed=args.seed, cache_dir=args.cache_dir,
                                    device=select_device(args.device), num_reference=args.num_reference,
-                                   download=args.download)
+                                   download=args.download, ema=not args.no_ema)
     info = result["info"]
     against = f"{info['reference']} ({info['split']}, {info['num_reference']} items)" if info["num_reference"] \
         else info["reference"]
@@ -498,7 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "bench": cmd_bench, "config": cmd_config, "interpolate": cmd_interpolate,
                 "style-mix": cmd_style_mix, "translate": cmd_translate}
     try:
-        return commands[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning  # one "gankit: warning:" line, not Python's two-line format
+            return commands[args.command](args)
     except (ConfigError, DataError, CheckpointError, TrainError, EvalError, ValueError) as exc:
         print(f"gankit: error: {exc}", file=sys.stderr)
         return 2

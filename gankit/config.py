@@ -93,6 +93,8 @@ class ObjectiveConfig:
     r2_gamma: float = opt(0.0, "R2 penalty gamma / 2 * |grad D(G(z))|^2 on generated data, the fake-side twin "
                           "of R1 (R3GAN regularises both; 0 = off)", ge=0.0)
     r1_every: int = opt(1, "lazy R1 / R2: compute them on every N-th D step only, scaled by N", ge=1)
+    aux_weight: float = opt(1.0, "ACGAN (a D with conditioning acgan): weight of the auxiliary classifier's "
+                            "cross-entropy, on real and fake images in D's loss and on fakes in G's", ge=0.0)
 
 
 @dataclass
@@ -127,9 +129,13 @@ class TrainConfig:
     d_steps: int = opt(1, "discriminator updates per generator update (k)", ge=1)
     ema_decay: float = opt(0.0, "decay of the exponential moving average of G (0 = no EMA)", ge=0.0)
     ema_start: int = opt(0, "step from which the EMA averages (before: it copies G)", ge=0)
+    ema_warmup: bool = opt(True, "ramp the EMA decay up as min(ema_decay, (1 + n) / (10 + n)) over its n-th "
+                           "update, so short runs do not sample mostly G's initial weights")
     augment: str = opt("", "DiffAugment policy applied to every image D sees, real and fake: comma-separated "
                        "translation, cutout, color (empty = off)")
-    threads: int | None = opt(None, "CPU threads for torch (null = PyTorch's default)", ge=1,
+    threads: int | None = opt(None, "CPU threads for torch per process (null = auto: on the CPU the faster of "
+                              "all cores or one, re-measured as other work comes and goes; set it for "
+                              "bit-for-bit repeatable CPU runs)", ge=1,
                               resumable=True)
 
 

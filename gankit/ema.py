@@ -2,21 +2,46 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn as nn
 
 
+def ema_decay_at(step: int, decay: float, start: int = 0, warmup: bool = True) -> float:
+    """The decay of the update that produces the average of ``step`` (0 = copy G).
+
+    With ``warmup`` the decay ramps up as min(decay, (1 + n) / (10 + n)) over the n-th averaging
+    update, so early averages forget G's random initial weights within a few dozen steps (a fixed
+    0.999 keeps 90 % of them after 100 steps). It depends on the step alone: resume stays exact."""
+    if step < start:
+        return 0.0
+    return min(decay, (1 + step - start) / (10 + step - start)) if warmup else decay
+
+
+def ema_initial_share(step: int, decay: float, start: int = 0, warmup: bool = True) -> float:
+    """The weight the average at ``step`` still gives to G as it was when averaging began."""
+    logs = 0.0
+    for s in range(max(start, 1), step + 1):
+        d = ema_decay_at(s, decay, start, warmup)
+        if d <= 0.0:
+            return 0.0
+        logs += math.log(d)
+        if logs < -50:  # below 1e-22: nothing of the start is left
+            return 0.0
+    return math.exp(logs)
+
+
 class EMA:
     """Keeps ``shadow = decay * shadow + (1 - decay) * G``; before ``start`` it copies G."""
 
-    def __init__(self, net: nn.Module, decay: float, start: int = 0) -> None:
-        self.decay, self.start = decay, start
+    def __init__(self, net: nn.Module, decay: float, start: int = 0, warmup: bool = True) -> None:
+        self.decay, self.start, self.warmup = decay, start, warmup
         self.shadow = copy.deepcopy(net).eval().requires_grad_(False)
 
     @torch.no_grad()
     def update(self, net: nn.Module, step: int) -> None:
-        weight = 1.0 if step < self.start else 1.0 - self.decay
+        weight = 1.0 - ema_decay_at(step, self.decay, self.start, self.warmup)
         src = list(net.parameters())
         dst = list(self.shadow.parameters())
         if weight == 1.0:

@@ -40,6 +40,11 @@ class Game(Protocol):
     lr_scale: float
     rollbacks: int
     best_fid: float
+    g: torch.nn.Module  # the generator whose size the start line reports
+    d: torch.nn.Module
+    auto_threads: bool  # train.threads auto on the CPU: the loop times G and D to choose
+    saved_threads: int | None  # the thread count a resumed checkpoint trained with
+    num_classes: int | None
 
     @property
     def logistic_d(self) -> bool:

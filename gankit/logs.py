@@ -16,10 +16,14 @@ from gankit.checkpoint import atomic_write_bytes
 class RunLogger:
     """Writes scalars to metrics.jsonl (and TensorBoard when installed) and drives the progress bar."""
 
-    def __init__(self, run_dir: Path, *, start_step: int, total_steps: int, progress: bool,
-                 tensorboard: bool, batch_size: int) -> None:
+    def __init__(self, run_dir: Path, *, start_step: int, total_steps: int | None, progress: bool,
+                 tensorboard: bool, batch_size: int, deadline: float | None = None) -> None:
         self.run_dir = run_dir
         self.batch_size = batch_size
+        # --max-seconds: the bar's total (and so its ETA) is the step the budget will reach at the
+        # current rate, when that comes before train.steps
+        self.deadline, self.total = deadline, total_steps
+        self._bar_start = self._bar_check = time.perf_counter()
         _drop_rows_after(run_dir / "metrics.jsonl", start_step)
         self.jsonl = open(run_dir / "metrics.jsonl", "a", buffering=1)
         self.tb = _tensorboard_writer(run_dir / "tensorboard") if tensorboard else None
@@ -67,8 +71,18 @@ class RunLogger:
         self._last_step, self._last_time = step, time.perf_counter()
 
     def advance(self, steps: int = 1) -> None:
-        if self.bar is not None:
-            self.bar.update(steps)
+        if self.bar is None:
+            return
+        self.bar.update(steps)
+        now = time.perf_counter()
+        if self.deadline is not None and now - self._bar_check > 1.0:
+            self._bar_check = now
+            elapsed = now - self._bar_start
+            done = self.bar.n - self.bar.initial
+            if done > 0 and elapsed > 0:
+                reach = self.bar.n + int(done / elapsed * max(self.deadline - now, 0.0))
+                self.bar.total = reach if self.total is None else min(self.total, reach)
+                self.bar.refresh()
 
     def image(self, step: int, grid_uint8_chw: torch.Tensor) -> None:
         if self.tb is not None:
@@ -170,8 +184,9 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
 def plot_loss_curves(metrics_path: Path, out: Path) -> Path | None:
     """Loss and D-output curves from metrics.jsonl as a PNG; None when there is nothing to plot."""
     rows = [r for r in read_metrics(metrics_path) if "loss_d" in r]
-    if len(rows) < 2:
+    if not rows:
         return None
+    style = {"marker": "o"} if len(rows) < 20 else {}  # a short run's few rows stay visible
     import io
 
     import matplotlib
@@ -182,14 +197,15 @@ def plot_loss_curves(metrics_path: Path, out: Path) -> Path | None:
     steps = [r["step"] for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5), dpi=100)
     for key in ("loss_d", "loss_g"):
-        ax1.plot(steps, [r.get(key, math.nan) for r in rows], label=key)
+        ax1.plot(steps, [r.get(key, math.nan) for r in rows], label=key, **style)
     ax1.set_xlabel("step")
     ax1.set_title("losses")
     ax1.legend()
     outputs = []
     for key in ("d_real", "d_fake"):
         outputs += [r.get(key, math.nan) for r in rows]
-        ax2.plot(steps, outputs[-len(rows):], label=key.replace("d_real", "D(x)").replace("d_fake", "D(G(z))"))
+        ax2.plot(steps, outputs[-len(rows):], label=key.replace("d_real", "D(x)").replace("d_fake", "D(G(z))"),
+                 **style)
     if all(0 <= v <= 1 for v in outputs if not math.isnan(v)):
         ax2.set_ylim(0, 1)  # probabilities; critics' (wgan, hinge, lsgan) raw outputs keep their own scale
     ax2.set_xlabel("step")

@@ -23,6 +23,19 @@ def bce_logits(logits: torch.Tensor, target: float) -> torch.Tensor:
     return (target * F.softplus(-logits) + (1 - target) * F.softplus(logits)).mean()
 
 
+def split_aux(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(real/fake logits (N,), class logits (N, K) or None): an ACGAN D outputs both in one (N, 1 + K)."""
+    if logits.dim() == 2:
+        return logits[:, 0], logits[:, 1:]
+    return logits, None
+
+
+def aux_loss(class_logits: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    if y is None:
+        raise ConfigError("config: a D with conditioning acgan classifies the real labels: set model.conditional: true")
+    return F.cross_entropy(class_logits, y)
+
+
 def input_gradients(outputs: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """d sum(outputs) / d inputs, flattened per sample, kept in the graph so a penalty can train D."""
     (grad,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=True)
@@ -89,10 +102,15 @@ class Objective:
             real_in = real_in.detach().requires_grad_(True)
         if r2:
             fake_in = fake_in.detach().requires_grad_(True)
-        real_logits = d(real_in, y)
-        fake_logits = d(fake_in, y)
+        real_logits, real_classes = split_aux(d(real_in, y))
+        fake_logits, fake_classes = split_aux(d(fake_in, y))
         loss = self.d_terms(real_logits, fake_logits)
         stats = {k: v.detach() for k, v in self.d_stats(real_logits, fake_logits).items()}
+        if real_classes is not None:  # ACGAN: D also learns to tell the class of real and fake images
+            aux = aux_loss(real_classes, y) + aux_loss(fake_classes, y)
+            loss = loss + self.cfg.aux_weight * aux
+            stats["aux_d"] = aux.detach()
+            stats["aux_acc_real"] = (real_classes.argmax(1) == y).float().mean().detach()
         extra, extra_stats = self.penalty(d, real, fake, y, gen)
         if extra is not None:
             loss = loss + extra
@@ -112,14 +130,19 @@ class Objective:
                        noise_std: float = 0.0, gen: torch.Generator | None = None,
                        real: torch.Tensor | None = None) -> tuple[torch.Tensor, Stats]:
         """G's loss; ``real`` (a real batch with labels ``y``) is read only by relativistic objectives."""
-        fake_logits = d(self._perturb(fake, noise_std, gen), y)
+        fake_logits, fake_classes = split_aux(d(self._perturb(fake, noise_std, gen), y))
         real_logits = None
         if self.needs_real_in_g:
             if real is None:
                 raise ValueError(f"the {self.cfg.name} generator loss needs a real batch")
-            real_logits = d(self._perturb(real, noise_std, gen), y)
+            real_logits, _ = split_aux(d(self._perturb(real, noise_std, gen), y))
         loss = self.g_term(fake_logits, real_logits)
-        return loss, {"loss_g": loss.detach()}
+        stats = {"loss_g": loss.detach()}
+        if fake_classes is not None:  # ACGAN: G is rewarded for fakes D reads as their class
+            aux = aux_loss(fake_classes, y)
+            loss = loss + self.cfg.aux_weight * aux
+            stats["aux_g"] = aux.detach()
+        return loss, stats
 
 
 OBJECTIVES: Registry[type[Objective]] = Registry("objective")
@@ -178,7 +201,7 @@ class WGANGP(Critic):
         shape = (real.shape[0],) + (1,) * (real.dim() - 1)
         eps = torch.rand(shape, generator=gen, device=real.device, dtype=real.dtype)
         x_hat = torch.lerp(fake.detach(), real.detach(), eps).requires_grad_(True)
-        norms = torch.linalg.vector_norm(input_gradients(d(x_hat, y), x_hat), dim=1)
+        norms = torch.linalg.vector_norm(input_gradients(split_aux(d(x_hat, y))[0], x_hat), dim=1)
         gp = (norms - 1).square().mean()
         return self.cfg.gp_weight * gp, {"gp": gp.detach()}
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from gankit.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoi
 from gankit.clustering import prior_labels
 from gankit.config import Config, from_dict
 from gankit.data import to_uint8
+from gankit.ema import ema_initial_share
 
 if TYPE_CHECKING:
     from gankit.rejection import DensityFilter, Rejection
@@ -205,12 +207,26 @@ def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.de
     net = build_generator(cfg.model.generator, cfg.model.latent_dim, shape, num_classes)
     use_ema = ema and state.get("g_ema") is not None
     load_weights(net, state["g_ema" if use_ema else "g"], "generator")
+    if use_ema:
+        _warn_young_ema(path, int(meta["step"]), cfg, meta["config"].get("train", {}))
     net.to(device).eval()
     clusters = state.get("clusters")
     prior = None if clusters is None else clusters["prior"].float()
     if cfg.model.self_condition and prior is None:
         raise CheckpointError(f"{path}: a self-conditioned run's checkpoint without its clusters")
     return LoadedGenerator(net, cfg, shape, int(meta["step"]), use_ema, num_classes, prior)
+
+
+def _warn_young_ema(path: str | Path, step: int, cfg: Any, saved_train: dict[str, Any]) -> None:
+    """Warn when the EMA still holds much of G's random start (a short run without EMA warm-up)."""
+    # runs saved before train.ema_warmup existed averaged without warm-up
+    warmup = bool(saved_train.get("ema_warmup", False))
+    share = ema_initial_share(step, cfg.train.ema_decay, cfg.train.ema_start, warmup)
+    if share > 0.05:
+        warnings.warn(f"{path}: the EMA generator at step {step} still holds {share:.0%} of the initial random "
+                      f"weights (train.ema_decay {cfg.train.ema_decay}{'' if warmup else ', no warm-up'}); "
+                      "sample the raw generator "
+                      "with --no-ema (ema=False), or train longer", stacklevel=3)
 
 
 def load_weights(net: nn.Module, weights: dict[str, Any], what: str) -> None:

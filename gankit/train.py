@@ -39,6 +39,7 @@ from gankit.perf import Perf, backward_step
 from gankit.perf import setup as perf_setup
 from gankit.sampling import (class_labels, generate, image_grid, latents, load_weights, save_image_grid,
                              save_points_plot)
+from gankit.threads import available_cores, choose_threads, probe_work
 
 
 class TrainError(RuntimeError):
@@ -68,6 +69,19 @@ def select_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("config: train.device is cuda but no CUDA device is available (use auto or cpu)")
     return device
+
+
+def fixed_threads(threads: int | None, device: torch.device, dist: Dist) -> int | None:
+    """train.threads, or None where :class:`~gankit.threads.ThreadTuner` chooses by measurement: auto,
+    on the CPU, one process with several cores. Processes of a multi-process CPU run share the cores."""
+    if threads:
+        return threads
+    if device.type != "cpu":
+        return None
+    cores = available_cores()
+    if dist.enabled or cores < 2:
+        return max(1, cores // dist.world_size)
+    return None
 
 
 def total_steps(cfg: Config, stream: BatchStream) -> int | None:
@@ -105,6 +119,8 @@ class Trainer:
     perf: Perf = field(default_factory=Perf)  # resolved perf settings, training forwards, fp16 scalers
     zrng: torch.Generator | None = None  # multi-process: the shared latent stream (else ``rng`` draws z)
     clusters: Clusters | None = None  # model.self_condition: the cluster of every training image
+    auto_threads: bool = False  # train.threads auto on the CPU: chosen by measurement at the start
+    saved_threads: int | None = None  # the thread count a resumed checkpoint trained with
 
     def labels(self, n: int, per_row: int = 1) -> torch.Tensor | None:
         """Labels for ``n`` samples of a conditional G: clusters in proportion to their size when
@@ -267,6 +283,7 @@ class Trainer:
                 "lr_scale": self.lr_scale, "rollbacks": self.rollbacks,
                 "best_fid": None if math.isinf(self.best_fid) else self.best_fid,
                 "world_size": self.dist.world_size, "perf": self.perf.describe(),
+                "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
                 "elapsed_seconds": elapsed, "gankit_version": __version__, "torch_version": torch.__version__,
                 "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
@@ -284,6 +301,7 @@ class Trainer:
         if state.get("clusters") is not None:
             self.set_clusters(Clusters.from_state(state["clusters"], self.device))
         self.stream.load_state_dict(meta["data"])
+        self.saved_threads = meta.get("threads")
         self.step, self.images_seen = int(meta["step"]), int(meta["images_seen"])
         self.rollbacks = int(meta.get("rollbacks", 0))
         self.best_fid = math.inf if meta.get("best_fid") is None else float(meta["best_fid"])
@@ -294,10 +312,11 @@ def prepare(cfg: Config, dist: Dist | None = None) -> Game:
     """Build the game ``game.name`` names (data, models, optimizers, objective); raises before anything is
     written. ``dist``: this process's place in a multi-process run (default: the initialised process
     group's, if any)."""
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
     dist = dist or distributed.current()
     device = distributed.place(dist, select_device(cfg.train.device))
+    threads = fixed_threads(cfg.train.threads, device, dist)
+    if threads is not None:
+        torch.set_num_threads(threads)
     torch.manual_seed(cfg.train.seed)
     return GAMES.get(cfg.game.name)(cfg, device, dist)
 
@@ -320,7 +339,7 @@ def prepare_gan(cfg: Config, device: torch.device, dist: Dist) -> Trainer:
     objective = build_objective(cfg.objective)
     perf = perf_setup(cfg.perf, device, g, d, objective)  # channels-last converts in place: before the EMA copy
     opt_g, opt_d = build_optimizers(cfg.optim, g, d)
-    ema = EMA(g, cfg.train.ema_decay, cfg.train.ema_start) if cfg.train.ema_decay > 0 else None
+    ema = EMA(g, cfg.train.ema_decay, cfg.train.ema_start, cfg.train.ema_warmup) if cfg.train.ema_decay > 0 else None
     if cfg.perf.sync_batchnorm and dist.enabled:  # after the EMA copy: rank 0 alone runs the EMA in train mode
         g, d = distributed.sync_batchnorm(device, g, d)
     try:
@@ -330,7 +349,8 @@ def prepare_gan(cfg: Config, device: torch.device, dist: Dist) -> Trainer:
         raise ConfigError(f"config: train.batch_size: {exc}") from None
     rng, zrng = streams.random_streams(dist, cfg.train.seed, device)
     return Trainer(cfg, device, source, g, d, ema, opt_g, opt_d, objective, stream, rng,
-                   num_classes=num_classes, augment=augment or None, dist=dist, perf=perf, zrng=zrng)
+                   num_classes=num_classes, augment=augment or None, dist=dist, perf=perf, zrng=zrng,
+                   auto_threads=threads is None and device.type == "cpu")
 
 
 def conditional_classes(cfg: Config, source: Source) -> int | None:
@@ -407,11 +427,15 @@ def train(cfg: Config | dict | str | Path, run_dir: str | Path | None = None, *,
     run_dir = Path(distributed.broadcast_object(ctx, str(run_dir) if run_dir is not None else str(default_run_dir())))
     ckpts = _open_run_dir(cfg, run_dir, resume, trainer)
     start_step = trainer.step
+    threads_how = settle_threads(trainer)
     # what a rollback returns to when no checkpoint has been written yet
     initial = (copy.deepcopy(trainer.state_dict()), trainer.meta(0.0))
+    deadline = None if cfg.train.max_seconds is None else t0 + cfg.train.max_seconds
     logger = RunLogger(run_dir, start_step=start_step, total_steps=total, progress=cfg.log.progress,
-                       tensorboard=cfg.log.tensorboard, batch_size=cfg.train.batch_size * cfg.train.d_steps) \
+                       tensorboard=cfg.log.tensorboard, batch_size=cfg.train.batch_size * cfg.train.d_steps,
+                       deadline=deadline) \
         if ctx.is_main else NullLogger(start_step=start_step, batch_size=cfg.train.batch_size * cfg.train.d_steps)
+    logger.message(start_line(trainer, run_dir, start_step, threads_how))
     if ctx.enabled or trainer.perf.active:
         logger.message(game.describe(trainer))
     health = HealthMonitor(cfg.health, logistic_d=trainer.logistic_d)
@@ -466,21 +490,58 @@ def train(cfg: Config | dict | str | Path, run_dir: str | Path | None = None, *,
             if at_ckpt:
                 last_ckpt = game.save_checkpoint(trainer, ckpts, time.perf_counter() - t0)
                 saved_step = step
+        distributed.average_stats(ctx, window.sums)
+        if not window.finite():  # diverged after the last check: the last good checkpoint stands
+            _rollback(trainer, ckpts, initial, cfg)
+            saved_step = trainer.step
+            last_ckpt = ckpts.latest()
+        elif window.counts:  # the final step always has its row, however short the run
+            row = logger.scalars(trainer.step, window.means(), {"kimg": trainer.images_seen / 1000,
+                                                                "seconds": time.perf_counter() - t0})
+        if last_ckpt is None or trainer.step != saved_step:
+            last_ckpt = game.save_checkpoint(trainer, ckpts, time.perf_counter() - t0)
+        if ctx.is_main:  # the final grid, in samples/ and TensorBoard alike
+            trainer.write_samples(fixed_z, run_dir, logger)
     finally:
         logger.close()
-    distributed.average_stats(ctx, window.sums)
-    if not window.finite():  # diverged after the last check: the last good checkpoint stands
-        _rollback(trainer, ckpts, initial, cfg)
-        saved_step = trainer.step
-        last_ckpt = ckpts.latest()
-    if last_ckpt is None or trainer.step != saved_step:
-        last_ckpt = game.save_checkpoint(trainer, ckpts, time.perf_counter() - t0)
-    if not ctx.is_main:
-        return TrainResult(run_dir, trainer.step, last_ckpt, stopped_by, row)
-    trainer.write_samples(fixed_z, run_dir, None)
-    if cfg.log.plot:
+    if ctx.is_main and cfg.log.plot:
         plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss_curves.png")
     return TrainResult(run_dir, trainer.step, last_ckpt, stopped_by, row)
+
+
+def settle_threads(trainer: Game) -> str:
+    """Auto threads on the CPU: the count a resumed checkpoint trained with (resume stays bit-exact),
+    else the faster of all cores and one, timed on copies of G and D; returns how it was chosen."""
+    if not trainer.auto_threads:
+        return ""
+    if trainer.saved_threads:
+        torch.set_num_threads(int(trainer.saved_threads))
+        return "auto, as the checkpoint trained"
+    cfg = trainer.cfg
+    work = probe_work(trainer.g, trainer.d, cfg.model.latent_dim, trainer.source.shape,
+                      cfg.train.batch_size // trainer.dist.world_size, trainer.num_classes, trainer.device)
+    chosen, rates = choose_threads(work, available_cores())
+    torch.set_num_threads(chosen)
+    if not rates:
+        return "auto"
+    return "auto: " + " vs ".join(f"{rates[n]:.0f} passes/s on {n}" for n in sorted(rates, reverse=True))
+
+
+def start_line(trainer: Game, run_dir: Path, start_step: int, threads_how: str = "") -> str:
+    """What the run is, in one line: device and threads, model sizes, data, run directory."""
+    def millions(net: nn.Module) -> str:
+        return f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M"
+
+    cfg, source = trainer.cfg, trainer.source
+    n = torch.get_num_threads()
+    how = f" ({threads_how})" if threads_how else ""
+    threads = f", {n} thread{'s' * (n > 1)}{how}" if trainer.device.type == "cpu" else ""
+    data = f"{cfg.data.name}: {len(source):,} " + ("x".join(map(str, source.shape)) + " images"
+                                                   if source.is_image else f"{source.shape[-1]}-D points")
+    begin = f"resuming at step {start_step}" if start_step else "training"
+    return (f"gankit: {begin} on {trainer.device.type}{threads} | G {cfg.model.generator.get('name')} "
+            f"{millions(trainer.g)}, D {cfg.model.discriminator.get('name')} {millions(trainer.d)} params | "
+            f"{data} | run dir {run_dir}")
 
 
 class StatWindow:

@@ -24,7 +24,7 @@ TINY: dict[str, Any] = {
         "discriminator": {"name": "mlp", "widths": [32], "dropout": 0.2},
     },
     "objective": {"label_smoothing": 0.1, "instance_noise": 0.1, "instance_noise_steps": 30},
-    "train": {"device": "cpu", "seed": 0, "batch_size": 32, "steps": 10, "d_steps": 2,
+    "train": {"device": "cpu", "threads": 2, "seed": 0, "batch_size": 32, "steps": 10, "d_steps": 2,
               "ema_decay": 0.9},
     "log": {"every": 5, "sample_every": 10, "grid": 2, "progress": False, "tensorboard": False,
             "plot": False},
@@ -40,7 +40,7 @@ TINY_RING: dict[str, Any] = {
         "discriminator": {"name": "mlp", "widths": [32]},
         "init": "default",
     },
-    "train": {"device": "cpu", "seed": 0, "batch_size": 64, "steps": 10},
+    "train": {"device": "cpu", "threads": 2, "seed": 0, "batch_size": 64, "steps": 10},
     "log": {"every": 5, "sample_every": 0, "progress": False, "tensorboard": False, "plot": False},
     "checkpoint": {"every": 100},
 }
@@ -52,7 +52,7 @@ model:
   generator: {name: dcgan, width: 8}
   discriminator: {name: mlp, widths: [32], dropout: 0.2}
 objective: {label_smoothing: 0.1}
-train: {device: cpu, seed: 0, batch_size: 32, steps: 4, d_steps: 2, ema_decay: 0.9}
+train: {device: cpu, threads: 2, seed: 0, batch_size: 32, steps: 4, d_steps: 2, ema_decay: 0.9}
 log: {every: 2, sample_every: 0, grid: 2, progress: false, tensorboard: false, plot: false}
 checkpoint: {every: 100, keep: 2}
 """

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from gankit.config import ConfigError, ModelConfig
-from gankit.ema import EMA
+from gankit.ema import EMA, ema_decay_at, ema_initial_share
 from gankit.models import build_discriminator, build_generator, build_models, init_weights
 from gankit.models.layers import pyramid
 
@@ -188,7 +188,7 @@ def test_models_are_deterministic_under_a_seed():
 def test_ema_copies_before_start_then_averages():
     net = nn.Linear(2, 1, bias=False)
     nn.init.zeros_(net.weight)
-    ema = EMA(net, decay=0.9, start=2)
+    ema = EMA(net, decay=0.9, start=2, warmup=False)
     assert not any(p.requires_grad for p in ema.shadow.parameters()) and not ema.shadow.training
     with torch.no_grad():
         net.weight.fill_(1.0)
@@ -200,6 +200,28 @@ def test_ema_copies_before_start_then_averages():
     assert torch.allclose(ema.shadow.weight, torch.full((1, 2), 1.1))
     ema.update(net, step=3)  # 0.9 * 1.1 + 0.1 * 2
     assert torch.allclose(ema.shadow.weight, torch.full((1, 2), 1.19))
+
+
+def test_ema_warmup_ramps_the_decay_and_forgets_the_start():
+    # min(decay, (1 + n) / (10 + n)) over the n-th averaging update (n = 0 at ema_start)
+    assert ema_decay_at(0, 0.999) == pytest.approx(0.1)
+    assert ema_decay_at(90, 0.999) == pytest.approx(91 / 100)
+    assert ema_decay_at(100_000, 0.999) == 0.999
+    assert ema_decay_at(4, 0.999, start=5) == 0.0  # before start: a copy
+    assert ema_decay_at(7, 0.999, start=5) == pytest.approx(3 / 12)
+    assert ema_decay_at(90, 0.999, warmup=False) == 0.999
+    # the share of G's start the average keeps: the product of the decays since averaging began
+    assert ema_initial_share(100, 0.999, warmup=False) == pytest.approx(0.999 ** 100)
+    assert ema_initial_share(3, 0.999) == pytest.approx((2 / 11) * (3 / 12) * (4 / 13))
+    assert ema_initial_share(100, 0.999) < 1e-8
+    net = nn.Linear(2, 1, bias=False)
+    nn.init.zeros_(net.weight)
+    ema = EMA(net, decay=0.999)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    for step in range(1, 101):
+        ema.update(net, step)
+    assert float(ema.shadow.weight[0, 0]) == pytest.approx(1 - ema_initial_share(100, 0.999), abs=1e-6)
 
 
 def test_ema_follows_batchnorm_statistics():

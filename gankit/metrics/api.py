@@ -207,11 +207,12 @@ def load_samples(samples: torch.Tensor | np.ndarray | str | Path, num: int, *, s
 
 def load_labelled_samples(samples: torch.Tensor | np.ndarray | str | Path, num: int, *, seed: int = 0,
                           device: str | torch.device = "cpu", batch_size: int = 256,
-                          labels: torch.Tensor | np.ndarray | None = None
+                          labels: torch.Tensor | np.ndarray | None = None, ema: bool = True
                           ) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     """:func:`load_samples` plus the class each sample was generated for, when known (else None):
     ``labels`` given with a tensor or array, an ``.npz``'s ``labels``, or the labels a conditional
-    generator is sampled with here (sample i is class i % num_classes)."""
+    generator is sampled with here (sample i is class i % num_classes). ``ema``: a run's EMA generator
+    when it has one, else the raw G."""
     from gankit.checkpoint import CheckpointError, resolve
 
     if num < 1:
@@ -233,7 +234,7 @@ def load_labelled_samples(samples: torch.Tensor | np.ndarray | str | Path, num: 
             return _read_image_dir(path, num), _as_labels(labels, num), f"{path} (images)"
     from gankit.sampling import load_generator
 
-    gen = load_generator(path, device=device)
+    gen = load_generator(path, ema=ema, device=device)
     y = gen.labels(num)
     x = gen.sample(num, seed=seed, batch_size=batch_size, labels=y)
     x = gen.to_uint8(x) if gen.is_image else x.float()
@@ -304,11 +305,11 @@ def calculate_metrics(samples: torch.Tensor | np.ndarray | str | Path, ref: str,
                       extractor: str | FeatureExtractor | None = None, split: str = "train", root: str = "data",
                       seed: int = 0, cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
                       num_reference: int | None = None, download: bool = False,
-                      labels: torch.Tensor | np.ndarray | None = None) -> dict[str, Any]:
+                      labels: torch.Tensor | np.ndarray | None = None, ema: bool = True) -> dict[str, Any]:
     """Measure ``samples`` against the registered dataset ``ref`` (its ``split``, first ``num_reference``
     items, all when None). ``metrics`` default: fid, kid, pr, dc (+ classes for classifier extractors, and
     class_agreement when the samples' generated classes are known: a conditional run, an .npz with
-    ``labels``, or ``labels`` given with a tensor); ``extractor`` default: mnist-cnn for MNIST, points
+    ``labels``, or ``labels`` given with a tensor; ``ema`` False samples a run's raw G); ``extractor`` default: mnist-cnn for MNIST, points
     for 2D mixtures, inception otherwise.
 
     Returns every metric value (flat: ``fid``, ``kid`` and ``kid_std``, ``precision``, ...) and ``info``
@@ -322,7 +323,7 @@ def calculate_metrics(samples: torch.Tensor | np.ndarray | str | Path, ref: str,
         raise EvalError(f"no metrics requested (choose from {', '.join(METRICS.names())})")
     chosen = {n: get_metric(n) for n in names or ()}
     check_reference(ref, split)
-    x, y, described = load_labelled_samples(samples, num, seed=seed, device=device, labels=labels)
+    x, y, described = load_labelled_samples(samples, num, seed=seed, device=device, labels=labels, ema=ema)
     needs_features = names is None or any(m.needs != "samples" for m in chosen.values())
     ext = _extractor(extractor, ref, download) if needs_features else None
     if names is None:

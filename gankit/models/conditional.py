@@ -20,9 +20,9 @@ def require_labels(y: torch.Tensor | None, num_classes: int | None, who: str) ->
     return y
 
 
-def check_conditioning(conditioning: str) -> None:
-    if conditioning not in CONDITIONINGS:
-        raise ValueError(f"conditioning must be {' or '.join(CONDITIONINGS)}, got {conditioning!r}")
+def check_conditioning(conditioning: str, allowed: tuple[str, ...] = CONDITIONINGS) -> None:
+    if conditioning not in allowed:
+        raise ValueError(f"conditioning must be {' or '.join(allowed)}, got {conditioning!r}")
 
 
 def label_embedding(num_classes: int | None, dim: int) -> nn.Embedding | None:

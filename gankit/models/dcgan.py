@@ -89,15 +89,17 @@ class DCGANGenerator(nn.Module):
 class DCGANDiscriminator(nn.Module):
     """Conditional (``num_classes``): ``conditioning`` concat appends the label embedding (``embed_dim``
     features) to the image as constant maps; projection adds ``<embed(y), h>`` with h the input of the
-    last linear map (the flattened final features, or the last fc_hidden layer)."""
+    last linear map (the flattened final features, or the last fc_hidden layer); acgan adds class
+    logits to the output (an auxiliary classifier: D judges real/fake unconditionally)."""
 
     def __init__(self, in_shape: tuple[int, ...], num_classes: int | None = None, *, width: int = 64,
-                 max_width: int | None = None, kernel: int = 4, downsample: str = "stride", norm: str = "batch",
+                 max_width: int | None = None, kernel: int = 4, downsample: str = "stride", padding: str = "same",
+                 norm: str = "batch",
                  first_norm: bool = False, slope: float = 0.2, head: str = "conv", fc_hidden: list[int] = [],
                  dropout: float = 0.0, spectral_norm: bool = False, minibatch_std: bool = False,
                  conditioning: str = "projection", embed_dim: int = 8) -> None:
         super().__init__()
-        check_conditioning(conditioning)
+        check_conditioning(conditioning, ("concat", "projection", "acgan"))
         concat = num_classes is not None and conditioning == "concat"
         if concat and embed_dim < 1:
             raise ValueError(f"concat conditioning needs embed_dim >= 1, got {embed_dim}")
@@ -110,10 +112,14 @@ class DCGANDiscriminator(nn.Module):
             widths = [min(w, max_width) for w in widths]
         if downsample not in ("stride", "maxpool"):
             raise ValueError(f"downsample must be stride or maxpool, got {downsample!r}")
-        if downsample == "maxpool" and kernel % 2 == 0:
+        if padding not in ("same", "valid"):
+            raise ValueError(f"padding must be same or valid, got {padding!r}")
+        if downsample == "maxpool" and kernel % 2 == 0 and padding == "same":
             raise ValueError(f"maxpool downsampling needs an odd kernel to keep the side, got {kernel}")
         use_bias = norm == "none"
-        pad = same_padding(kernel)
+        # valid: unpadded convs shrink the side by kernel - 1 before each downsampling (seed 004's
+        # tutorial D, 28 -> 24 -> 12 -> 8 -> 4), so the head's input size is measured, not assumed
+        pad = same_padding(kernel) if padding == "same" else 0
         layers: list[nn.Module] = []
         c_in = channels + (embed_dim if concat else 0)
         for i, c_out in enumerate(widths):
@@ -131,9 +137,17 @@ class DCGANDiscriminator(nn.Module):
             layers.append(MinibatchStd())
             c_in += 1
         self.features = nn.Sequential(*layers)
-        n = c_in * base * base  # the conv head is a linear map of the flattened features
+        if padding == "same":
+            final = base
+        else:
+            with torch.no_grad():  # eval mode: no BatchNorm statistics, no dropout draws
+                final = self.features.eval()(torch.zeros(2, channels + (embed_dim if concat else 0), side, side)).shape[-1]
+            self.features.train()
+            if final < 1:
+                raise ValueError(f"padding valid with kernel {kernel} leaves no pixels at {side} px")
+        n = c_in * final * final  # the conv head is a linear map of the flattened features
         if head == "conv":
-            self.head = nn.Sequential(nn.Conv2d(c_in, 1, base, 1, 0), nn.Flatten())
+            self.head = nn.Sequential(nn.Conv2d(c_in, 1, final, 1, 0), nn.Flatten())
         elif head == "fc":
             head_layers: list[nn.Module] = [nn.Flatten()]
             for h in fc_hidden:
@@ -142,11 +156,20 @@ class DCGANDiscriminator(nn.Module):
             self.head = nn.Sequential(*head_layers, nn.Linear(n, 1))
         else:
             raise ValueError(f"head must be conv or fc, got {head!r}")
-        self.projection = Projection(num_classes, n) if num_classes is not None and not concat else None
+        # acgan (Odena et al. 2017): the last layer also predicts the class, outputs (N, 1 + classes)
+        self.aux_classes = num_classes if num_classes is not None and conditioning == "acgan" else 0
+        if self.aux_classes and head == "conv":
+            self.head = nn.Sequential(nn.Conv2d(c_in, 1 + self.aux_classes, final, 1, 0), nn.Flatten())
+        elif self.aux_classes:
+            self.head[-1] = nn.Linear(self.head[-1].in_features, 1 + self.aux_classes)
+        self.projection = Projection(num_classes, n) if num_classes is not None and not concat \
+            and not self.aux_classes else None
         if spectral_norm:
             apply_spectral_norm(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.aux_classes:  # judges any image without its label, then tells its class
+            return self.head(self.features(x))  # column 0 real/fake, then class logits (objectives.split_aux)
         y = require_labels(y, self.num_classes, "dcgan discriminator")
         if self.embed is not None:
             x = label_maps(x, self.embed(y))

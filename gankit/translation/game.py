@@ -69,6 +69,17 @@ class TranslationGame:
         self.rng, self.zrng = streams.random_streams(dist, cfg.train.seed, device)
         self.step, self.images_seen, self.lr_scale, self.rollbacks = 0, 0, 1.0, 0
         self.best_fid = math.inf
+        # train.threads null: PyTorch's default (the loop's thread tuner times noise -> image nets only)
+        self.auto_threads, self.saved_threads, self.num_classes = False, None, None
+
+    @property
+    def g(self) -> nn.Module:
+        """The first generator (the start line reports its size)."""
+        return self.nets[self.g_names[0]]
+
+    @property
+    def d(self) -> nn.Module:
+        return self.nets[self.d_names[0]]
 
     @property
     def logistic_d(self) -> bool:
@@ -113,7 +124,7 @@ class TranslationGame:
                 "images_seen": self.images_seen, "data": {k: s.state_dict() for k, s in self.streams.items()},
                 "data_shape": list(self.source.shape), "lr_scale": self.lr_scale, "rollbacks": self.rollbacks,
                 "best_fid": None, "world_size": self.dist.world_size, "perf": self.perf.describe(),
-                "elapsed_seconds": elapsed, "gankit_version": __version__, "torch_version": torch.__version__,
+                "threads": torch.get_num_threads() if self.device.type == "cpu" else None, "elapsed_seconds": elapsed, "gankit_version": __version__, "torch_version": torch.__version__,
                 "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
     def load_state_dict(self, state: dict[str, Any], meta: dict[str, Any]) -> None:

@@ -1,0 +1,78 @@
+"""CPU threads chosen by measurement at the start of a run (``train.threads: null`` on the CPU).
+
+A small GAN gains from a second OpenMP thread only while it has the cores to itself: measured on a
+2-core CPU (benchmarks/contention.py, RESULTS.md "Speed beside other work"), the default DCGAN runs
+15.6 steps/s on 2 threads and 10.1 on one, but two such runs side by side kept 13-24 % of that each,
+because every thread spin-waits at each barrier for a partner the other process has descheduled;
+with one thread each they kept ~100 % of the one-thread rate. So before the first step the run times a
+few forward and backward passes of copies of G and D on every core and on one, and trains with the
+faster. The copies and a private random stream leave the run's weights, statistics and random state
+untouched.
+
+The thread count can change the last bits of some kernels (fully connected layers, StyleGAN's
+modulated convolutions): a checkpoint records the count and a resumed run keeps it, so resume stays
+bit-exact. The choice is not revisited while a run trains; ``train.threads`` fixes it.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+
+def available_cores() -> int:
+    """The cores this process may run on (taskset and cgroup cpusets included)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def probe_work(g: nn.Module, d: nn.Module, latent_dim: int, data_shape: tuple[int, ...], batch: int,
+               num_classes: int | None, device: torch.device) -> Callable[[], None]:
+    """One training-like pass (G forward, D on fakes and reals, backward) on copies of G and D."""
+    g, d = copy.deepcopy(g).train(), copy.deepcopy(d).train()
+    gen = torch.Generator(device=device).manual_seed(0)
+    z = torch.randn(batch, latent_dim, generator=gen, device=device)
+    x = torch.randn(batch, *data_shape, generator=gen, device=device)
+    y = None if not num_classes else torch.randint(num_classes, (batch,), generator=gen, device=device)
+
+    def work() -> None:
+        with torch.random.fork_rng(devices=[]):  # dropout draws from the global stream: give it back
+            loss = d(g(z, y), y).float().mean() - d(x, y).float().mean()
+            loss.backward()
+        g.zero_grad(set_to_none=True)
+        d.zero_grad(set_to_none=True)
+
+    return work
+
+
+def choose_threads(work: Callable[[], None], cores: int, *, seconds: float = 0.25, rounds: int = 2,
+                   clock: Callable[[], float] = time.perf_counter) -> tuple[int, dict[int, float]]:
+    """The faster of ``cores`` threads and one for ``work``, and the passes per second of each.
+
+    Each setting is timed ``rounds`` times, alternating, for at least ``seconds`` and two passes after
+    one untimed warm-up pass, so a neighbour that starts or stops mid-probe affects both alike. All
+    cores win ties and small margins (a tenth): a second thread that buys nothing is still harmless
+    when the machine is quiet."""
+    previous = torch.get_num_threads()
+    if cores < 2:
+        return 1, {}
+    passes = {cores: 0, 1: 0}
+    spent = {cores: 0.0, 1: 0.0}
+    try:
+        for _ in range(rounds):
+            for n in (cores, 1):
+                torch.set_num_threads(n)
+                work()
+                start, count = clock(), 0
+                while count < 2 or clock() - start < seconds:
+                    work()
+                    count += 1
+                passes[n] += count
+                spent[n] += clock() - start
+    finally:
+        torch.set_num_threads(previous)
+    rates = {n: passes[n] / max(spent[n], 1e-9) for n in passes}
+    return (1 if rates[1] > 1.1 * rates[cores] else cores), rates
