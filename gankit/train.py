@@ -350,7 +350,7 @@ def prepare_gan(cfg: Config, device: torch.device, dist: Dist) -> Trainer:
     rng, zrng = streams.random_streams(dist, cfg.train.seed, device)
     return Trainer(cfg, device, source, g, d, ema, opt_g, opt_d, objective, stream, rng,
                    num_classes=num_classes, augment=augment or None, dist=dist, perf=perf, zrng=zrng,
-                   auto_threads=threads is None and device.type == "cpu")
+                   auto_threads=fixed_threads(cfg.train.threads, device, dist) is None and device.type == "cpu")
 
 
 def conditional_classes(cfg: Config, source: Source) -> int | None:

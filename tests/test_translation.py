@@ -107,7 +107,9 @@ def test_training_moves_the_losses_and_writes_input_output_target_grids(tmp_path
     assert result.step == 30
 
 
-@pytest.mark.parametrize("cfg", [make_cfg(P2P, "game.task=inpaint-boxes"), CYCLE], ids=["pix2pix", "cyclegan"])
+# a decaying schedule follows train.steps, which the first half of a resumed run sets to 20: constant here
+@pytest.mark.parametrize("cfg", [make_cfg(P2P, "game.task=inpaint-boxes"), make_cfg(CYCLE, "optim.schedule=constant")],
+                         ids=["pix2pix", "cyclegan"])
 def test_resume_is_bit_exact(tmp_path, cfg):
     train(make_cfg(cfg, "train.steps=20"), tmp_path / "resumed")
     train(make_cfg(cfg, "train.steps=40"), tmp_path / "resumed", resume=True)
@@ -116,7 +118,7 @@ def test_resume_is_bit_exact(tmp_path, cfg):
     b, meta_b = load_checkpoint(CheckpointDir(tmp_path / "straight" / "checkpoints").latest())
     assert meta_a["step"] == meta_b["step"] == 40 and meta_a["data"] == meta_b["data"]
     assert_states_equal(a, b)
-    if cfg is CYCLE:
+    if "pool" in a:
         assert a["pool"]["A"]["count"] == 3  # the history pool was full and is part of the state
 
 
