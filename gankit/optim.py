@@ -71,6 +71,14 @@ def build_optimizers(cfg: OptimConfig, g: torch.nn.Module, d: torch.nn.Module
     return factory(g.parameters(), cfg.lr_g, cfg.betas_g, cfg), factory(d.parameters(), cfg.lr_d, cfg.betas_d, cfg)
 
 
+def set_learning_rates(cfg: OptimConfig, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+                       factor: float) -> None:
+    """Both optimizers' learning rates = the configured ones x ``factor`` (rollback scale x schedule)."""
+    for opt, lr in ((opt_g, cfg.lr_g), (opt_d, cfg.lr_d)):
+        for group in opt.param_groups:
+            group["lr"] = lr * factor
+
+
 def lr_factor(cfg: OptimConfig, step: int, total: int | None) -> float:
     """The schedule's multiplier of the configured learning rates at generator step ``step``."""
     try:

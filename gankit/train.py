@@ -34,7 +34,7 @@ from gankit.health import Alarm, HealthMonitor
 from gankit.logs import NullLogger, RunLogger, plot_loss_curves
 from gankit.models import build_models
 from gankit.objectives import Objective, build_objective
-from gankit.optim import build_optimizers, lr_factor
+from gankit.optim import build_optimizers, lr_factor, set_learning_rates
 from gankit.perf import Perf, backward_step
 from gankit.perf import setup as perf_setup
 from gankit.sampling import (class_labels, generate, image_grid, latents, load_weights, save_image_grid,
@@ -262,9 +262,7 @@ class Trainer:
     def set_lr_scale(self, scale: float, schedule: float = 1.0) -> None:
         """Learning rates = configured x ``scale`` (lowered by rollbacks) x ``schedule`` (optim.schedule)."""
         self.lr_scale = scale
-        for opt, lr in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
-            for group in opt.param_groups:
-                group["lr"] = lr * scale * schedule
+        set_learning_rates(self.cfg.optim, self.opt_g, self.opt_d, scale * schedule)
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -15,8 +15,8 @@ from gankit.data import TensorSource
 from gankit.distributed import Dist
 from gankit.game import GAMES
 from gankit.models.translation import build_patch_discriminator, build_translator
-from gankit.translation.game import TranslationGame, check_settings, run_eval, write_rows
-from gankit.translation.tasks import UnpairedTask, build_task, to_float
+from gankit.translation.game import TranslationGame, checked_task, run_eval, write_rows
+from gankit.translation.tasks import UnpairedTask, to_float
 
 
 class ImagePool:
@@ -64,10 +64,7 @@ class CycleGAN(TranslationGame):
     d_names = ("d_a", "d_b")
 
     def __init__(self, cfg: Config, device: torch.device, dist: Dist) -> None:
-        check_settings(cfg)
-        task = build_task(cfg)
-        assert isinstance(task, UnpairedTask)
-        self.task = task
+        self.task = task = checked_task(cfg, UnpairedTask)
         c = task.shape[0]
         nets = {"g_ab": build_translator(cfg.model.generator, c, c),
                 "g_ba": build_translator(cfg.model.generator, c, c),

@@ -16,7 +16,7 @@ from gankit.data import BatchStream, TensorSource
 from gankit.distributed import Dist
 from gankit.models.init import init_weights
 from gankit.objectives import Objective, build_objective
-from gankit.optim import build_optimizers, lr_factor
+from gankit.optim import build_optimizers, lr_factor, set_learning_rates
 from gankit.perf import Perf, backward_step
 from gankit.sampling import load_weights
 
@@ -38,6 +38,16 @@ def check_settings(cfg: Config) -> None:
     for key, (bad, what) in problems.items():
         if bad:
             raise ConfigError(f"config: {key}: the {cfg.game.name} game trains with {what}")
+
+
+def checked_task(cfg: Config, kind: type) -> Any:
+    """The run's task, after the settings check; ``kind``: the task class the game trains on."""
+    from gankit.translation.tasks import build_task
+
+    check_settings(cfg)
+    task = build_task(cfg)
+    assert isinstance(task, kind)
+    return task
 
 
 class TranslationGame:
@@ -103,9 +113,7 @@ class TranslationGame:
 
     def set_lr_scale(self, scale: float, schedule: float = 1.0) -> None:
         self.lr_scale = scale
-        for opt, lr in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
-            for group in opt.param_groups:
-                group["lr"] = lr * scale * schedule
+        set_learning_rates(self.cfg.optim, self.opt_g, self.opt_d, scale * schedule)
 
     def extra_state(self) -> dict[str, Any]:
         """Game-specific state beside networks, optimizers and RNG (CycleGAN's history pools)."""

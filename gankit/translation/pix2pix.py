@@ -12,8 +12,8 @@ from gankit.config import Config
 from gankit.distributed import Dist
 from gankit.game import GAMES
 from gankit.models.translation import build_patch_discriminator, build_translator
-from gankit.translation.game import TranslationGame, check_settings, run_eval, write_rows
-from gankit.translation.tasks import PairedTask, build_task, to_float
+from gankit.translation.game import TranslationGame, checked_task, run_eval, write_rows
+from gankit.translation.tasks import PairedTask, to_float
 
 
 def translate_paired(task: PairedTask, g: nn.Module, inputs: torch.Tensor, masks: torch.Tensor | None,
@@ -27,10 +27,7 @@ def translate_paired(task: PairedTask, g: nn.Module, inputs: torch.Tensor, masks
 
 class Pix2Pix(TranslationGame):
     def __init__(self, cfg: Config, device: torch.device, dist: Dist) -> None:
-        check_settings(cfg)
-        task = build_task(cfg)
-        assert isinstance(task, PairedTask)
-        self.task = task
+        self.task = task = checked_task(cfg, PairedTask)
         c_out = task.target_shape[0]
         nets = {"g": build_translator(cfg.model.generator, task.g_channels, c_out),
                 "d": build_patch_discriminator(cfg.model.discriminator, task.g_channels + c_out)}
