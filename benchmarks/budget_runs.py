@@ -40,8 +40,9 @@ def gankit(*args: str) -> list[str]:
 
 def child_env(threads: int) -> dict[str, str]:
     env = dict(os.environ)
-    env["OMP_NUM_THREADS"] = str(threads)
-    env["MKL_NUM_THREADS"] = str(threads)
+    if threads:  # 0: gankit's own choice (train.threads auto)
+        env["OMP_NUM_THREADS"] = str(threads)
+        env["MKL_NUM_THREADS"] = str(threads)
     return env
 
 
@@ -49,7 +50,7 @@ def train_cmd(config: str, run_dir: Path, seconds: float, threads: int, extra: l
               keep_steps: bool) -> list[str]:
     steps = [] if keep_steps else ["train.steps=100000000"]
     return gankit("train", config, "--run-dir", str(run_dir), "--max-seconds", str(seconds), "--set",
-                  "log.progress=false", f"train.threads={threads}", *steps, *extra)
+                  "log.progress=false", *([f"train.threads={threads}"] if threads else []), *steps, *extra)
 
 
 def run_parallel(cmds: list[tuple[str, list[str], Path]], jobs: int, threads: int) -> dict[str, float]:
@@ -82,7 +83,8 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", required=True)
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--jobs", type=int, default=1, help="training runs at a time")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads per training run")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads per training run (0: train.threads auto, measured by gankit)")
     parser.add_argument("--ref", default="auto", help="reference dataset (auto: each run's data.name)")
     parser.add_argument("--metrics", default="fid,pr,classes",
                         help="gankit eval --metrics (class_agreement is added for conditional runs)")

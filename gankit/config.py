@@ -62,8 +62,10 @@ class ModelConfig:
     discriminator: dict = opt({"name": "dcgan"}, "discriminator: {name: <model>, <architecture args>}")
     init: str = opt("dcgan", "weight init: dcgan = N(0, 0.02) convs/linears and N(1, 0.02) norms, "
                     "xavier, or default (PyTorch's)", choices=("dcgan", "xavier", "default"))
-    conditional: bool = opt(False, "class-conditional G and D on the dataset's labels (their number comes "
-                            "from the data); fakes take the labels of the real batch they are judged with")
+    conditional: bool | str = opt(False, "class-conditional G and D on the dataset's labels (their number comes "
+                                  "from the data; fakes take the labels of the real batch they are judged with); "
+                                  "auto = conditional when the dataset has labels, else unconditional",
+                                  choices=(True, False, "auto"))
     self_condition: int = opt(0, "self-conditioned GAN (Liu et al. 2020): G and D condition on this many k-means "
                               "clusters of D's features of the training images instead of labels, and samples "
                               "draw each cluster as often as the data holds it (0 = off)", ge=0)
@@ -254,8 +256,13 @@ def coerce_value(value: Any, annotation: Any, key: str) -> Any:
         args = typing.get_args(annotation)
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return coerce_value(value, inner, key)
+        inner = [a for a in args if a is not type(None)]
+        for alternative in inner[:-1]:  # bool | str: true/false, or a word such as auto
+            try:
+                return coerce_value(value, alternative, key)
+            except ConfigError:
+                pass
+        return coerce_value(value, inner[-1], key)
     if annotation is bool:
         if isinstance(value, bool):
             return value

@@ -323,6 +323,8 @@ def prepare(cfg: Config, dist: Dist | None = None) -> Game:
 def prepare_gan(cfg: Config, device: torch.device, dist: Dist) -> Trainer:
     """The noise -> image game: G(z[, y]) judged by D, as the objective says."""
     source = build_dataset(cfg.data)
+    if cfg.model.conditional == "auto":  # resolved once against the data: checkpoints hold true or false
+        cfg = from_dict({**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "conditional": has_labels(source)}})
     num_classes = conditional_classes(cfg, source)
     augment = DiffAugment(cfg.train.augment)
     if augment and not source.is_image:
@@ -351,6 +353,10 @@ def prepare_gan(cfg: Config, device: torch.device, dist: Dist) -> Trainer:
                    auto_threads=fixed_threads(cfg.train.threads, device, dist) is None and device.type == "cpu")
 
 
+def has_labels(source: Source) -> bool:
+    return bool(source.num_classes) and (not isinstance(source, TensorSource) or source.labels is not None)
+
+
 def conditional_classes(cfg: Config, source: Source) -> int | None:
     """The number of classes G and D condition on: the dataset's when model.conditional, the clusters'
     when model.self_condition, else None."""
@@ -369,8 +375,7 @@ def conditional_classes(cfg: Config, source: Source) -> int | None:
         return cfg.model.self_condition
     if not cfg.model.conditional:
         return None
-    labelled = source.num_classes and (not isinstance(source, TensorSource) or source.labels is not None)
-    if not labelled:
+    if not has_labels(source):
         raise ConfigError(f"config: model.conditional needs a labelled dataset; {cfg.data.name} has no labels "
                           "(set model.conditional: false)")
     return source.num_classes
@@ -419,6 +424,7 @@ def train(cfg: Config | dict | str | Path, run_dir: str | Path | None = None, *,
         cfg = from_dict(cfg)
     ctx = distributed.setup(select_device(cfg.train.device))  # under torchrun: join the process group
     trainer = prepare(cfg, ctx)
+    cfg = trainer.cfg  # model.conditional auto resolved against the data
     total = total_steps(cfg, trainer.stream)
     evaluator = TrainingEvaluator.build(cfg, trainer) if cfg.eval.every else None
     evaluator = evaluator if ctx.is_main else None  # rank 0 alone evaluates, samples and writes

@@ -64,3 +64,42 @@ def test_only_the_dcgan_discriminator_offers_acgan():
     with pytest.raises(ConfigError, match="conditioning"):
         prepare(from_dict(make_cfg(TINY, "model.conditional=true",
                                    "model.discriminator={name: mlp, widths: [16], conditioning: acgan}")))
+
+
+def _digit_folder(root, n=40):
+    from PIL import Image
+
+    from gankit.data.bundled import load_mnist10k_arrays
+
+    images, _ = load_mnist10k_arrays()
+    root.mkdir()
+    for i in range(n):
+        Image.fromarray(images[i]).save(root / f"{i}.png")
+    return root
+
+
+def test_conditional_auto_uses_labels_when_the_data_has_them(tmp_path):
+    import yaml
+
+    from gankit.sampling import load_generator
+
+    gen_args = "model.generator={name: dcgan, width: 8, conditional_norm: true}"
+    d_args = "model.discriminator={name: dcgan, width: 8, conditioning: projection}"
+    labelled = make_cfg(TINY, "model.conditional=auto", gen_args, d_args, "train.steps=4")
+    train(labelled, tmp_path / "digits")
+    assert yaml.safe_load((tmp_path / "digits" / "config.yaml").read_text())["model"]["conditional"] is True
+    assert load_generator(tmp_path / "digits").num_classes == 10
+    # resuming the same YAML (still "auto") continues: the checkpoint holds the resolved value
+    train(make_cfg(labelled, "train.steps=6"), tmp_path / "digits", resume=True)
+    folder = _digit_folder(tmp_path / "pngs")
+    unlabelled = make_cfg(labelled, "data.name=folder", f"data.root={folder}", "data.resolution=28",
+                          "data.channels=1", "data.limit=null")
+    train(unlabelled, tmp_path / "folder")
+    assert yaml.safe_load((tmp_path / "folder" / "config.yaml").read_text())["model"]["conditional"] is False
+    gen = load_generator(tmp_path / "folder")
+    assert gen.num_classes is None and gen.sample(3).shape == (3, 1, 28, 28)
+
+
+def test_conditional_takes_true_false_or_auto_only():
+    with pytest.raises(ConfigError, match="model.conditional"):
+        from_dict(make_cfg(TINY, "model.conditional=sometimes"))

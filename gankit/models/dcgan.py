@@ -37,8 +37,10 @@ class DCGANGenerator(nn.Module):
                  kernel: int = 4, norm: str = "batch", activation: str = "relu", slope: float = 0.2,
                  output: str = "tanh", embed_dim: int = 32, conditional_norm: bool = False) -> None:
         super().__init__()
-        if conditional_norm and (num_classes is None or norm != "batch"):
-            raise ValueError("conditional_norm needs model.conditional: true and norm batch")
+        if conditional_norm and norm != "batch":
+            raise ValueError("conditional_norm needs norm batch")
+        # an unconditional run of a conditional preset (model.conditional auto on unlabelled data)
+        # keeps plain BatchNorm: conditional_norm applies when there are classes
         if num_classes is not None and embed_dim < 1 and not conditional_norm:
             raise ValueError("a conditional dcgan generator needs embed_dim >= 1 or conditional_norm: true")
         self.num_classes = num_classes
