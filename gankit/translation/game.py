@@ -32,7 +32,7 @@ def check_settings(cfg: Config) -> None:
         "perf.amp": (cfg.perf.amp not in ("auto", "fp32"), "float32 (auto resolves to fp32 for them)"),
         "perf.compile": (cfg.perf.compile, "eager networks (set false)"),
         "perf.sync_batchnorm": (cfg.perf.sync_batchnorm, "per-process BatchNorm (set false)"),
-        "model.conditional": (cfg.model.conditional or cfg.model.self_condition > 0, "no class labels"),
+        "model.conditional": (cfg.model.conditional is True or cfg.model.self_condition > 0, "no class labels"),
         "model.pack": (cfg.model.pack != 1, "no packing (set 1)"),
     }
     for key, (bad, what) in problems.items():
