@@ -83,10 +83,11 @@ def _digest(tensors: dict[str, torch.Tensor], header: dict[str, Any] | None = No
     return h.hexdigest()
 
 
-def nonfinite_weights(state: dict[str, Any], keys: tuple[str, ...] = ("g", "d", "g_ema")) -> list[str]:
-    """The networks among ``keys`` of a state whose float weights or buffers hold NaN or Inf."""
+def nonfinite_weights(state: dict[str, Any], keys: tuple[str, ...] | None = None) -> list[str]:
+    """The networks among ``keys`` (default: every entry, whatever the game calls its networks) of a state
+    whose float weights or buffers hold NaN or Inf."""
     bad = []
-    for key in keys:
+    for key in state if keys is None else keys:
         weights = state.get(key)
         if isinstance(weights, dict) and any(
                 isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())

@@ -189,9 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of styles taken from the rows (default 4: the 4x4 and 8x8 layers)")
     _latent_tool_arguments(m)
 
-    e = sub.add_parser("eval", help="measure samples (a run, a checkpoint, an .npz) against a reference dataset")
+    e = sub.add_parser("eval", help="measure samples (a run, a checkpoint, an .npz) against a reference dataset, "
+                       "or a pix2pix / cyclegan run on its task's held-out images")
     e.add_argument("source", help="run directory, checkpoint file, .npz (`images` or `points`) or image directory")
-    e.add_argument("--ref", required=True, help="reference dataset name (mnist10k, mnist, cifar10, ring, ...)")
+    e.add_argument("--ref", help="reference dataset name (mnist10k, mnist, cifar10, ring, ...); required except "
+                   "for image-to-image runs, which are measured against their known targets")
     e.add_argument("--metrics", help="comma-separated: fid,kid,pr,dc,classes,modes2d,stacked "
                    "(default: fid,kid,pr,dc, plus classes for classifier extractors)")
     e.add_argument("--num", type=_positive_int, default=10_000, help="number of samples (default 10000)")
@@ -208,6 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--cache-dir", help="reference feature cache (default $GANKIT_CACHE/reference or "
                    "~/.cache/gankit/reference)")
     e.add_argument("--download", action="store_true", help="let missing Inception weights / datasets download")
+
+    t = sub.add_parser("translate", help="apply a trained pix2pix or cyclegan generator to images")
+    t.add_argument("source", help="run directory or checkpoint file of an image-to-image run")
+    t.add_argument("--input", required=True, help=".npz with `images` uint8 N x H x W [x C] at the task's input "
+                   "size (and, for inpainting, optional `masks` uint8 N x H x W, 1 = missing), or a folder of images")
+    t.add_argument("--out", required=True, help=".npz (`images` N x H x W x C) or a folder for PNGs")
+    t.add_argument("--direction", choices=("AtoB", "BtoA"), default="AtoB",
+                   help="cyclegan: which generator (default AtoB)")
+    t.add_argument("--device", default="auto", help="device to run the generator on: " + DEVICE_HELP)
 
     k = sub.add_parser("classifier", help="train a feature classifier for a labelled dataset "
                        "(the extractor classifier:PATH)")
@@ -345,6 +356,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from gankit.device import select_device
 
     _check_rejection(args)
+    if _is_translation_run(args.source):
+        from gankit.translation.evaluate import load_translator, write_grid
+
+        out = write_grid(load_translator(args.source, select_device(args.device, "--device")), args.num, args.out)
+        print(f"gankit: wrote input | output | target rows of {args.num} held-out images to {out}")
+        return 0
     gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device, "--device"))
     rejection = None
     if args.drs is not None:
@@ -410,6 +427,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from gankit.metrics.api import calculate_metrics, format_table
     from gankit.device import select_device
 
+    if _is_translation_run(args.source):
+        return _eval_translation(args)
+    if args.ref is None:
+        raise ValueError("eval: --ref names the reference dataset the samples are measured against")
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning  # one "gankit: warning:" line, not Python's two-line format
@@ -426,6 +447,54 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_bytes(Path(args.json), json.dumps(result, indent=2, default=_json_value).encode())
         print(f"gankit: wrote {args.json}")
+    return 0
+
+
+def _is_translation_run(source: str) -> bool:
+    """Whether ``source`` is a run directory or checkpoint of an image-to-image game."""
+    from gankit.checkpoint import load_checkpoint, resolve
+
+    path = Path(source)
+    if not (path.is_dir() and (path / "checkpoints").is_dir()) and path.suffix != ".safetensors":
+        return False
+    try:
+        _, meta = load_checkpoint(resolve(path))
+    except Exception:  # not a checkpoint: the sample-metrics path reports what is wrong with it
+        return False
+    return meta.get("game", "gan") != "gan"
+
+
+def _eval_translation(args: argparse.Namespace) -> int:
+    import json
+
+    from gankit.checkpoint import atomic_write_bytes
+    from gankit.device import select_device
+    from gankit.translation.evaluate import evaluate, format_table, load_translator
+
+    translator = load_translator(args.source, select_device(args.device, "--device"))
+    result = evaluate(translator)
+    info = result["info"]
+    print(f"gankit: {translator.game} {info['task']} run at step {info['step']} on {info['num']} held-out digits, "
+          "features mnist-cnn")
+    print(format_table(result))
+    if args.json:
+        atomic_write_bytes(Path(args.json), json.dumps(result, indent=2).encode())
+        print(f"gankit: wrote {args.json}")
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from gankit.device import select_device
+    from gankit.translation.evaluate import load_translator
+    from gankit.translation.files import read_inputs, write_outputs
+
+    device = select_device(args.device, "--device")
+    translator = load_translator(args.source, device)
+    images, masks, names = read_inputs(args.input, translator.input_shape(args.direction))
+    out = translator.translate(images.to(device), None if masks is None else masks.to(device), args.direction)
+    path = write_outputs(out, args.out, names)
+    print(f"gankit: translated {len(out)} images ({translator.game} {translator.task.name}, {args.direction}) "
+          f"to {path}")
     return 0
 
 
@@ -507,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "classifier": cmd_classifier,
                 "bench": cmd_bench, "config": cmd_config, "interpolate": cmd_interpolate,
-                "style-mix": cmd_style_mix, "playground": cmd_playground, **COMMANDS}
+                "style-mix": cmd_style_mix, "playground": cmd_playground, "translate": cmd_translate, **COMMANDS}
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning  # one "gankit: warning:" line, not Python's two-line format

@@ -117,8 +117,9 @@ class OptimConfig:
     alpha: float = opt(0.99, "RMSprop smoothing constant of the squared-gradient average", gt=0.0)
     momentum: float = opt(0.0, "momentum of RMSprop and SGD", ge=0.0)
     weight_decay: float = opt(0.0, "L2 weight decay of both optimizers", ge=0.0)
-    schedule: str = opt("constant", "learning-rate schedule: constant, or linear decay to 0 at the last "
-                        "step (needs train.steps or train.epochs)", choices=("constant", "linear"))
+    schedule: str = opt("constant", "learning-rate schedule: constant, linear decay to 0 at the last step, or "
+                        "hold-linear (constant for the first half, then linear to 0, as CycleGAN; both need "
+                        "train.steps or train.epochs)", choices=("constant", "linear", "hold-linear"))
 
 
 @dataclass
@@ -214,6 +215,26 @@ class PerfConfig:
 
 
 @dataclass
+class GameConfig:
+    name: str = opt("gan", "what a training step computes: gan (noise -> image, unconditional or class-conditional), "
+                    "pix2pix (paired image-to-image: U-Net G, PatchGAN D on (input, output), cGAN + L1) or "
+                    "cyclegan (unpaired: two Gs, two Ds, cycle and identity losses)",
+                    choices=("gan", "pix2pix", "cyclegan"))
+    task: str = opt("", "translation data: built-in digit tasks superres4 (7 -> 28), superres2 (14 -> 28), inpaint "
+                    "(centre 14x14 box), inpaint-boxes, inpaint-strokes, edges (pix2pix), bold (cyclegan: digits "
+                    "<-> bold coloured digits); or folders under data.root: aligned (A|B side by side), paired "
+                    "(A/ and B/ with matching names), unpaired (trainA/, trainB/)")
+    direction: str = opt("AtoB", "folder tasks: which side is the input", choices=("AtoB", "BtoA"))
+    lambda_l1: float = opt(100.0, "pix2pix: weight of the L1 distance to the target beside the cGAN loss", ge=0.0)
+    lambda_cycle: float = opt(10.0, "cyclegan: weight of the cycle-consistency L1 losses A->B->A and B->A->B",
+                              ge=0.0)
+    lambda_identity: float = opt(0.5, "cyclegan: weight of the identity loss |G_AB(b) - b|, as a fraction of "
+                                 "lambda_cycle (0 = off)", ge=0.0)
+    pool_size: int = opt(50, "cyclegan: Ds judge fakes drawn from a history of this many generated images "
+                         "(0 = the newest only)", ge=0)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -225,6 +246,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     perf: PerfConfig = field(default_factory=PerfConfig)
+    game: GameConfig = field(default_factory=GameConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -337,8 +359,8 @@ def _validate(cfg: Config) -> Config:
     if cfg.objective.label_smoothing >= 0.5:
         raise ConfigError("config: objective.label_smoothing must be < 0.5 "
                           f"(got {cfg.objective.label_smoothing})")
-    if cfg.optim.schedule == "linear" and cfg.train.steps is None and cfg.train.epochs is None:
-        raise ConfigError("config: optim.schedule linear decays to 0 at the last step: "
+    if cfg.optim.schedule != "constant" and cfg.train.steps is None and cfg.train.epochs is None:
+        raise ConfigError(f"config: optim.schedule {cfg.optim.schedule} decays to 0 at the last step: "
                           "set train.steps or train.epochs")
     for key in ("alpha", "momentum"):
         if getattr(cfg.optim, key) >= 1.0:

@@ -31,21 +31,16 @@ One process per device (``cuda:LOCAL_RANK``, or CPU processes over gloo). How a 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
 
 from gankit.config import ConfigError
 
-if TYPE_CHECKING:
-    from gankit.checkpoint import CheckpointDir
-    from gankit.train import Trainer
 
 
 @dataclass(frozen=True)
@@ -120,14 +115,6 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def describe(trainer: Trainer) -> str:
-    """One line with the run's resolved scale and speed settings (printed at the start)."""
-    ctx, perf, bs = trainer.dist, trainer.perf, trainer.cfg.train.batch_size
-    split = f"{ctx.world_size} processes x {bs // ctx.world_size} = {bs} images" if ctx.enabled else f"{bs} images"
-    return (f"gankit: {split} per step on {trainer.device.type}; amp {perf.amp}, "
-            f"channels_last {'on' if perf.channels_last else 'off'}, compile {perf.compile}")
-
-
 def sync_batchnorm(device: torch.device, *nets: torch.nn.Module) -> list[torch.nn.Module]:
     """``perf.sync_batchnorm``: BatchNorm over the global batch. The parameters stay the same objects,
     so optimizers built before still hold them."""
@@ -156,55 +143,6 @@ def place(ctx: Dist, device: torch.device) -> torch.device:
         raise ConfigError(f"process {ctx.rank} needs cuda:{ctx.local_rank} but this machine has "
                           f"{torch.cuda.device_count()} GPUs: start at most that many processes per node")
     return torch.device("cuda", ctx.local_rank)
-
-
-# ---------------------------------------------------------------------------------------------
-# Random streams
-
-
-def rank_seed(seed: int, rank: int, stream: str) -> int:
-    """A seed of process ``rank``'s own ``stream``, independent of seed + k arithmetic (SHA-256)."""
-    digest = hashlib.sha256(f"gankit/{seed}/{rank}/{stream}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def random_streams(ctx: Dist, seed: int, device: torch.device
-                   ) -> tuple[torch.Generator, torch.Generator | None]:
-    """(per-sample noise stream, shared latent stream or None). One process: a single stream seeded
-    seed + 1 serves both. Several: the latent stream is that same seed + 1 stream in every process,
-    the noise stream and the global RNG (dropout) are reseeded per process. Call after building the
-    models, so that their initialisation stays identical."""
-    if not ctx.enabled:
-        return torch.Generator(device=device).manual_seed(seed + 1), None
-    torch.manual_seed(rank_seed(seed, ctx.rank, "torch"))
-    noise = torch.Generator(device=device).manual_seed(rank_seed(seed, ctx.rank, "noise"))
-    return noise, torch.Generator(device=device).manual_seed(seed + 1)
-
-
-def restore_rng(trainer: Trainer, rng: dict[str, Any]) -> None:
-    """After the single-process restore of ``rng`` (a checkpoint's, or a snapshot of this process's):
-    give each process its own streams back, or derive them when the checkpoint has none for it."""
-    ctx = trainer.dist
-    if not ctx.enabled:
-        if "latent" in rng:  # a distributed run's checkpoint: continue its latent sequence
-            trainer.rng.set_state(rng["latent"])
-        return
-    ranks, own = rng.get("ranks"), None
-    if ranks is not None and len(ranks) == ctx.world_size:  # a checkpoint of as many processes
-        own = ranks[ctx.rank]
-    elif rng.get("rank") == ctx.rank and "latent" in rng:  # this process's own snapshot (rollback)
-        own = rng
-    if own is not None:
-        torch.set_rng_state(own["torch"])
-        trainer.rng.set_state(own["train"])
-        if own.get("cuda") is not None and trainer.device.type == "cuda":
-            torch.cuda.set_rng_state_all(own["cuda"])
-    else:  # another number of processes (or a single-process checkpoint): derive, deterministically
-        base = hashlib.sha256(rng["train"].numpy().tobytes()).hexdigest()
-        torch.manual_seed(rank_seed(int(base[:15], 16), ctx.rank, "torch"))
-        trainer.rng.manual_seed(rank_seed(int(base[:15], 16), ctx.rank, "noise"))
-    assert trainer.zrng is not None
-    trainer.zrng.set_state(rng.get("latent", rng["train"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,35 +226,6 @@ def broadcast_object(ctx: Dist, obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0, group=ctx.control)
     return box[0]
-
-
-def save_checkpoint(trainer: Trainer, ckpts: CheckpointDir, elapsed: float) -> Path:
-    """Every process calls this: rank 0 writes the checkpoint (with every process's RNG states), the
-    others wait until it is complete. Returns its path; a failed save raises in every process."""
-    ctx = trainer.dist
-    path = ckpts.path_for(trainer.step)
-    if not ctx.enabled:
-        trainer.sampling_net()  # checkpoints hold sampling-ready EMA statistics
-        return ckpts.save(trainer.step, trainer.state_dict(), trainer.meta(elapsed))
-    gathered: list[Any] | None = [None] * ctx.world_size if ctx.is_main else None
-    dist.gather_object(trainer.state_dict()["rng"], gathered, dst=0, group=ctx.control)
-    error: BaseException | None = None
-    if ctx.is_main:
-        try:
-            trainer.sampling_net()
-            state = trainer.state_dict()
-            state["rng"] = {**state["rng"], "ranks": gathered}
-            path = ckpts.save(trainer.step, state, trainer.meta(elapsed))
-        except Exception as exc:  # tell the others before raising, or they wait for rank 0 forever
-            error = exc
-    (failed,) = any_of(ctx, error is not None)
-    if error is not None:
-        raise error
-    if failed:
-        from gankit.train import TrainError
-
-        raise TrainError(f"rank 0 could not write the checkpoint of step {trainer.step}; see its error")
-    return path
 
 
 def launch(nproc: int, argv: Sequence[str]) -> int:

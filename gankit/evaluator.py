@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from gankit import streams
 from gankit.config import Config, ConfigError
 from gankit.data import to_uint8
 from gankit.sampling import generate, latents
@@ -32,7 +33,7 @@ class TrainingEvaluator:
                 from gankit.registry import unknown_name_message
 
                 raise ConfigError(f"config: eval.metrics: {unknown_name_message('metric', name, METRICS.names())}")
-        z = latents(cfg.eval.num, cfg.model.latent_dim, cfg.train.seed + 40_009, trainer.device)
+        z = latents(cfg.eval.num, cfg.model.latent_dim, cfg.train.seed + streams.EVALUATION, trainer.device)
         return cls(cfg, trainer, z)
 
     def evaluate(self, step: int) -> dict[str, float]:

@@ -51,6 +51,16 @@ def linear(step: int, total: int | None) -> float:
     return max(0.0, 1.0 - step / total)
 
 
+@SCHEDULES.register("hold-linear")
+def hold_linear(step: int, total: int | None) -> float:
+    """CycleGAN's: 1 for the first half of the run, then linearly to 0 at ``total``."""
+    if not total:
+        raise ConfigError("config: optim.schedule hold-linear decays to 0 at the last step: "
+                          "set train.steps or train.epochs")
+    half = total / 2
+    return min(1.0, max(0.0, (total - step) / max(total - half, 1e-9)))
+
+
 def build_optimizers(cfg: OptimConfig, g: torch.nn.Module, d: torch.nn.Module
                      ) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     """(G's, D's) optimizer as ``cfg.name`` says; an unknown name is a ConfigError."""
@@ -59,6 +69,14 @@ def build_optimizers(cfg: OptimConfig, g: torch.nn.Module, d: torch.nn.Module
     except KeyError as exc:
         raise ConfigError(f"config: optim.name: {exc.args[0]}") from None
     return factory(g.parameters(), cfg.lr_g, cfg.betas_g, cfg), factory(d.parameters(), cfg.lr_d, cfg.betas_d, cfg)
+
+
+def set_learning_rates(cfg: OptimConfig, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
+                       factor: float) -> None:
+    """Both optimizers' learning rates = the configured ones x ``factor`` (rollback scale x schedule)."""
+    for opt, lr in ((opt_g, cfg.lr_g), (opt_d, cfg.lr_d)):
+        for group in opt.param_groups:
+            group["lr"] = lr * factor
 
 
 def lr_factor(cfg: OptimConfig, step: int, total: int | None) -> float:

@@ -250,6 +250,9 @@ def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.de
         if missing or not isinstance(state, dict) or not isinstance(state.get("g"), dict):
             what = f"metadata without {', '.join(missing)}" if missing else "no generator weights"
             raise CheckpointError(f"{file} is not a checkpoint of a gankit run ({what})")
+        if meta.get("game", "gan") != "gan":
+            raise CheckpointError(f"{path} is a {meta['game']} run: it translates images (gankit translate), it "
+                                  "does not draw them from noise")
         use_ema = ema and state.get("g_ema") is not None
         weights = state["g_ema" if use_ema else "g"]
         clusters = state.get("clusters")

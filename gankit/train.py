@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 import yaml
 
-from gankit import __version__, distributed
+from gankit import __version__, distributed, game, streams
+from gankit import translation  # noqa: F401  (registers the pix2pix and cyclegan games)
 from gankit.augment import AugmentedDiscriminator, DiffAugment
 from gankit.checkpoint import (CheckpointDir, CheckpointError, atomic_write_bytes, load_checkpoint,
                                nonfinite_weights, remove_temporaries)
@@ -31,11 +32,12 @@ from gankit.device import select_device  # noqa: F401  (re-exported: gankit.trai
 from gankit.distributed import Dist
 from gankit.ema import EMA
 from gankit.evaluator import TrainingEvaluator
+from gankit.game import GAMES, Game
 from gankit.health import Alarm, HealthMonitor, nearest_neighbour_spread
 from gankit.logs import NullLogger, RunLogger, plot_loss_curves
 from gankit.models import build_models
 from gankit.objectives import Objective, build_objective
-from gankit.optim import build_optimizers, lr_factor
+from gankit.optim import build_optimizers, lr_factor, set_learning_rates
 from gankit.perf import Perf, backward_step
 from gankit.perf import setup as perf_setup
 from gankit.runlock import RunDirBusy, RunLock
@@ -135,6 +137,14 @@ class Trainer:
         return (every > 0 and self.step > 0 and self.step % every == 0
                 and self.step + every <= self.cfg.train.steps)
 
+    def before_step(self) -> None:
+        if self.recluster_due():
+            self.recluster()
+
+    @property
+    def logistic_d(self) -> bool:
+        return self.objective.logistic_d
+
     def recluster(self) -> None:
         """Cluster the training images by D's current features; every process gets rank 0's clusters."""
         source = self.stream.source
@@ -142,7 +152,7 @@ class Trainer:
         clusters = None
         if self.dist.is_main:
             clusters = cluster_images(self.d, source, self.cfg.model.self_condition,
-                                      self.cfg.train.seed + 50_021 + self.step, self.clusters)
+                                      self.cfg.train.seed + streams.CLUSTERING + self.step, self.clusters)
             clusters = (clusters.labels.cpu(), clusters.prior)
         labels, prior = distributed.broadcast_object(self.dist, clusters)
         self.set_clusters(Clusters(labels.to(self.device), prior))
@@ -241,10 +251,22 @@ class Trainer:
         """The network to sample from: the EMA (with BatchNorm statistics re-estimated) when kept."""
         if self.ema is None:
             return self.g
-        z = latents(8 * 256, self.cfg.model.latent_dim, self.cfg.train.seed + 20_011, self.device)
+        z = latents(8 * 256, self.cfg.model.latent_dim, self.cfg.train.seed + streams.EMA_RECALIBRATION, self.device)
         y = self.labels(len(z))
         self.ema.recalibrate_norms(list(z.split(256)), None if y is None else list(y.split(256)))
         return self.ema.shadow
+
+    def write_samples(self, z: torch.Tensor, run_dir: Path, logger: RunLogger | None) -> None:
+        # a conditional G shows one class per grid row (2D points cycle through the classes)
+        per_row = self.cfg.log.grid if self.source.is_image else 1
+        samples = generate(self.sampling_net(), z, labels=self.labels(len(z), per_row))
+        path = run_dir / "samples" / f"step_{self.step:06d}.png"
+        if self.source.is_image:
+            save_image_grid(samples, self.cfg.data.normalize, path, self.cfg.log.grid)
+            if logger is not None:
+                logger.image(self.step, image_grid(samples, self.cfg.data.normalize, self.cfg.log.grid))
+        else:
+            save_points_plot(samples, path)
 
     def diversity(self, z: torch.Tensor) -> float | None:
         """Per-feature std of G's samples over the real data's: about 1 when healthy, near 0 when collapsed."""
@@ -267,18 +289,14 @@ class Trainer:
     def set_lr_scale(self, scale: float, schedule: float = 1.0) -> None:
         """Learning rates = configured x ``scale`` (lowered by rollbacks) x ``schedule`` (optim.schedule)."""
         self.lr_scale = scale
-        for opt, lr in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
-            for group in opt.param_groups:
-                group["lr"] = lr * scale * schedule
+        set_learning_rates(self.cfg.optim, self.opt_g, self.opt_d, scale * schedule)
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "g": self.g.state_dict(), "d": self.d.state_dict(),
             "g_ema": None if self.ema is None else self.ema.shadow.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "train": self.rng.get_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
-                    **({} if self.zrng is None else {"latent": self.zrng.get_state(), "rank": self.dist.rank})},
+            "rng": streams.rng_state(self),
             **self.perf.state_dict(),  # fp16: the gradient scalers
             "clusters": None if self.clusters is None else self.clusters.state_dict(),
         }
@@ -303,11 +321,7 @@ class Trainer:
             load_weights(self.ema.shadow, state["g_ema"], "EMA generator")
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.rng.set_state(state["rng"]["train"])
-        if state["rng"].get("cuda") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        distributed.restore_rng(self, state["rng"])  # multi-process: each process's own streams
+        streams.restore_rng(self, state["rng"])  # multi-process: each process's own streams
         self.perf.load_state_dict(state)
         if state.get("clusters") is not None:
             self.set_clusters(Clusters.from_state(state["clusters"], self.device))
@@ -321,15 +335,22 @@ class Trainer:
         self.noise_horizon = meta.get("noise_horizon") or meta["config"]["train"].get("steps")
 
 
-def prepare(cfg: Config, dist: Dist | None = None) -> Trainer:
-    """Build data, models, optimizers and objective; raises before anything is written. ``dist``: this
-    process's place in a multi-process run (default: the initialised process group's, if any)."""
+def prepare(cfg: Config, dist: Dist | None = None) -> Game:
+    """Build the game ``game.name`` names (data, models, optimizers, objective); raises before anything is
+    written. ``dist``: this process's place in a multi-process run (default: the initialised process
+    group's, if any)."""
     dist = dist or distributed.current()
     device = distributed.place(dist, select_device(cfg.train.device))
     threads = fixed_threads(cfg.train.threads, device, dist)
     if threads is not None:
         torch.set_num_threads(threads)
     torch.manual_seed(cfg.train.seed)
+    return GAMES.get(cfg.game.name)(cfg, device, dist)
+
+
+@GAMES.register("gan")
+def prepare_gan(cfg: Config, device: torch.device, dist: Dist) -> Trainer:
+    """The noise -> image game: G(z[, y]) judged by D, as the objective says."""
     source = build_dataset(cfg.data)
     if cfg.model.conditional == "auto":  # resolved once against the data: checkpoints hold true or false
         raw = cfg.to_dict()
@@ -356,10 +377,10 @@ def prepare(cfg: Config, dist: Dist | None = None) -> Trainer:
                              dist.rank, dist.world_size)
     except ValueError as exc:
         raise ConfigError(f"config: train.batch_size: {exc}") from None
-    rng, zrng = distributed.random_streams(dist, cfg.train.seed, device)
+    rng, zrng = streams.random_streams(dist, cfg.train.seed, device)
     return Trainer(cfg, device, source, g, d, ema, opt_g, opt_d, objective, stream, rng,
                    num_classes=num_classes, augment=augment or None, dist=dist, perf=perf, zrng=zrng,
-                   auto_threads=threads is None and device.type == "cpu")
+                   auto_threads=fixed_threads(cfg.train.threads, device, dist) is None and device.type == "cpu")
 
 
 def has_labels(source: Source) -> bool:
@@ -501,13 +522,13 @@ def _train(cfg: Config | dict | str | Path, run_dir: str | Path | None, resume: 
         if ctx.is_main else NullLogger(start_step=start_step, batch_size=cfg.train.batch_size * cfg.train.d_steps)
     logger.message(start_line(trainer, run_dir, start_step, threads_how))
     if ctx.enabled or trainer.perf.active:
-        logger.message(distributed.describe(trainer))
+        logger.message(game.describe(trainer))
     if resume and start_step == 0:
         logger.message(f"gankit: --resume: {ckpts.root} holds no checkpoint yet; starting the run at step 0")
-    health = HealthMonitor(cfg.health, logistic_d=trainer.objective.logistic_d)
+    health = HealthMonitor(cfg.health, logistic_d=trainer.logistic_d)
     fixed_z = latents(cfg.log.grid ** 2 if trainer.source.is_image else 2500, cfg.model.latent_dim,
-                      cfg.train.seed + 10_007, trainer.device)
-    diversity_z = latents(128, cfg.model.latent_dim, cfg.train.seed + 30_011, trainer.device)
+                      cfg.train.seed + streams.SAMPLE_GRID, trainer.device)
+    diversity_z = latents(128, cfg.model.latent_dim, cfg.train.seed + streams.DIVERSITY, trainer.device)
     stopped_by, last_ckpt, saved_step, row = "steps", ckpts.latest(), start_step, {}
     window = StatWindow()
 
@@ -522,8 +543,7 @@ def _train(cfg: Config | dict | str | Path, run_dir: str | Path | None, resume: 
             if reason is not None:
                 stopped_by = reason
                 break
-            if trainer.recluster_due():
-                trainer.recluster()
+            trainer.before_step()
             try:
                 window.add(trainer.train_step(total))
             except DataError as exc:  # a file that fails to decode mid-run: keep the steps done so far
@@ -550,7 +570,7 @@ def _train(cfg: Config | dict | str | Path, run_dir: str | Path | None, resume: 
                 diversity = trainer.diversity(diversity_z) if cfg.health.alarms else None
                 alarm(health.observe(step, d_fake=means.get("d_fake"), diversity=diversity))
             if cfg.log.sample_every and step % cfg.log.sample_every == 0 and ctx.is_main:
-                _write_samples(trainer, fixed_z, run_dir, logger)
+                trainer.write_samples(fixed_z, run_dir, logger)
             if evaluator is not None and step % cfg.eval.every == 0:
                 result = evaluator.evaluate(step)
                 logger.record(step, {f"eval/{k}": v for k, v in result.items()})
@@ -559,7 +579,7 @@ def _train(cfg: Config | dict | str | Path, run_dir: str | Path | None, resume: 
                     trainer.best_fid = result["fid"]
                     ckpts.save_best(trainer.state_dict(), trainer.meta(time.perf_counter() - t0))
             if at_ckpt:
-                last_ckpt = distributed.save_checkpoint(trainer, ckpts, time.perf_counter() - t0)
+                last_ckpt = game.save_checkpoint(trainer, ckpts, time.perf_counter() - t0)
                 saved_step = step
         distributed.average_stats(ctx, window.sums)
         if not (window.finite() and trainer.weights_finite()):  # diverged after the last check: the last good checkpoint stands
@@ -570,9 +590,9 @@ def _train(cfg: Config | dict | str | Path, run_dir: str | Path | None, resume: 
             row = logger.scalars(trainer.step, window.means(), {"kimg": trainer.images_seen / 1000,
                                                                 "seconds": time.perf_counter() - t0})
         if last_ckpt is None or trainer.step != saved_step:
-            last_ckpt = distributed.save_checkpoint(trainer, ckpts, time.perf_counter() - t0)
+            last_ckpt = game.save_checkpoint(trainer, ckpts, time.perf_counter() - t0)
         if ctx.is_main:  # the final grid, in samples/ and TensorBoard alike
-            _write_samples(trainer, fixed_z, run_dir, logger)
+            trainer.write_samples(fixed_z, run_dir, logger)
     finally:
         logger.close()
     if ctx.is_main and cfg.log.plot:
@@ -580,7 +600,7 @@ def _train(cfg: Config | dict | str | Path, run_dir: str | Path | None, resume: 
     return TrainResult(run_dir, trainer.step, last_ckpt, stopped_by, row)
 
 
-def settle_threads(trainer: Trainer) -> str:
+def settle_threads(trainer: Game) -> str:
     """Auto threads on the CPU: the count a resumed checkpoint trained with (resume stays bit-exact),
     else the faster of all cores and one, timed on copies of G and D; returns how it was chosen."""
     if not trainer.auto_threads:
@@ -598,7 +618,7 @@ def settle_threads(trainer: Trainer) -> str:
     return "auto: " + " vs ".join(f"{rates[n]:.3g} passes/s on {n}" for n in sorted(rates, reverse=True))
 
 
-def start_line(trainer: Trainer, run_dir: Path, start_step: int, threads_how: str = "") -> str:
+def start_line(trainer: Game, run_dir: Path, start_step: int, threads_how: str = "") -> str:
     """What the run is, in one line: device and threads, model sizes, data, run directory."""
     def millions(net: nn.Module) -> str:
         return f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M"
@@ -656,7 +676,7 @@ def _saved_before_data_error(exc: DataError, trainer: Trainer, ckpts: Checkpoint
     """Checkpoint the steps since the last save (single process, finite model), then the error to raise."""
     if trainer.dist.enabled or trainer.step == saved_step or not (window.finite() and trainer.weights_finite()):
         return DataError(f"{exc}; the last checkpoint stands")
-    path = distributed.save_checkpoint(trainer, ckpts, time.perf_counter() - t0)
+    path = game.save_checkpoint(trainer, ckpts, time.perf_counter() - t0)
     return DataError(f"{exc}; saved {path} at step {trainer.step}: fix or remove the file, then continue with "
                      "--resume")
 
@@ -674,15 +694,3 @@ def _last_good(ckpts: CheckpointDir) -> tuple[Path, dict, dict] | None:
             return path, state, meta
     return None
 
-
-def _write_samples(trainer: Trainer, z: torch.Tensor, run_dir: Path, logger: RunLogger | None) -> None:
-    # a conditional G shows one class per grid row (2D points cycle through the classes)
-    per_row = trainer.cfg.log.grid if trainer.source.is_image else 1
-    samples = generate(trainer.sampling_net(), z, labels=trainer.labels(len(z), per_row))
-    path = run_dir / "samples" / f"step_{trainer.step:06d}.png"
-    if trainer.source.is_image:
-        save_image_grid(samples, trainer.cfg.data.normalize, path, trainer.cfg.log.grid)
-        if logger is not None:
-            logger.image(trainer.step, image_grid(samples, trainer.cfg.data.normalize, trainer.cfg.log.grid))
-    else:
-        save_points_plot(samples, path)

@@ -1,0 +1,348 @@
+"""Image-to-image games: networks, digit tasks, folder layouts, training, exact resume, crash safety,
+two processes, `gankit translate` and `gankit eval` on pix2pix and CycleGAN runs."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from conftest import assert_states_equal, make_cfg
+from gankit.checkpoint import CheckpointDir, load_checkpoint
+from gankit.cli import main
+from gankit.config import from_dict
+from gankit.models.translation import PatchGAN, ResnetTranslator, UNet
+from gankit.train import prepare, train
+from gankit.translation.tasks import bold, build_task, digits, edge_map, make_masks
+
+REPO = Path(__file__).resolve().parents[1]
+
+P2P = {
+    "game": {"name": "pix2pix", "task": "superres4"},
+    "data": {"limit": 64},
+    "model": {"generator": {"name": "unet", "width": 4, "depth": 2, "bottleneck": 1},
+              "discriminator": {"name": "patchgan", "width": 4, "n_layers": 2}},
+    "train": {"device": "cpu", "batch_size": 8, "steps": 20, "threads": 1},
+    "log": {"every": 5, "sample_every": 0, "grid": 4, "progress": False, "tensorboard": False, "plot": False},
+    "checkpoint": {"every": 10, "keep": 5},
+}
+CYCLE = make_cfg(P2P, "game={name: cyclegan, task: bold, pool_size: 3}", "train.batch_size=4",
+                 "model.generator={name: resnet, width: 4, blocks: 1}",
+                 "model.discriminator={name: patchgan, width: 4, n_layers: 2, norm: instance}",
+                 "objective.name=lsgan", "optim.schedule=hold-linear")
+
+
+def test_networks_keep_the_image_shape():
+    x = torch.randn(2, 3, 32, 32)
+    assert UNet(3, 1, width=8, depth=3, bottleneck=1)(x).shape == (2, 1, 32, 32)
+    assert UNet(2, 1, width=4, depth=2)(torch.randn(2, 2, 28, 28)).shape == (2, 1, 28, 28)
+    assert ResnetTranslator(3, 3, width=4, blocks=2)(torch.randn(2, 3, 28, 28)).shape == (2, 3, 28, 28)
+    assert PatchGAN(4, width=4, n_layers=2)(torch.randn(2, 1, 28, 28), torch.randn(2, 3, 28, 28)).shape == (2, 1, 5, 5)
+    with pytest.raises(ValueError, match="divisible by 8"):
+        UNet(1, 1, width=4, depth=3)(torch.randn(1, 1, 28, 28))
+
+
+def test_unet_of_the_paper_reaches_1x1_at_256px():
+    net = UNet(3, 3, width=8, depth=8, max_width=16)
+    assert net(torch.randn(1, 3, 256, 256)).shape == (1, 3, 256, 256)
+
+
+def test_masks():
+    gen = torch.Generator().manual_seed(0)
+    centre = make_masks("centre", 3, 28, gen)
+    assert int(centre[0].sum()) == 14 * 14 and centre[:, :, 7:21, 7:21].all()
+    boxes = make_masks("boxes", 50, 28, gen).flatten(1).sum(1)
+    assert int(boxes.min()) >= 7 * 7 and int(boxes.max()) <= 14 * 14
+    strokes = make_masks("strokes", 50, 28, gen)
+    assert strokes.max() == 1 and 0 < float(strokes.float().mean()) < 0.5
+
+
+def test_digit_tasks_train_on_the_first_9000_and_hold_out_the_last_1000():
+    images, labels = digits()
+    task = build_task(from_dict({"game": {"name": "pix2pix", "task": "superres4"}}))
+    assert task.input_shape == (1, 7, 7) and len(task.targets) == 9000
+    assert torch.equal(task.targets, images[:9000]) and torch.equal(task.holdout.targets, images[9000:])
+    assert task.holdout.inputs.shape == (1000, 1, 7, 7)
+    # area averaging: each input pixel is the rounded mean of its 4 x 4 block
+    assert int(task.holdout.inputs[0, 0, 0, 0]) == round(float(images[9000, 0, :4, :4].float().mean()))
+    inpaint = build_task(from_dict({"game": {"name": "pix2pix", "task": "inpaint"}}))
+    assert (inpaint.holdout.inputs[:, :, 7:21, 7:21] == 127).all() and inpaint.g_channels == 2
+    e = edge_map(images[:4])
+    assert set(e.unique().tolist()) <= {0, 255}
+    cyc = build_task(from_dict({"game": {"name": "cyclegan", "task": "bold"}}))
+    assert len(cyc.domain_a) == len(cyc.domain_b) == 4500 and cyc.domain_a.shape[1] == 3
+    assert torch.equal(cyc.domain_b, bold(images[4500:9000]))  # no digit is in both domains
+    assert torch.equal(cyc.holdout_ab.targets, bold(images[9000:]))
+
+
+def test_a_task_must_fit_its_game(capsys, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(make_cfg(P2P, "game.task=bold")))
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "run")]) == 2
+    assert "game.task 'bold' is not a paired task" in capsys.readouterr().err
+    config.write_text(yaml.safe_dump(make_cfg(P2P, "game.task=superres3")))
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "run")]) == 2
+    assert "did you mean 'superres4'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("cfg", [P2P, CYCLE], ids=["pix2pix", "cyclegan"])
+def test_training_moves_the_losses_and_writes_input_output_target_grids(tmp_path, cfg):
+    result = train(make_cfg(cfg, "train.steps=30", "log.sample_every=30"), tmp_path / "run")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    key = "l1" if cfg is P2P else "cycle"
+    assert rows[-1][key] < rows[0][key]
+    grid = np.asarray(Image.open(tmp_path / "run" / "samples" / "step_000030.png"))
+    side = 28 * (3 if cfg is P2P else 6) + 2 * (3 if cfg is P2P else 6) + 2  # rows of 28 px with 2 px padding
+    assert grid.shape[0] == side
+    assert result.step == 30
+
+
+# a decaying schedule follows train.steps, which the first half of a resumed run sets to 20: constant here
+@pytest.mark.parametrize("cfg", [make_cfg(P2P, "game.task=inpaint-boxes"), make_cfg(CYCLE, "optim.schedule=constant")],
+                         ids=["pix2pix", "cyclegan"])
+def test_resume_is_bit_exact(tmp_path, cfg):
+    train(make_cfg(cfg, "train.steps=20"), tmp_path / "resumed")
+    train(make_cfg(cfg, "train.steps=40"), tmp_path / "resumed", resume=True)
+    train(make_cfg(cfg, "train.steps=40"), tmp_path / "straight")
+    a, meta_a = load_checkpoint(CheckpointDir(tmp_path / "resumed" / "checkpoints").latest())
+    b, meta_b = load_checkpoint(CheckpointDir(tmp_path / "straight" / "checkpoints").latest())
+    assert meta_a["step"] == meta_b["step"] == 40 and meta_a["data"] == meta_b["data"]
+    assert_states_equal(a, b)
+    if "pool" in a:
+        assert a["pool"]["A"]["count"] == 3  # the history pool was full and is part of the state
+
+
+def test_a_gan_checkpoint_does_not_resume_as_a_translation_game(tmp_path, capsys, tiny_yaml):
+    assert main(["train", str(tiny_yaml), "--run-dir", str(tmp_path / "run"), "--steps", "2"]) == 0
+    capsys.readouterr()
+    config = tmp_path / "p.yaml"
+    config.write_text(yaml.safe_dump(P2P))
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "run"), "--resume"]) == 2
+    assert "game.name: checkpoint has 'gan', config has 'pix2pix'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("translation")
+    out = {}
+    for name, cfg in (("superres4", P2P), ("inpaint", make_cfg(P2P, "game.task=inpaint")), ("cyclegan", CYCLE)):
+        train(make_cfg(cfg, "train.steps=10"), root / name)
+        out[name] = root / name
+    return out
+
+
+def _npz(path: Path, **arrays: np.ndarray) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def test_translate_npz_and_folders(runs, tmp_path, capsys):
+    images, _ = digits()
+    small = torch.nn.functional.avg_pool2d(images[-5:].float(), 4).round().to(torch.uint8)[:, 0].numpy()
+    src = _npz(tmp_path / "in.npz", images=small)
+    assert main(["translate", str(runs["superres4"]), "--input", str(src), "--out", str(tmp_path / "out.npz")]) == 0
+    with np.load(tmp_path / "out.npz") as npz:
+        assert npz["images"].shape == (5, 28, 28, 1) and npz["images"].dtype == np.uint8
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, img in enumerate(small):
+        Image.fromarray(img).save(folder / f"d{i}.png")
+    assert main(["translate", str(runs["superres4"]), "--input", str(folder), "--out", str(tmp_path / "o")]) == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [f"d{i}.png" for i in range(5)]
+    # inpainting: the preset's fixed mask, or the caller's; known pixels are kept
+    full = images[-5:, 0].numpy()
+    masks = np.zeros_like(full)
+    masks[:, :10, :10] = 1
+    src = _npz(tmp_path / "masked.npz", images=full, masks=masks)
+    assert main(["translate", str(runs["inpaint"]), "--input", str(src), "--out", str(tmp_path / "inp.npz")]) == 0
+    with np.load(tmp_path / "inp.npz") as npz:
+        out = npz["images"][..., 0]
+    assert np.array_equal(out[:, 10:, 10:], full[:, 10:, 10:])
+    # cyclegan: both directions, grey digits accepted for the RGB domain A
+    for direction in ("AtoB", "BtoA"):
+        assert main(["translate", str(runs["cyclegan"]), "--input", str(_npz(tmp_path / "g.npz", images=full)),
+                     "--out", str(tmp_path / f"{direction}.npz"), "--direction", direction]) == 0
+        with np.load(tmp_path / f"{direction}.npz") as npz:
+            assert npz["images"].shape == (5, 28, 28, 3)
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"images": np.zeros((2, 28, 28), np.uint8)}, "`images` must be uint8 N x 7 x 7"),
+    ({"images": np.zeros((2, 7, 7), np.float32)}, "`images` must be uint8 N x 7 x 7"),
+    ({"pictures": np.zeros((2, 7, 7), np.uint8)}, "holds no `images` array"),
+])
+def test_translate_refuses_wrong_inputs_in_one_line(runs, tmp_path, capsys, arrays, message):
+    src = _npz(tmp_path / "in.npz", **arrays)
+    assert main(["translate", str(runs["superres4"]), "--input", str(src), "--out", str(tmp_path / "o.npz")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not (tmp_path / "o.npz").exists()
+
+
+def test_translate_refuses_a_direction_pix2pix_lacks_and_bad_masks(runs, tmp_path, capsys):
+    src = _npz(tmp_path / "in.npz", images=np.zeros((2, 7, 7), np.uint8))
+    assert main(["translate", str(runs["superres4"]), "--input", str(src), "--out", str(tmp_path / "o.npz"),
+                 "--direction", "BtoA"]) == 2
+    assert "translates one way" in capsys.readouterr().err
+    src = _npz(tmp_path / "m.npz", images=np.zeros((2, 28, 28), np.uint8), masks=np.full((2, 28, 28), 3, np.uint8))
+    assert main(["translate", str(runs["inpaint"]), "--input", str(src), "--out", str(tmp_path / "o.npz")]) == 2
+    assert "`masks` must be uint8 N x 28 x 28 of 0 and 1" in capsys.readouterr().err
+
+
+def test_eval_of_translation_runs(runs, tmp_path, capsys):
+    out = tmp_path / "sr.json"
+    assert main(["eval", str(runs["superres4"]), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["results"]["AtoB"]
+    assert set(result["output"]) == {"psnr", "ssim", "accuracy", "fid"}
+    assert 14 < result["baseline"]["psnr"] < 16 and result["target"]["accuracy"] > 0.95
+    assert main(["eval", str(runs["inpaint"]), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["results"]["AtoB"]
+    assert {"psnr_box", "ssim_box"} <= set(result["output"]) and result["baseline"]["accuracy"] < 0.5
+    assert main(["eval", str(runs["cyclegan"]), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["results"]
+    assert set(result) == {"AtoB", "BtoA"} and result["AtoB"]["target"]["accuracy"] > 0.95  # unbold reads bold
+    assert "untranslated input" in capsys.readouterr().out
+    assert main(["sample", str(runs["cyclegan"]), "--num", "5", "--out", str(tmp_path / "s.png")]) == 0
+    assert np.asarray(Image.open(tmp_path / "s.png")).shape[:2] == (6 * 30 + 2, 5 * 30 + 2)
+    from gankit.sampling import load_generator
+
+    with pytest.raises(Exception, match="gankit translate"):
+        load_generator(runs["cyclegan"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Folder layouts
+
+
+def _png(path: Path, w: int, h: int, value: int = 128) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((h, w, 3), value, np.uint8)).save(path)
+
+
+def _folder_cfg(root: Path, game: str, task: str) -> dict:
+    extra = ["model.discriminator.norm=instance"] if game == "cyclegan" else []
+    return from_dict(make_cfg(CYCLE if game == "cyclegan" else P2P, f"game.task={task}", f"data.root={root}",
+                              "data.resolution=16", "data.limit=null", "train.batch_size=2", *extra))
+
+
+def test_folder_layouts(tmp_path):
+    for i in range(3):
+        img = np.concatenate([np.full((20, 20, 3), 10 * i, np.uint8), np.full((20, 20, 3), 200, np.uint8)], 1)
+        (tmp_path / "aligned").mkdir(exist_ok=True)
+        Image.fromarray(img).save(tmp_path / "aligned" / f"{i}.png")
+        _png(tmp_path / "paired" / "A" / f"{i}.png", 24, 24, 10 * i)
+        _png(tmp_path / "paired" / "B" / f"{i}.png", 24, 24, 200)
+        _png(tmp_path / "unpaired" / "trainA" / f"{i}.png", 30 + i, 20)
+        _png(tmp_path / "unpaired" / "trainB" / f"x{i}.jpg", 20, 20)
+    for task in ("aligned", "paired"):
+        t = build_task(_folder_cfg(tmp_path / task, "pix2pix", task))
+        assert t.inputs.shape == t.targets.shape == (3, 3, 16, 16)
+        assert int(t.inputs[2].float().mean()) == 20 and int(t.targets[0].float().mean()) == 200
+        back = build_task(from_dict({**_folder_cfg(tmp_path / task, "pix2pix", task).to_dict(),
+                                     "game": {"name": "pix2pix", "task": task, "direction": "BtoA"}}))
+        assert torch.equal(back.inputs, t.targets)
+    u = build_task(_folder_cfg(tmp_path / "unpaired", "cyclegan", "unpaired"))
+    assert u.domain_a.shape == u.domain_b.shape == (3, 3, 16, 16)
+    trainer = prepare(_folder_cfg(tmp_path / "paired", "pix2pix", "paired"))
+    assert set(trainer.train_step(10)) >= {"l1", "loss_d", "loss_g"}
+    trainer = prepare(_folder_cfg(tmp_path / "unpaired", "cyclegan", "unpaired"))
+    assert set(trainer.train_step(10)) >= {"cycle", "identity"}
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("corrupt", "cannot read image"),
+    ("unequal", "a pair must have one size"),
+    ("lonely", "has no partner"),
+    ("odd", "two halves of equal width"),
+])
+def test_folder_errors_are_one_line(tmp_path, capsys, layout, message):
+    root = tmp_path / "data"
+    task = "aligned" if layout == "odd" else "paired"
+    if layout == "odd":
+        _png(root / "a.png", 41, 20)
+    else:
+        _png(root / "A" / "0.png", 24, 24)
+        _png(root / "B" / "0.png", 24, 20 if layout == "unequal" else 24)
+        if layout == "corrupt":
+            (root / "B" / "0.png").write_bytes(b"not a png")
+        if layout == "lonely":
+            _png(root / "A" / "1.png", 24, 24)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(_folder_cfg(root, "pix2pix", task).to_dict()))
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "GLOO_SOCKET_IFNAME": "lo"}
+
+
+def test_sigkill_loses_at_most_one_checkpoint_interval(tmp_path):
+    config, run = tmp_path / "p.yaml", tmp_path / "run"
+    config.write_text(yaml.safe_dump(make_cfg(P2P, "train.steps=100000", "log.every=1", "checkpoint.every=5")))
+    proc = subprocess.Popen([sys.executable, "-m", "gankit", "train", str(config), "--run-dir", str(run)],
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoints" / "step_00000012.safetensors").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    metrics = run / "metrics.jsonl"
+    while time.monotonic() < deadline and int(json.loads(metrics.read_text().splitlines()[-1])["step"]) % 5 < 3:
+        time.sleep(0.01)  # kill between two checkpoints
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    last_logged = int(json.loads(metrics.read_text().splitlines()[-1])["step"])
+    _, meta = load_checkpoint(CheckpointDir(run / "checkpoints").latest())
+    assert 0 <= last_logged - meta["step"] < 5
+    again = subprocess.run([sys.executable, "-m", "gankit", "train", str(config), "--run-dir", str(run), "--resume",
+                            "--steps", str(meta["step"] + 2)], env=_env(), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert f"at step {meta['step'] + 2}" in again.stdout
+
+
+@pytest.mark.parametrize("cfg", [P2P, CYCLE], ids=["pix2pix", "cyclegan"])
+def test_two_processes(tmp_path, cfg):
+    config, run = tmp_path / "c.yaml", tmp_path / "run"
+    config.write_text(yaml.safe_dump(make_cfg(cfg, "checkpoint.every=2")))
+    done = subprocess.run([sys.executable, "-m", "gankit", "train", str(config), "--run-dir", str(run), "--steps", "4",
+                           "--nproc", "2"], env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("reached its step target at step 4") == 1
+    state, meta = load_checkpoint(CheckpointDir(run / "checkpoints").latest())
+    assert meta["world_size"] == 2 and [r["rank"] for r in state["rng"]["ranks"]] == [0, 1]
+    resumed = subprocess.run([sys.executable, "-m", "gankit", "train", str(config), "--run-dir", str(run), "--steps",
+                              "6", "--nproc", "2", "--resume"], env=_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(CheckpointDir(run / "checkpoints").latest())[1]["step"] == 6
+
+
+@pytest.mark.parametrize("preset", ["mnist_superres4", "mnist_inpaint", "mnist_edges", "mnist_cyclegan"])
+def test_presets_train_a_step(preset):
+    from gankit.config import load
+
+    trainer = prepare(load(REPO / "configs" / f"{preset}.yaml", ["train.threads=1"]))
+    stats = trainer.train_step(10)
+    assert all(bool(torch.isfinite(v)) for v in stats.values())
+    assert len(trainer.source) in (9000, 4500)  # the held-out 1,000 are never trained on
+
+
+@pytest.mark.parametrize("preset", ["folder_pix2pix_256", "folder_cyclegan_256"])
+def test_gpu_presets_load_and_name_their_folders(preset, tmp_path, capsys):
+    assert main(["train", str(REPO / "configs" / f"{preset}.yaml"), "--run-dir", str(tmp_path / "run"),
+                 "--set", f"data.root={tmp_path / 'missing'}"]) == 2
+    assert "is not a directory" in capsys.readouterr().err
