@@ -393,16 +393,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    from gankit.sampling import load_generator, write_interpolation
     from gankit.device import select_device
+    from gankit.sampling import check_walk, load_generator, write_interpolation
 
-    gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device, "--device"))
     seeds = [s for group in args.seeds for s in group]
     if len(seeds) < 2:
         raise ValueError(f"--seeds needs at least two seeds to walk between, got {seeds}")
+    frames = check_walk(seeds, args.steps)  # before loading: a typo is refused before any work or warning
+    gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device, "--device"))
     out = write_interpolation(gen, seeds, args.steps, args.out, spherical=args.slerp, truncation=args.truncation,
                               class_index=args.class_index, frame_ms=args.frame_ms, scale=_scale(args, gen))
-    frames = (len(seeds) - 1) * (args.steps - 1) + 1
     print(f"gankit: wrote a {frames}-frame walk through seeds {' '.join(map(str, seeds))} to {out}")
     return 0
 

@@ -394,16 +394,22 @@ def _single_class(gen: LoadedGenerator, num: int, class_index: int | None) -> to
     return gen.labels(num, 0 if class_index is None else class_index)
 
 
+def check_walk(seeds: list[int], steps: int) -> int:
+    """The frame count of a walk through ``seeds``, ``steps`` frames per pair; refuses a walk too long to watch."""
+    frames = (len(seeds) - 1) * (steps - 1) + 1
+    if frames > MAX_FRAMES:
+        raise ValueError(f"a walk through {len(seeds)} seeds with --steps {steps} has {frames:,} frames, more than "
+                         f"{MAX_FRAMES:,}; use fewer --steps or seeds")
+    return frames
+
+
 def interpolation_frames(gen: LoadedGenerator, seeds: list[int], steps: int, *, spherical: bool = False,
                          truncation: float | None = None, class_index: int | None = None) -> torch.Tensor:
     """Images along a walk through the latents of ``seeds`` (the latent of seed s is that of the first
     image of ``gankit sample --seed s``), ``steps`` frames per pair of seeds."""
     if not gen.is_image:
         raise ValueError("interpolation writes images; this run's data are 2D points")
-    frames = (len(seeds) - 1) * (steps - 1) + 1
-    if frames > MAX_FRAMES:
-        raise ValueError(f"a walk through {len(seeds)} seeds with --steps {steps} has {frames:,} frames, more than "
-                         f"{MAX_FRAMES:,}; use fewer --steps or seeds")
+    check_walk(seeds, steps)
     points = torch.cat([latents(1, gen.latent_dim, s) for s in seeds])
     path = walk_latents(points, steps, spherical).to(next(gen.net.parameters()).device)
     return finite_samples(generate(gen.net, path, 256, _single_class(gen, len(path), class_index),
