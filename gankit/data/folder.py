@@ -83,18 +83,17 @@ def infer_shape(files: list[Path], probe: int = 64) -> tuple[int, int]:
     """(resolution, channels) for unset ``data.resolution`` / ``data.channels``: 1 channel when every probed
     image is grayscale (also RGB files with R = G = B), else 3; the largest of :data:`SIDES` not above
     the median shorter side, so small images are not blown up and large ones train at a CPU size."""
-    from PIL import Image
+    def side_and_gray(img: Any) -> tuple[int, bool]:
+        if img.mode in ("1", "L", "LA", "I", "I;16", "F"):
+            return min(img.size), True
+        rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
+        return min(img.size), bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
 
     sides, gray = [], True
     for path in files[:: max(1, len(files) // probe)][:probe]:
-        try:
-            with Image.open(path) as img:
-                sides.append(min(img.size))
-                if gray and img.mode not in ("1", "L", "LA", "I", "I;16", "F"):
-                    rgb = np.asarray(img.convert("RGB"), dtype=np.int16)
-                    gray = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
-        except (OSError, ValueError) as exc:
-            raise DataError(f"folder: cannot read image {path}: {exc}") from None
+        side, is_gray = _open(path, side_and_gray)  # every unreadable file, a decompression bomb too, is named
+        sides.append(side)
+        gray = gray and is_gray
     side = int(np.median(sides))
     return max([s for s in SIDES if s <= side] or [SIDES[0]]), 1 if gray else 3
 
