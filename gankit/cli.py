@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "or a pix2pix / cyclegan run on its task's held-out images")
     e.add_argument("source", help="run directory, checkpoint file, .npz (`images` or `points`) or image directory")
     e.add_argument("--ref", help="reference dataset name (mnist10k, mnist, cifar10, ring, ...); required except "
-                   "for image-to-image runs, which are measured against their known targets")
+                   "for image-to-image runs, which are measured against their known targets (default: none)")
     e.add_argument("--metrics", help="comma-separated: fid,kid,pr,dc,classes,modes2d,stacked "
                    "(default: fid,kid,pr,dc, plus classes for classifier extractors)")
     e.add_argument("--num", type=_positive_int, default=10_000, help="number of samples (default 10000)")

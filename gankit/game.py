@@ -45,6 +45,7 @@ class Game(Protocol):
     auto_threads: bool  # train.threads auto on the CPU: the loop times G and D to choose
     saved_threads: int | None  # the thread count a resumed checkpoint trained with
     num_classes: int | None
+    noise_horizon: int | None  # steps over which instance noise anneals, fixed at the run's start
 
     @property
     def logistic_d(self) -> bool:

@@ -246,13 +246,13 @@ def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.de
     else:
         file = resolve(path)
         state, meta = load_checkpoint(file)
+        if isinstance(meta, dict) and meta.get("game", "gan") != "gan":
+            raise CheckpointError(f"{path} is a {meta['game']} run: it translates images (gankit translate), it "
+                                  "does not draw them from noise")
         missing = [k for k in ("config", "data_shape", "step") if not isinstance(meta, dict) or k not in meta]
         if missing or not isinstance(state, dict) or not isinstance(state.get("g"), dict):
             what = f"metadata without {', '.join(missing)}" if missing else "no generator weights"
             raise CheckpointError(f"{file} is not a checkpoint of a gankit run ({what})")
-        if meta.get("game", "gan") != "gan":
-            raise CheckpointError(f"{path} is a {meta['game']} run: it translates images (gankit translate), it "
-                                  "does not draw them from noise")
         use_ema = ema and state.get("g_ema") is not None
         weights = state["g_ema" if use_ema else "g"]
         clusters = state.get("clusters")

@@ -81,6 +81,7 @@ class TranslationGame:
         self.best_fid = math.inf
         # train.threads null: PyTorch's default (the loop's thread tuner times noise -> image nets only)
         self.auto_threads, self.saved_threads, self.num_classes = False, None, None
+        self.noise_horizon: int | None = None  # instance noise is the noise -> image game's; kept for the loop
 
     @property
     def g(self) -> nn.Module:
