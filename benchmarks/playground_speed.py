@@ -3,7 +3,7 @@ every frame, training played through the API. Prints a table and writes JSON.
 
     nice -n 19 python benchmarks/playground_speed.py --seconds 20 --json benchmarks/results/playground_speed.json
 
-Rows: G steps/s while playing (the default 2D net: 3 x 128 ReLU MLPs, batch 128, R1 every 16 D steps)
+Rows: G steps/s while playing (the default 2D net: 3 x 64 ReLU MLPs, batch 128, R1 every 16 D steps)
 with frames streaming; frames/s received (1,000 samples, their gradient arrows and a 64 x 64 heat map
 per frame); the time to draw one frame; its size; and, for scale, G steps/s of a bare Trainer loop
 with no server and no frames.

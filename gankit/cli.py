@@ -359,7 +359,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if _is_translation_run(args.source):
         from gankit.translation.evaluate import load_translator, write_grid
 
-        out = write_grid(load_translator(args.source, select_device(args.device, "--device")), args.num, args.out)
+        out = write_grid(load_translator(args.source, select_device(args.device, "--device")), args.num, args.out,
+                         args.scale)
         print(f"gankit: wrote input | output | target rows of {args.num} held-out images to {out}")
         return 0
     gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device, "--device"))
@@ -559,7 +560,7 @@ def cmd_config(args: argparse.Namespace) -> int:
             print(f"{key:32} {default!r:24} {help_text}")
         return 0
     cfg = load(resolve_config(args.config), args.overrides)
-    check_model_specs(cfg.model)  # what `train` would refuse, refused here too
+    check_model_specs(cfg.model, cfg.game.name)  # what `train` would refuse, refused here too
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
     return 0
 

@@ -75,6 +75,8 @@ def test_shell_examples_run_as_written(tmp_path, monkeypatch, capsys):
     (tmp_path / "my_images").mkdir()
     for i in range(40):  # the "own images" section's folder
         Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(tmp_path / "my_images" / f"{i}.png")
+    # the "translate images" section's low-resolution inputs
+    np.savez(tmp_path / "small.npz", images=rng.integers(0, 255, (4, 7, 7), dtype=np.uint8))
     ran = []
     for line in commands():
         argv = shlex.split(line)
@@ -82,7 +84,8 @@ def test_shell_examples_run_as_written(tmp_path, monkeypatch, capsys):
         rc = main(tiny(argv[1:]))
         assert rc == 0, f"{line}: {capsys.readouterr().err}"
         ran.append(argv[1])
-    assert {"zoo", "sample", "train", "interpolate", "eval", "export"} <= set(ran)
+    assert {"zoo", "sample", "train", "interpolate", "eval", "export", "translate"} <= set(ran)
+    assert np.load(tmp_path / "big.npz")["images"].shape == (4, 28, 28, 1)
     assert (tmp_path / "mnist-gan" / "model.safetensors").is_file() and (tmp_path / "walk.gif").is_file()
 
 
@@ -98,6 +101,6 @@ def test_python_examples_run(tmp_path, monkeypatch):
 
 
 def test_docs_keep_the_moved_sections():
-    for page in ("data-and-models", "metrics", "checkpoints", "scale", "quality", "layout"):
+    for page in ("data-and-models", "metrics", "checkpoints", "scale", "quality", "layout", "translation"):
         text = (ROOT / "docs" / f"{page}.md").read_text()
         assert text.startswith("# ") and "../README.md" in text and len(text) > 1000

@@ -341,6 +341,18 @@ def test_presets_train_a_step(preset):
     assert len(trainer.source) in (9000, 4500)  # the held-out 1,000 are never trained on
 
 
+def test_config_validates_translation_models_against_their_own_registries(capsys, tmp_path):
+    for preset in ("mnist_superres4", "mnist_inpaint", "mnist_edges", "mnist_cyclegan"):
+        assert main(["config", str(REPO / "configs" / f"{preset}.yaml")]) == 0, capsys.readouterr().err
+    assert "name: unet" in capsys.readouterr().out
+    assert main(["config", "--model", "unet"]) == 0 and "bottleneck" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((REPO / "configs" / "mnist_inpaint.yaml").read_text().replace("depth: 2", "detph: 2"))
+    assert main(["config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "detph" in err and "depth" in err
+
+
 @pytest.mark.parametrize("preset", ["folder_pix2pix_256", "folder_cyclegan_256"])
 def test_gpu_presets_load_and_name_their_folders(preset, tmp_path, capsys):
     assert main(["train", str(REPO / "configs" / f"{preset}.yaml"), "--run-dir", str(tmp_path / "run"),

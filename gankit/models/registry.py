@@ -87,28 +87,38 @@ def _non_empty(net: nn.Module, spec: dict, key: str) -> nn.Module:
     return net
 
 
-def check_model_specs(cfg: ModelConfig) -> None:
+def _roles(game: str = "gan") -> list[tuple[str, Registry, int]]:
+    """(role, registry, positional arguments) of a game's networks: noise -> image models take the data's
+    sizes, image-to-image ones (gankit.models.translation) take channels."""
+    if game == "gan":
+        return [("generator", GENERATORS, 3), ("discriminator", DISCRIMINATORS, 2)]
+    from gankit.models.translation import PATCH_DISCRIMINATORS, TRANSLATORS
+
+    return [("generator", TRANSLATORS, 2), ("discriminator", PATCH_DISCRIMINATORS, 1)]
+
+
+def check_model_specs(cfg: ModelConfig, game: str = "gan") -> None:
     """Refuse unknown model names and architecture arguments without building anything (``gankit config``)."""
-    for key, registry, positional in (("generator", GENERATORS, 3), ("discriminator", DISCRIMINATORS, 2)):
+    for key, registry, positional in _roles(game):
         spec = getattr(cfg, key)
         _arch_kwargs(_lookup(registry, spec, f"model.{key}"), spec, f"model.{key}", positional)
 
 
 def describe_model(name: str) -> list[tuple[str, list[tuple[str, object, str]]]]:
     """For ``gankit config --model NAME``: per role (generator, discriminator) the (argument, default, type)
-    rows of the constructor's architecture arguments."""
-    roles = [(role, registry) for role, registry in (("generator", GENERATORS), ("discriminator", DISCRIMINATORS))
-             if name in registry.names()]
+    rows of the constructor's architecture arguments, for the noise -> image and image-to-image models."""
+    every = _roles("gan") + _roles("translation")
+    roles = [(role, registry, positional) for role, registry, positional in every if name in registry.names()]
     if not roles:
-        known = sorted(set(GENERATORS.names()) | set(DISCRIMINATORS.names()))
+        known = sorted({n for _, registry, _ in every for n in registry.names()})
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"config: no model named {name!r}{hint} (models: {', '.join(known)})")
     out = []
-    for role, registry in roles:
+    for role, registry, positional in roles:
         cls = registry.get(name)
         hints = typing.get_type_hints(cls.__init__)
-        params = list(inspect.signature(cls.__init__).parameters.values())[1 + (3 if role == "generator" else 2):]
+        params = list(inspect.signature(cls.__init__).parameters.values())[1 + positional:]
         rows = [(p.name, p.default, _type_name(hints.get(p.name))) for p in params]
         out.append((role, rows))
     return out

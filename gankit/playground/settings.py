@@ -12,13 +12,14 @@ import yaml
 
 from gankit.config import Config, ConfigError, from_dict, read_yaml
 
-# The default 2D game: configs/ring.yaml's networks and optimizer (8/8 modes within seconds) with a
-# constant learning rate, since a playground run has no last step to decay to.
+# The default 2D game: configs/ring.yaml's networks at half its width (64: about 1.5x the steps/s of 128 on
+# one core, so the page trains at >= 200 G steps/s; benchmarks/playground_speed.py) and its optimizer, with
+# a constant learning rate, since a playground run has no last step to decay to.
 BASE_2D: dict[str, Any] = {
     "data": {"name": "ring"},
     "model": {"latent_dim": 2, "init": "default",
-              "generator": {"name": "mlp", "widths": [128, 128, 128], "activation": "relu", "output": "none"},
-              "discriminator": {"name": "mlp", "widths": [128, 128, 128], "activation": "relu"}},
+              "generator": {"name": "mlp", "widths": [64, 64, 64], "activation": "relu", "output": "none"},
+              "discriminator": {"name": "mlp", "widths": [64, 64, 64], "activation": "relu"}},
     "objective": {"name": "ns", "r1_gamma": 0.1, "r1_every": 16},
     "optim": {"lr_g": 1.0e-3, "lr_d": 1.0e-3, "betas_g": [0.0, 0.99], "betas_d": [0.0, 0.99]},
     "train": {"batch_size": 128, "ema_decay": 0.0, "threads": 1, "device": "cpu"},

@@ -197,9 +197,11 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_grid(translator: Translator, num: int, out: str | Path) -> Path:
+def write_grid(translator: Translator, num: int, out: str | Path, scale: int | None = None) -> Path:
     """``gankit sample`` of a translation run: rows input | output | target of the first ``num`` held-out
-    images (CycleGAN: both directions)."""
+    images (CycleGAN: both directions), upscaled ``scale`` times (default: about 128 px per image)."""
+    from gankit.sampling import default_scale
+
     from gankit.translation.game import write_rows
 
     if Path(out).suffix != ".png":
@@ -214,5 +216,5 @@ def write_grid(translator: Translator, num: int, out: str | Path) -> Path:
         masks = None if held.masks is None else held.masks[:num]
         out_u8 = translator.translate(held.inputs[:num], masks, direction)
         rows += [to_float(held.inputs[:num]), to_float(out_u8), to_float(held.targets[:num])]
-    write_rows(rows, Path(out), None, translator.step)
+    write_rows(rows, Path(out), None, translator.step, scale or default_scale(max(r.shape[-1] for r in rows)))
     return Path(out)

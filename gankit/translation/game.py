@@ -179,7 +179,7 @@ def run_eval(net: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Te
         net.train(was)
 
 
-def write_rows(rows: list[torch.Tensor], path: Any, logger: Any, step: int) -> None:
+def write_rows(rows: list[torch.Tensor], path: Any, logger: Any, step: int, scale: int = 1) -> None:
     """A grid of model-range image rows (input | output | target ...), each row one batch of equal size;
     smaller inputs (super-resolution) are shown enlarged by pixel repetition."""
     from gankit.sampling import image_grid, save_image_grid
@@ -189,6 +189,6 @@ def write_rows(rows: list[torch.Tensor], path: Any, logger: Any, step: int) -> N
     shown = [torch.nn.functional.interpolate(r, size=(side, side), mode="nearest").expand(-1, channels, -1, -1)
              for r in rows]
     images = torch.cat(shown).cpu()
-    save_image_grid(images, "symmetric", path, len(rows[0]))
+    save_image_grid(images, "symmetric", path, len(rows[0]), scale)
     if logger is not None:
         logger.image(step, image_grid(images, "symmetric", len(rows[0])))
