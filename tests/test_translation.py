@@ -213,7 +213,8 @@ def test_eval_of_translation_runs(runs, tmp_path, capsys):
     assert set(result) == {"AtoB", "BtoA"} and result["AtoB"]["target"]["accuracy"] > 0.95  # unbold reads bold
     assert "untranslated input" in capsys.readouterr().out
     assert main(["sample", str(runs["cyclegan"]), "--num", "5", "--out", str(tmp_path / "s.png")]) == 0
-    assert np.asarray(Image.open(tmp_path / "s.png")).shape[:2] == (6 * 30 + 2, 5 * 30 + 2)
+    # upscaled 4x by default (about 128 px per 28 px image), as every grid gankit writes
+    assert np.asarray(Image.open(tmp_path / "s.png")).shape[:2] == (4 * (6 * 30 + 2), 4 * (5 * 30 + 2))
     from gankit.sampling import load_generator
 
     with pytest.raises(Exception, match="gankit translate"):
@@ -308,7 +309,8 @@ def test_sigkill_loses_at_most_one_checkpoint_interval(tmp_path):
     proc.wait()
     last_logged = int(json.loads(metrics.read_text().splitlines()[-1])["step"])
     _, meta = load_checkpoint(CheckpointDir(run / "checkpoints").latest())
-    assert 0 <= last_logged - meta["step"] < 5
+    # a kill after step k's row but before its checkpoint is complete loses k - (k - 5): one interval
+    assert 0 <= last_logged - meta["step"] <= 5
     again = subprocess.run([sys.executable, "-m", "gankit", "train", str(config), "--run-dir", str(run), "--resume",
                             "--steps", str(meta["step"] + 2)], env=_env(), capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
