@@ -30,6 +30,28 @@ def test_rmsprop_and_sgd():
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
 
 
+@pytest.mark.parametrize("name", ["adam", "rmsprop", "sgd"])
+def test_multi_tensor_updates_equal_the_per_tensor_loop_bit_for_bit(name):
+    """The optimizers take torch's multi-tensor path (the fast one on CPU), which must not change a run."""
+    cfg = OptimConfig(name=name, momentum=0.9 if name == "sgd" else 0.0, weight_decay=1e-4)
+    torch.manual_seed(0)
+    g, d = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)), torch.nn.Linear(4, 1)
+    twin = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    twin.load_state_dict(g.state_dict())
+    start = [p.detach().clone() for p in g.parameters()]
+    fast, _ = build_optimizers(cfg, g, d)
+    assert fast.defaults["foreach"] is True
+    per_tensor = type(fast)(twin.parameters(), **{**fast.defaults, "foreach": False})
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(1))
+    for _ in range(20):
+        for net, opt in ((g, fast), (twin, per_tensor)):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+    assert all(not torch.equal(p, p0) for p, p0 in zip(g.parameters(), start))  # 20 real updates
+    assert all(torch.equal(a, b) for a, b in zip(g.parameters(), twin.parameters()))
+
+
 def test_bad_optimizer_settings_are_config_errors():
     with pytest.raises(ConfigError, match="optim.name must be one of adam, rmsprop, sgd"):
         from_dict({"optim": {"name": "adagrad"}})
