@@ -66,7 +66,8 @@ from gankit.data import build_dataset
 from gankit.data.registry import DATASETS
 from gankit.data.source import DataError, TensorSource, to_model_range
 from gankit.models import build_models
-from gankit.train import Trainer, prepare
+from gankit.gan import Trainer
+from gankit.train import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = {

@@ -227,6 +227,22 @@ def _read_header(raw: bytes, path: Path) -> dict[str, Any]:
     return info
 
 
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The meta of a checkpoint from its header alone, unverified: enough to choose how to load it (the
+    tensors and the checksum are read by :func:`load_checkpoint`)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
+            head += f.read(n) if n <= _MAX_HEADER else b""
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    return _read_header(head, path)["meta"]
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
                     ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read and verify a checkpoint: returns (nested state, meta). Damage raises CheckpointError."""

@@ -453,13 +453,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _is_translation_run(source: str) -> bool:
     """Whether ``source`` is a run directory or checkpoint of an image-to-image game."""
-    from gankit.checkpoint import load_checkpoint, resolve
+    from gankit.checkpoint import read_meta, resolve
 
     path = Path(source)
     if not (path.is_dir() and (path / "checkpoints").is_dir()) and path.suffix != ".safetensors":
         return False
     try:
-        _, meta = load_checkpoint(resolve(path))
+        meta = read_meta(resolve(path))
     except Exception:  # not a checkpoint: the sample-metrics path reports what is wrong with it
         return False
     return meta.get("game", "gan") != "gan"

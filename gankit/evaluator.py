@@ -14,7 +14,7 @@ from gankit.data import to_uint8
 from gankit.sampling import generate, latents
 
 if TYPE_CHECKING:
-    from gankit.train import Trainer
+    from gankit.gan import Trainer
 
 
 @dataclass

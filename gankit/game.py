@@ -4,7 +4,7 @@ A game owns its models, optimizers, losses and random streams, and says what one
 checkpoint holds and what its sample grids show. The loop (gankit.train) owns everything around it:
 the stop conditions, logging, health alarms, divergence rollbacks, checkpoints and the processes of a
 multi-process run. ``game.name`` selects a game from :data:`GAMES`; the noise -> image GAN
-(:class:`gankit.train.Trainer`) is the game ``gan``.
+(:class:`gankit.gan.Trainer`) is the game ``gan``.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 
 class Game(Protocol):
-    """The loop's view of a game (see :class:`gankit.train.Trainer` and gankit.translation.game)."""
+    """The loop's view of a game (see :class:`gankit.gan.Trainer` and gankit.translation.game)."""
 
     cfg: Config
     device: torch.device

@@ -23,10 +23,25 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from gankit.distributed import Dist
+
 
 def available_cores() -> int:
     """The cores this process may run on (taskset and cgroup cpusets included)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def fixed_threads(threads: int | None, device: torch.device, dist: Dist) -> int | None:
+    """train.threads, or None where :func:`~gankit.threads.choose_threads` decides by measurement: auto,
+    on the CPU, one process with several cores. Processes of a multi-process CPU run share the cores."""
+    if threads:
+        return threads
+    if device.type != "cpu":
+        return None
+    cores = available_cores()
+    if dist.enabled or cores < 2:
+        return max(1, cores // dist.world_size)
+    return None
 
 
 def probe_work(g: nn.Module, d: nn.Module, latent_dim: int, data_shape: tuple[int, ...], batch: int,

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from conftest import assert_states_equal
-from gankit.checkpoint import (CheckpointDir, CheckpointError, load_checkpoint, pack, resolve, save_checkpoint,
-                               unpack)
+from gankit.checkpoint import (CheckpointDir, CheckpointError, load_checkpoint, pack, read_meta, resolve,
+                               save_checkpoint, unpack)
 
 
 def _nested_state() -> dict:
@@ -128,6 +128,20 @@ def test_corrupted_tensor_byte_is_detected(tmp_path):
         load_checkpoint(path)
     assert "damaged" in str(err.value) and "checksum" in str(err.value)
     assert str(path) in str(err.value)
+
+
+def test_read_meta_reads_the_header_alone(tmp_path):
+    path = save_checkpoint(tmp_path / "ck.safetensors", {"w": torch.randn(100_000)}, {"step": 7, "game": "pix2pix"})
+    assert read_meta(path) == load_checkpoint(path)[1] == {"step": 7, "game": "pix2pix"}
+    path.write_bytes(path.read_bytes()[:8 + _header_len(path) + 10])  # the tensors cut off: the header still reads
+    assert read_meta(path)["game"] == "pix2pix"
+    with pytest.raises(CheckpointError, match="damaged"):
+        load_checkpoint(path)
+    path.write_bytes(path.read_bytes()[:8 + _header_len(path) // 2])  # a header cut off is no header
+    with pytest.raises(CheckpointError, match="not a gankit checkpoint"):
+        read_meta(path)
+    with pytest.raises(CheckpointError, match="not found"):
+        read_meta(tmp_path / "missing.safetensors")
 
 
 def test_truncated_file_is_detected(tmp_path):

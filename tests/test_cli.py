@@ -261,7 +261,7 @@ def test_subprocess_signal_saves_and_prints_the_resume_command(tmp_path, tiny_ya
 
 def test_second_signal_aborts_the_step_and_says_how_to_resume(tmp_path, tiny_yaml, capsys, monkeypatch):
     """A second Ctrl-C during a step raises KeyboardInterrupt there: the last checkpoint stands."""
-    from gankit.train import Trainer
+    from gankit.gan import Trainer
 
     real_step, calls = Trainer.train_step, []
 

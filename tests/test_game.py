@@ -8,7 +8,8 @@ from conftest import TINY, assert_states_equal, make_cfg
 from gankit.checkpoint import CheckpointDir, load_checkpoint, save_checkpoint
 from gankit.config import ConfigError, from_dict
 from gankit.game import GAMES
-from gankit.train import Trainer, prepare, train
+from gankit.gan import Trainer
+from gankit.train import prepare, train
 
 
 def test_games_are_registered_and_gan_is_the_trainer():

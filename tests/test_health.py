@@ -12,7 +12,8 @@ from conftest import TINY, make_cfg
 from gankit.checkpoint import load_checkpoint
 from gankit.config import HealthConfig
 from gankit.health import HealthMonitor, nearest_neighbour_spread
-from gankit.train import Trainer, TrainError, train
+from gankit.gan import Trainer
+from gankit.train import TrainError, train
 
 
 def events(run_dir) -> list[dict]:
