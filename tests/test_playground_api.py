@@ -182,3 +182,29 @@ def test_cli_refuses_a_busy_port(capsys):
         assert main(["playground", "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gankit: error: cannot listen on 127.0.0.1") and err.count("\n") == 1
+
+
+def test_frames_are_pushed_as_drawn_and_an_open_page_does_not_hold_up_shutdown():
+    """A real server: each new frame reaches an open websocket, and stopping the server while a page is
+    still connected (the game paused, so no frame is due) ends promptly instead of waiting for the page."""
+    import json
+    import time
+    import urllib.request
+
+    from websockets.sync.client import connect
+
+    from gankit.playground.server import Playground
+
+    p = Playground(port=0, configs_dir=CONFIGS).start_in_thread()
+    with connect(f"ws://127.0.0.1:{p.port}/ws?token={p.token}", origin=f"http://127.0.0.1:{p.port}") as ws:
+        try:
+            assert unpack(ws.recv(timeout=30))[0]["step"] == 0
+            req = urllib.request.Request(f"http://127.0.0.1:{p.port}/api/control", method="POST",
+                                         data=json.dumps({"action": "step", "count": 3}).encode(),
+                                         headers={"Content-Type": "application/json", "X-Gankit-Token": p.token})
+            assert json.loads(urllib.request.urlopen(req, timeout=60).read())["step"] == 3
+            assert unpack(ws.recv(timeout=30))[0]["step"] == 3
+            t0 = time.monotonic()
+        finally:
+            p.stop()
+        assert not p._thread.is_alive() and time.monotonic() - t0 < 8

@@ -22,7 +22,7 @@ from gankit.objectives import Objective
 from gankit.sampling import generate, image_grid, latents, png_bytes
 
 if TYPE_CHECKING:
-    from gankit.train import Trainer
+    from gankit.gan import Trainer
 
 VIEW_SEED = 90_001  # the page's own latents and real points: never one of the training streams
 METRIC_SAMPLES = 2500  # mode metrics as `gankit eval --metrics modes2d` measures them (PacGAN)
@@ -79,6 +79,7 @@ class View2D:
     grid: torch.Tensor
     resolution: int
     dataset: str
+    modes: dict[str, Any] | None = None  # the last mode metrics drawn (kept between refreshes)
 
     @classmethod
     def build(cls, trainer: "Trainer", num: int = 1000, resolution: int = 64) -> "View2D":
@@ -116,10 +117,10 @@ class Nets:
             self.ema.load_state_dict(trainer.ema.shadow.state_dict())
 
 
-def frame_2d(nets: Nets, objective: Objective, view: View2D, header: dict[str, Any]) -> bytes:
+def frame_2d(nets: Nets, objective: Objective, view: View2D, header: dict[str, Any], modes: bool = True) -> bytes:
     """G's samples with the gradient of G's loss on each (where G's next step pushes it), D's output over
     the plane (one batched forward), the real points, and the PacGAN mode metrics of the sampling G (the
-    EMA when kept) where the data has modes."""
+    EMA when kept) where the data has modes: measured anew when ``modes``, else the last ones again."""
     g, d = nets.g, nets.d
     with torch.no_grad():
         fake = g(view.z, None).float()
@@ -141,12 +142,17 @@ def frame_2d(nets: Nets, objective: Objective, view: View2D, header: dict[str, A
     heat8 = np.nan_to_num(((heat.numpy() - lo) / (hi - lo) * 255).clip(0, 255)).astype(np.uint8)
     header = {**header, "kind": "2d", "extent": view.extent, "heat_lo": lo, "heat_hi": hi,
               "heat_is_probability": objective.logistic_d, "arrow_max": finite_or_none(arrow_max),
-              **mode_metrics(view, nets)}
+              **(view.modes if view.modes is not None and not modes else _measure_modes(view, nets))}
     scale = arrow_max if arrow_max > 0 else 1.0
     return pack(header, {"real": quantize(view.real.numpy(), view.extent),
                          "fake": quantize(np.nan_to_num(fake.numpy()), view.extent),
                          "push": quantize(np.nan_to_num(push), scale),
                          "heat": heat8.reshape(view.resolution, view.resolution)})
+
+
+def _measure_modes(view: View2D, nets: Nets) -> dict[str, Any]:
+    view.modes = mode_metrics(view, nets)
+    return view.modes
 
 
 def mode_metrics(view: View2D, nets: Nets) -> dict[str, Any]:

@@ -26,7 +26,7 @@ try:
     from starlette.requests import Request
     from starlette.responses import JSONResponse, PlainTextResponse, Response
     from starlette.routing import Route, WebSocketRoute
-    from starlette.websockets import WebSocket, WebSocketDisconnect
+    from starlette.websockets import WebSocket
 except ImportError as exc:  # an optional extra: say how to get it
     raise ImportError(f"gankit playground needs starlette, uvicorn and websockets ({exc.name} is missing): "
                       "pip install 'gankit[playground]'") from None
@@ -138,16 +138,41 @@ def create_app(session: Session, token: str, hosts: set[str]) -> Guard:
                         headers={"Content-Disposition": 'attachment; filename="playground.safetensors"'})
 
     async def frames(ws: WebSocket) -> None:
+        """Each new frame once, sent when the render thread finishes it (no polling: the training thread
+        shares the interpreter); returns when the page goes away or the server shuts down."""
         await ws.accept()
-        sent = -1
-        try:
+        loop, fresh = asyncio.get_running_loop(), asyncio.Event()
+
+        def wake() -> None:  # called by the render thread
+            try:
+                loop.call_soon_threadsafe(fresh.set)
+            except RuntimeError:  # the loop has closed
+                pass
+
+        async def send() -> None:
+            sent = -1
             while True:
-                if session.frame_id != sent and session.frame is not None:
-                    sent = session.frame_id
-                    await ws.send_bytes(session.frame)
-                await asyncio.sleep(0.01)
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            return
+                fresh.clear()
+                frame, frame_id = session.frame, session.frame_id
+                if frame_id != sent and frame is not None:
+                    sent = frame_id
+                    await ws.send_bytes(frame)
+                if session.frame_id == frame_id:
+                    await fresh.wait()
+
+        async def listen() -> None:  # the page sends nothing; a disconnect ends the stream
+            while (await ws.receive())["type"] != "websocket.disconnect":
+                pass
+
+        session.subscribe(wake)
+        tasks = [asyncio.ensure_future(send()), asyncio.ensure_future(listen())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            session.unsubscribe(wake)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     routes = [Route("/", index), Route("/static/{name}", asset), Route("/api/state", state),
               Route("/api/settings", settings, methods=["POST"]), Route("/api/control", control, methods=["POST"]),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import queue
 import tempfile
 import threading
@@ -24,11 +25,15 @@ from gankit.objectives import build_objective
 from gankit.playground.frames import Nets, View2D, finite_or_none, frame_2d, frame_image
 from gankit.playground.settings import (DEFAULT_IMAGE_CONFIG, OBJECTIVES, PRESETS_2D, Settings, export_yaml)
 from gankit.sampling import latents
-from gankit.train import StatWindow, Trainer, prepare
+from gankit.gan import Trainer
+from gankit.train import StatWindow, prepare
 
 ACTIONS = ("play", "pause", "step", "step_d", "step_g", "reset", "slow", "fast")
 MAX_STEPS_PER_CALL = 10_000
 SLOW_SECONDS = 0.25  # slow motion: one step, one frame, then this pause
+# The 2D view's mode counts (2,500 samples through G: half a frame's work) are refreshed at most this often
+# while playing, and on every frame a command asks for; the page redraws everything else at full rate.
+MODES_SECONDS = 0.2
 FID_EVERY = 500  # image mode: G steps between in-training FIDs
 FID_NUM = 1000
 
@@ -69,6 +74,7 @@ class Session:
         self.message = ""
         self.frame: bytes | None = None
         self.frame_id = 0  # counted by the render thread
+        self._listeners: list[Callable[[], None]] = []  # told of every new frame (the websockets)
         self.nets: Nets | None = None
         # frames are drawn on the second core from copies of the nets while training goes on
         self._render_pool = ThreadPoolExecutor(1, thread_name_prefix="gankit-playground-render",
@@ -76,6 +82,7 @@ class Session:
         self._render: Future | None = None
         self.window = StatWindow()
         self._rate = (0, time.perf_counter())  # (step, time) at the last frame
+        self._modes_at = -math.inf  # when the last frame measured the mode metrics
         self.steps_per_second = 0.0
         self._commands: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
         self._stop = threading.Event()
@@ -102,6 +109,13 @@ class Session:
         else:
             self._commands.put((lambda: fn(*args), future))
         return future
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (from the render thread; it must not block) after every new frame."""
+        self._listeners = [*self._listeners, listener]
+
+    def unsubscribe(self, listener: Callable[[], None]) -> None:
+        self._listeners = [f for f in self._listeners if f is not listener]
 
     def state(self) -> dict[str, Any]:
         t = self.trainer
@@ -208,7 +222,10 @@ class Session:
         self.nets.update(t)
         if self.settings.mode == "2d":
             assert self.view is not None
-            job = functools.partial(frame_2d, self.nets, t.objective, self.view, header)
+            modes = sync or now - self._modes_at >= MODES_SECONDS
+            if modes:
+                self._modes_at = now
+            job = functools.partial(frame_2d, self.nets, t.objective, self.view, header, modes)
         else:
             assert self.image_z is not None
             labels = t.labels(len(self.image_z), per_row=int(len(self.image_z) ** 0.5))
@@ -225,6 +242,8 @@ class Session:
             self.message = f"cannot draw the view: {exc}"
             return
         self.frame_id += 1
+        for listener in self._listeners:
+            listener()
 
     def _new_game(self, settings: Settings, cfg: Any) -> None:
         """Build a Trainer for ``cfg`` with gankit's own ``prepare``; the old game stays if that fails."""
