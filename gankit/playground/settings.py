@@ -12,8 +12,8 @@ import yaml
 
 from gankit.config import Config, ConfigError, from_dict, read_yaml
 
-# The default 2D game: configs/ring.yaml's networks at half its width (64: about 1.5x the steps/s of 128 on
-# one core, so the page trains at >= 200 G steps/s; benchmarks/playground_speed.py) and its optimizer, with
+# The default 2D game: configs/ring.yaml's networks at half its width (64: about 1.3x the G steps/s of 128
+# while playing; benchmarks/playground_speed.py, RESULTS.md) and its optimizer, with
 # a constant learning rate, since a playground run has no last step to decay to.
 BASE_2D: dict[str, Any] = {
     "data": {"name": "ring"},
