@@ -39,34 +39,35 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     x, y = digits()
     train_x, train_y, test_x, test_y = x[:-HOLDOUT], y[:-HOLDOUT], x[-HOLDOUT:], y[-HOLDOUT:]
+    train_in, test_in = masked(train_x), masked(test_x)
     rows = []
     for epochs in args.epochs:
         probs = []
         for seed in args.seeds:
             t0 = time.perf_counter()
-            model, acc_masked = train_classifier(masked(train_x), train_y, masked(test_x), test_y, epochs=epochs,
-                                                 seed=seed)
+            model, acc_masked = train_classifier(train_in, train_y, test_in, test_y, epochs=epochs, seed=seed)
             with torch.no_grad():
-                probs.append(model(masked(test_x).float().div(255)).softmax(1))
+                probs.append(model(test_in.float().div(255)).softmax(1))
             rows.append({"epochs": epochs, "seed": seed, "accuracy_on_masked_heldout": round(acc_masked, 4),
                          "accuracy_on_complete_heldout": round(accuracy(model, test_x, test_y), 4),
                          "seconds": round(time.perf_counter() - t0, 1)})
             print(f"epochs {epochs:3d}  seed {seed}  masked held-out accuracy {acc_masked:.3f}  "
                   f"({rows[-1]['seconds']} s)", flush=True)
-            write(args.json, train_x, test_x, rows)
+            write(args.json, len(train_x), len(test_x), rows)
         if len(probs) > 1:
             acc = float((torch.stack(probs).mean(0).argmax(1) == test_y.long()).float().mean())
             rows.append({"epochs": epochs, "ensemble_of_seeds": args.seeds, "accuracy_on_masked_heldout": round(acc, 4)})
             print(f"epochs {epochs:3d}  ensemble of {len(probs)}  masked held-out accuracy {acc:.3f}", flush=True)
-            write(args.json, train_x, test_x, rows)
+            write(args.json, len(train_x), len(test_x), rows)
 
 
-def write(path: str, train_x: torch.Tensor, test_x: torch.Tensor, rows: list[dict]) -> None:
+def write(path: str, train_images: int, test_images: int, rows: list[dict]) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps({
         "what": "classifier (gankit's DigitCNN recipe) trained on the masked first 9,000 digits, "
                 "tested on the 1,000 held-out masked digits (centre 14x14 box, grey fill)",
-        "train_images": len(train_x), "test_images": len(test_x), "rows": rows}, indent=2))
+        "train_images": train_images, "test_images": test_images, "rows": rows}, indent=2))
+
 
 if __name__ == "__main__":
     main()
