@@ -73,17 +73,25 @@ def parse_policy(policy: str) -> tuple[str, ...]:
 
 
 class DiffAugment:
-    """The transforms of a policy, applied in the order written."""
+    """The transforms of a policy, applied in the order written: to every image, or, with ``adaptive``
+    (ADA), each to each image with the controller's probability ``p``."""
 
-    def __init__(self, policy: str) -> None:
+    def __init__(self, policy: str, adaptive: "AdaptiveAugment | None" = None) -> None:
         self.names = parse_policy(policy)
+        self.adaptive = adaptive
 
     def __bool__(self) -> bool:
         return bool(self.names)
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         for name in self.names:
-            x = TRANSFORMS[name](x, gen)
+            if self.adaptive is None:
+                x = TRANSFORMS[name](x, gen)
+                continue
+            if self.adaptive.p <= 0.0:  # nothing to apply, nothing drawn (p is the same on resume)
+                continue
+            keep = torch.rand(x.shape[0], 1, 1, 1, generator=gen, device=x.device) >= self.adaptive.p
+            x = torch.where(keep, x, TRANSFORMS[name](x, gen))
         return x
 
 
@@ -97,3 +105,51 @@ class AugmentedDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.d(self.augment(x, self.gen), y)
+
+
+class AdaptiveAugment:
+    """ADA's controller (Karras et al. 2020) for the probability ``p`` with which each transform of a
+    policy is applied to each image D judges.
+
+    D overfitting shows as D ranking the training images above the fakes too surely. ADA watches
+    r_t = E[sign(D(real))]; gankit's losses include relativistic ones, whose D output has no fixed zero,
+    so r_t here is the sign of the paired difference, E[sign(D(real) - D(fake))] (the same for
+    an ns D that is certain of both). Every ``interval`` D steps p moves by ``batch x interval /
+    speed_images`` towards more augmentation when r_t is above ``target`` and less when below, within
+    [0, 1]. The state is a few numbers, kept in the checkpoint: resume is exact."""
+
+    def __init__(self, target: float, speed_images: float, interval: int = 4) -> None:
+        self.target, self.speed_images, self.interval = target, speed_images, interval
+        self.p = 0.0
+        self.sum: torch.Tensor | None = None  # r_t's sum over the D steps of the current interval
+        self.count = 0
+        self.last_r: float | None = None
+
+    def observe(self, sign_mean: torch.Tensor, batch: int,
+                average: Callable[[dict[str, torch.Tensor]], None] | None = None) -> None:
+        """One D step's E[sign(D(real) - D(fake))]; ``average`` all-reduces over processes (multi-process runs
+        must agree on p)."""
+        value = sign_mean.detach().float().reshape(())
+        self.sum = value.clone() if self.sum is None else self.sum + value
+        self.count += 1
+        if self.count < self.interval:
+            return
+        sums = {"r": self.sum}
+        if average is not None:
+            average(sums)
+        r = float(sums["r"]) / self.count
+        step = batch * self.count / self.speed_images
+        self.p = min(1.0, max(0.0, self.p + (step if r > self.target else -step)))
+        self.last_r, self.sum, self.count = r, None, 0
+
+    def state(self) -> dict[str, float | int | None]:
+        return {"p": self.p, "sum": None if self.sum is None else float(self.sum), "count": self.count,
+                "last_r": self.last_r}
+
+    def load_state(self, state: dict[str, float | int | None] | None) -> None:
+        state = state or {}
+        self.p = float(state.get("p") or 0.0)
+        saved = state.get("sum")
+        self.sum = None if saved is None else torch.tensor(float(saved), dtype=torch.float32)
+        self.count = int(state.get("count") or 0)
+        self.last_r = state.get("last_r")  # type: ignore[assignment]

@@ -6,7 +6,7 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 
 class StopFlag:
@@ -284,6 +284,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.max_seconds is not None:
         overrides.append(f"train.max_seconds={args.max_seconds}")
     cfg = load(args.config, overrides)
+    if _budget_lifts_step_target(args, cfg):  # the user's budget is the run's length, not the preset's steps
+        target = f"train.steps {cfg.train.steps}" if cfg.train.epochs is None else f"train.epochs {cfg.train.epochs:g}"
+        overrides += ["train.steps=null", "train.epochs=null"]
+        cfg = load(args.config, overrides)
+        if distributed.env_rank() == 0:
+            print(f"gankit: --max-seconds {args.max_seconds:g} without --steps: training for the whole budget "
+                  f"(the config's {target} does not stop it)")
     if cfg.data.name == "folder" and distributed.env_rank() == 0:  # what an unset size becomes is visible
         from gankit.data.folder import describe_folder
 
@@ -318,6 +325,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"gankit: continue with: {again}")
     print(f"gankit: samples in {Path(result.run_dir) / 'samples'}")
     return 128 + stop.signum if result.stopped_by == "interrupt" else 0  # 130 for SIGINT, 143 for SIGTERM
+
+
+def _budget_lifts_step_target(args: argparse.Namespace, cfg: Any) -> bool:
+    """Whether ``--max-seconds`` alone (no ``--steps``, no train.steps/epochs in ``--set``) lifts the config's
+    step target: yes, unless something in the config counts down to that step (a learning-rate decay,
+    instance noise annealed over the run), which then keeps it."""
+    if args.max_seconds is None or args.steps is not None:
+        return False
+    if any(o.split("=", 1)[0].strip() in ("train.steps", "train.epochs") for o in args.overrides):
+        return False
+    horizon = cfg.optim.schedule != "constant" or (cfg.objective.instance_noise > 0
+                                                   and not cfg.objective.instance_noise_steps)
+    return not horizon
 
 
 def _resume_command(args: argparse.Namespace, run_dir: str) -> str:

@@ -51,6 +51,13 @@ def prior_labels(n: int, prior: torch.Tensor, device: torch.device | str = "cpu"
     return torch.searchsorted(cdf, u, right=True).clamp_(max=len(prior) - 1).to(device)
 
 
+def prior_rows(n: int, prior: torch.Tensor, per_row: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Cluster ids for a grid of ``n`` samples, ``per_row`` to a row: one cluster per row, the rows' clusters
+    following ``prior`` as :func:`prior_labels` does, so a grid shows many clusters and not only the first."""
+    rows = prior_labels(-(-n // per_row), prior, device)
+    return rows.repeat_interleave(per_row)[:n]
+
+
 @torch.no_grad()
 def discriminator_features(d: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The features D's projection term reads (its last hidden layer), unit-normalised, for images ``x``.

@@ -74,7 +74,9 @@ class ModelConfig:
                                   choices=(True, False, "auto"))
     self_condition: int = opt(0, "self-conditioned GAN (Liu et al. 2020): G and D condition on this many k-means "
                               "clusters of D's features of the training images instead of labels, and samples "
-                              "draw each cluster as often as the data holds it (0 = off)", ge=0)
+                              "draw each cluster as often as the data holds it (0 = off). With conditional auto: "
+                              "only on data without labels held in memory, at most one cluster per 20 images",
+                              ge=0)
     recluster_every: int = opt(0, "self_condition: recompute the clusters with the current D every N steps "
                                "while at least N steps of train.steps remain, so G has time to learn the last "
                                "clusters (0 = only once, at the start, from the initial D)", ge=0)
@@ -138,10 +140,18 @@ class TrainConfig:
     d_steps: int = opt(1, "discriminator updates per generator update (k)", ge=1)
     ema_decay: float = opt(0.0, "decay of the exponential moving average of G (0 = no EMA)", ge=0.0)
     ema_start: int = opt(0, "step from which the EMA averages (before: it copies G)", ge=0)
-    ema_warmup: bool = opt(True, "ramp the EMA decay up as min(ema_decay, (1 + n) / (10 + n)) over its n-th "
-                           "update, so short runs do not sample mostly G's initial weights")
+    ema_warmup: bool = opt(True, "ramp the EMA decay up as min(ema_decay, (1 + n) / (1 + n + 1 / ema_rampup)) over "
+                           "its n-th update, so short runs do not sample mostly G's initial weights")
+    ema_rampup: float = opt(1 / 9, "with ema_warmup: the EMA spans about this fraction of the steps averaged so far "
+                            "(until ema_decay caps it); 1/9 gives (1 + n) / (10 + n)", gt=0.0, le=1.0)
     augment: str = opt("", "DiffAugment policy applied to every image D sees, real and fake: comma-separated "
                        "translation, cutout, color (empty = off)")
+    ada_target: float = opt(0.0, "adaptive augmentation (ADA, Karras et al. 2020): apply each train.augment transform "
+                            "to each image with a probability p that rises while D ranks real images above fakes "
+                            "more surely than this, E[sign(D(real) - D(fake))] (ADA's 0.6), and falls below it; "
+                            "0 = off (every transform always)", ge=0.0, le=1.0)
+    ada_kimg: float = opt(100.0, "ADA: thousands of images over which p can move from 0 to 1 (ADA's 500 suits GPU "
+                          "runs of millions of images; a CPU budget sees a few hundred thousand)", gt=0.0)
     threads: int | None = opt(None, "CPU threads for torch per process (null = auto: on the CPU the faster of "
                               "all cores or one, timed before the first step and kept on resume; set it for "
                               "bit-for-bit repeatable fresh CPU runs)", ge=1,
@@ -365,6 +375,9 @@ def _validate(cfg: Config) -> Config:
     for key in ("alpha", "momentum"):
         if getattr(cfg.optim, key) >= 1.0:
             raise ConfigError(f"config: optim.{key} must be < 1, got {getattr(cfg.optim, key)}")
+    if cfg.train.ada_target > 0 and not cfg.train.augment.strip():
+        raise ConfigError("config: train.ada_target adapts the probability of train.augment's transforms: set "
+                          "train.augment too (e.g. translation,color,cutout)")
     if cfg.train.ema_decay >= 1.0:
         raise ConfigError(f"config: train.ema_decay must be < 1, got {cfg.train.ema_decay}")
     if cfg.health.rollback_lr_factor >= 1.0:

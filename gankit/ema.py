@@ -8,22 +8,27 @@ import torch
 import torch.nn as nn
 
 
-def ema_decay_at(step: int, decay: float, start: int = 0, warmup: bool = True) -> float:
+RAMPUP = 1 / 9  # train.ema_rampup's default: (1 + n) / (10 + n), the ramp gankit has always used
+
+
+def ema_decay_at(step: int, decay: float, start: int = 0, warmup: bool = True, rampup: float = RAMPUP) -> float:
     """The decay of the update that produces the average of ``step`` (0 = copy G).
 
-    With ``warmup`` the decay ramps up as min(decay, (1 + n) / (10 + n)) over the n-th averaging
-    update, so early averages forget G's random initial weights within a few dozen steps (a fixed
-    0.999 keeps 90 % of them after 100 steps). It depends on the step alone: resume stays exact."""
+    With ``warmup`` the decay ramps up as min(decay, (1 + n) / (1 + n + 1 / rampup)) over the n-th
+    averaging update: the average spans about ``rampup`` of the steps so far (1 + rampup * (1 + n)), so
+    early averages forget G's random initial weights within a few dozen steps (a fixed 0.999 keeps 90 %
+    of them after 100 steps) and later ones grow with the run, as Karras et al.'s EMA ramp-up. It
+    depends on the step alone: resume stays exact."""
     if step < start:
         return 0.0
-    return min(decay, (1 + step - start) / (10 + step - start)) if warmup else decay
+    return min(decay, (1 + step - start) / (1 + step - start + 1 / rampup)) if warmup else decay
 
 
-def ema_initial_share(step: int, decay: float, start: int = 0, warmup: bool = True) -> float:
+def ema_initial_share(step: int, decay: float, start: int = 0, warmup: bool = True, rampup: float = RAMPUP) -> float:
     """The weight the average at ``step`` still gives to G as it was when averaging began."""
     logs = 0.0
     for s in range(max(start, 1), step + 1):
-        d = ema_decay_at(s, decay, start, warmup)
+        d = ema_decay_at(s, decay, start, warmup, rampup)
         if d <= 0.0:
             return 0.0
         logs += math.log(d)
@@ -35,13 +40,14 @@ def ema_initial_share(step: int, decay: float, start: int = 0, warmup: bool = Tr
 class EMA:
     """Keeps ``shadow = decay * shadow + (1 - decay) * G``; before ``start`` it copies G."""
 
-    def __init__(self, net: nn.Module, decay: float, start: int = 0, warmup: bool = True) -> None:
-        self.decay, self.start, self.warmup = decay, start, warmup
+    def __init__(self, net: nn.Module, decay: float, start: int = 0, warmup: bool = True,
+                 rampup: float = RAMPUP) -> None:
+        self.decay, self.start, self.warmup, self.rampup = decay, start, warmup, rampup
         self.shadow = copy.deepcopy(net).eval().requires_grad_(False)
 
     @torch.no_grad()
     def update(self, net: nn.Module, step: int) -> None:
-        weight = 1.0 - ema_decay_at(step, self.decay, self.start, self.warmup)
+        weight = 1.0 - ema_decay_at(step, self.decay, self.start, self.warmup, self.rampup)
         src = list(net.parameters())
         dst = list(self.shadow.parameters())
         if weight == 1.0:

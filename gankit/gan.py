@@ -16,9 +16,9 @@ import torch
 import torch.nn as nn
 
 from gankit import __version__, distributed, streams
-from gankit.augment import AugmentedDiscriminator, DiffAugment
+from gankit.augment import AdaptiveAugment, AugmentedDiscriminator, DiffAugment
 from gankit.checkpoint import CheckpointError
-from gankit.clustering import Clusters, cluster_images, prior_labels
+from gankit.clustering import Clusters, cluster_images, prior_rows
 from gankit.config import Config, ConfigError, from_dict
 from gankit.data import BatchStream, Source, TensorSource, build_dataset
 from gankit.distributed import Dist
@@ -67,13 +67,14 @@ class Trainer:
     auto_threads: bool = False  # train.threads auto on the CPU: chosen by measurement at the start
     saved_threads: int | None = None  # the thread count a resumed checkpoint trained with
     noise_horizon: int | None = None  # steps over which instance noise anneals: fixed at the run's start
+    conditioning: str = ""  # what G and D condition on, and why, for the start line
 
     def labels(self, n: int, per_row: int = 1) -> torch.Tensor | None:
-        """Labels for ``n`` samples of a conditional G: clusters in proportion to their size when
-        self-conditioned (a grid of ``per_row`` columns shows one cluster per row), else the classes
-        in turn; None for an unconditional G."""
-        if self.clusters is not None and per_row == 1:
-            return prior_labels(n, self.clusters.prior, self.device)
+        """Labels for ``n`` samples of a conditional G, one class or cluster per grid row of ``per_row``: the
+        classes in turn, or clusters in proportion to their size when self-conditioned; None when
+        unconditional."""
+        if self.clusters is not None:
+            return prior_rows(n, self.clusters.prior, per_row, self.device)
         return class_labels(n, self.num_classes, per_row, self.device)
 
     def recluster_due(self) -> bool:
@@ -86,8 +87,9 @@ class Trainer:
             return True
         # a reclustering late in a decaying schedule would hand G new clusters it has no steps left to
         # learn, while samples already follow the new clusters' shares
+        steps = self.cfg.train.steps
         return (every > 0 and self.step > 0 and self.step % every == 0
-                and self.step + every <= self.cfg.train.steps)
+                and (steps is None or self.step + every <= steps))
 
     def before_step(self) -> None:
         if self.recluster_due():
@@ -175,6 +177,11 @@ class Trainer:
         self.backward_step(loss_d, self.opt_d)
         self.objective.after_d_step(self.d)
         self.images_seen += self.cfg.train.batch_size
+        adaptive = self.augment.adaptive if self.augment else None
+        if adaptive is not None:
+            adaptive.observe(stats["ada_r"], self.cfg.train.batch_size,
+                             functools.partial(distributed.average_stats, self.dist))
+            stats["ada_p"] = torch.tensor(adaptive.p)
         return (fake, real, y), stats
 
     def generator_step(self, noise: float, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
@@ -258,6 +265,7 @@ class Trainer:
                 "data": self.stream.state_dict(), "data_shape": list(self.source.shape),
                 "num_classes": self.num_classes,
                 "lr_scale": self.lr_scale, "rollbacks": self.rollbacks, "noise_horizon": self.noise_horizon,
+                **({"ada": self.augment.adaptive.state()} if self.augment and self.augment.adaptive else {}),
                 "best_fid": None if math.isinf(self.best_fid) else self.best_fid,
                 "world_size": self.dist.world_size, "perf": self.perf.describe(),
                 "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
@@ -279,6 +287,8 @@ class Trainer:
             self.set_clusters(Clusters.from_state(state["clusters"], self.device))
         self.stream.load_state_dict(meta["data"])
         self.saved_threads = meta.get("threads")
+        if self.augment and self.augment.adaptive is not None:
+            self.augment.adaptive.load_state(meta.get("ada"))
         self.step, self.images_seen = int(meta["step"]), int(meta["images_seen"])
         self.rollbacks = int(meta.get("rollbacks", 0))
         self.best_fid = math.inf if meta.get("best_fid") is None else float(meta["best_fid"])
@@ -291,11 +301,13 @@ class Trainer:
 def prepare_gan(cfg: Config, device: torch.device, dist: Dist) -> Trainer:
     """The noise -> image game: G(z[, y]) judged by D, as the objective says."""
     source = build_dataset(cfg.data)
-    if cfg.model.conditional == "auto":  # resolved once against the data: checkpoints hold true or false
+    requested = cfg.model.self_condition
+    if cfg.model.conditional == "auto":  # resolved once against the data: checkpoints hold what it became
         raw = cfg.to_dict()
-        cfg = from_dict({**raw, "model": {**raw["model"], "conditional": has_labels(source)}})
+        cfg = from_dict({**raw, "model": {**raw["model"], **resolve_auto_conditioning(cfg, source)}})
     num_classes = conditional_classes(cfg, source)
-    augment = DiffAugment(cfg.train.augment)
+    adaptive = AdaptiveAugment(cfg.train.ada_target, cfg.train.ada_kimg * 1000) if cfg.train.ada_target > 0 else None
+    augment = DiffAugment(cfg.train.augment, adaptive)
     if augment and not source.is_image:
         raise ConfigError(f"config: train.augment augments images; {cfg.data.name} holds points (set it to '')")
     if (cfg.train.batch_size // dist.world_size) % cfg.model.pack:
@@ -306,9 +318,11 @@ def prepare_gan(cfg: Config, device: torch.device, dist: Dist) -> Trainer:
     d.to(device)
     distributed.broadcast_modules(dist, g, d)
     objective = build_objective(cfg.objective)
+    objective.track_sign = adaptive is not None
     perf = perf_setup(cfg.perf, device, g, d, objective)  # channels-last converts in place: before the EMA copy
     opt_g, opt_d = build_optimizers(cfg.optim, g, d)
-    ema = EMA(g, cfg.train.ema_decay, cfg.train.ema_start, cfg.train.ema_warmup) if cfg.train.ema_decay > 0 else None
+    ema = (EMA(g, cfg.train.ema_decay, cfg.train.ema_start, cfg.train.ema_warmup, cfg.train.ema_rampup)
+           if cfg.train.ema_decay > 0 else None)
     if cfg.perf.sync_batchnorm and dist.enabled:  # after the EMA copy: rank 0 alone runs the EMA in train mode
         g, d = distributed.sync_batchnorm(device, g, d)
     try:
@@ -319,7 +333,37 @@ def prepare_gan(cfg: Config, device: torch.device, dist: Dist) -> Trainer:
     rng, zrng = streams.random_streams(dist, cfg.train.seed, device)
     return Trainer(cfg, device, source, g, d, ema, opt_g, opt_d, objective, stream, rng,
                    num_classes=num_classes, augment=augment or None, dist=dist, perf=perf, zrng=zrng,
-                   auto_threads=fixed_threads(cfg.train.threads, device, dist) is None and device.type == "cpu")
+                   auto_threads=fixed_threads(cfg.train.threads, device, dist) is None and device.type == "cpu",
+                   conditioning=describe_conditioning(cfg, num_classes, requested))
+
+
+MIN_IMAGES_PER_CLUSTER = 20  # model.conditional auto on a small folder: fewer clusters, never near-empty ones
+
+
+def resolve_auto_conditioning(cfg: Config, source: Source) -> dict[str, Any]:
+    """model.conditional auto: the labels where the data has them (model.self_condition then has nothing to do),
+    else self-conditioning on model.self_condition clusters where the images are held in memory, as many as
+    the data fills with MIN_IMAGES_PER_CLUSTER images each, else a plain unconditional GAN."""
+    if has_labels(source):
+        return {"conditional": True, "self_condition": 0, "recluster_every": 0}
+    k = cfg.model.self_condition
+    if isinstance(source, TensorSource) and cfg.model.pack == 1:
+        k = min(k, len(source) // MIN_IMAGES_PER_CLUSTER)
+    else:  # decoded on the fly, or packed: clustering does not apply
+        k = 0
+    return {"conditional": False, "self_condition": k if k >= 2 else 0,
+            "recluster_every": cfg.model.recluster_every if k >= 2 else 0}
+
+
+def describe_conditioning(cfg: Config, num_classes: int | None, requested: int) -> str:
+    """What G and D condition on, for the start line: classes, clusters, or nothing, and why."""
+    if cfg.model.self_condition:
+        fewer = (f", fewer than the {requested} asked for: {MIN_IMAGES_PER_CLUSTER} images each"
+                 if cfg.model.self_condition < requested else "")
+        return f"self-conditioned on {num_classes} clusters of D's features (no labels{fewer})"
+    if num_classes:
+        return f"conditional on {num_classes} classes (the data's labels)"
+    return "unconditional"
 
 
 def has_labels(source: Source) -> bool:

@@ -49,6 +49,8 @@ class Objective:
     logistic_d = True  # D's outputs are log-odds, so sigmoid(D) is the probability of "real"
     needs_real_in_g = False  # G's loss also looks at D(x) (relativistic objectives)
 
+    track_sign = False  # set by an adaptive augmentation (ADA), which reads stats["ada_r"] of every D step
+
     def __init__(self, cfg: ObjectiveConfig) -> None:
         self.cfg = cfg
         if cfg.label_smoothing > 0 and not self.logistic_d:
@@ -106,6 +108,8 @@ class Objective:
         fake_logits, fake_classes = split_aux(d(fake_in, y))
         loss = self.d_terms(real_logits, fake_logits)
         stats = {k: v.detach() for k, v in self.d_stats(real_logits, fake_logits).items()}
+        if self.track_sign:  # ADA's overfitting measure, for any loss: how surely D ranks reals above fakes
+            stats["ada_r"] = torch.sign(real_logits.detach().float() - fake_logits.detach().float()).mean()
         if real_classes is not None:  # ACGAN: D also learns to tell the class of real and fake images
             aux = aux_loss(real_classes, y) + aux_loss(fake_classes, y)
             loss = loss + self.cfg.aux_weight * aux

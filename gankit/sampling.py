@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from gankit.checkpoint import (CheckpointError, atomic_write_bytes, load_checkpoint, resolve,
                                state_mismatch)
-from gankit.clustering import prior_labels
+from gankit.clustering import prior_rows
 from gankit.config import Config, from_dict
 from gankit.data import to_uint8
 from gankit.data.source import physical_memory
@@ -198,8 +198,8 @@ class LoadedGenerator:
                                  "with model.conditional: true")
             return None
         if class_index is None:
-            if self.prior is not None and per_row == 1:  # clusters as often as the training data holds them
-                return prior_labels(num, self.prior)
+            if self.prior is not None:  # clusters as often as the training data holds them
+                return prior_rows(num, self.prior, per_row)
             return class_labels(num, self.num_classes, per_row)
         if not 0 <= class_index < self.num_classes:
             raise ValueError(f"class {class_index} out of range: this generator knows classes "
@@ -292,7 +292,7 @@ def _warn_young_ema(path: str | Path, step: int, cfg: Any, saved_train: dict[str
     """Warn when the EMA still holds much of G's random start (a short run without EMA warm-up)."""
     # runs saved before train.ema_warmup existed averaged without warm-up
     warmup = bool(saved_train.get("ema_warmup", False))
-    share = ema_initial_share(step, cfg.train.ema_decay, cfg.train.ema_start, warmup)
+    share = ema_initial_share(step, cfg.train.ema_decay, cfg.train.ema_start, warmup, cfg.train.ema_rampup)
     if share > 0.05:
         warnings.warn(f"{path}: the EMA generator at step {step} still holds {share:.0%} of the initial random "
                       f"weights (train.ema_decay {cfg.train.ema_decay}{'' if warmup else ', no warm-up'}); "

@@ -294,9 +294,10 @@ def start_line(trainer: Game, run_dir: Path, start_step: int, threads_how: str =
     data = f"{cfg.data.name}: {len(source):,} " + ("x".join(map(str, source.shape)) + " images"
                                                    if source.is_image else f"{source.shape[-1]}-D points")
     begin = f"resuming at step {start_step}" if start_step else "training"
+    conditioning = getattr(trainer, "conditioning", "")
     return (f"gankit: {begin} on {trainer.device.type}{threads} | G {cfg.model.generator.get('name')} "
-            f"{millions(trainer.g)}, D {cfg.model.discriminator.get('name')} {millions(trainer.d)} params | "
-            f"{data} | run dir {run_dir}")
+            f"{millions(trainer.g)}, D {cfg.model.discriminator.get('name')} {millions(trainer.d)} params"
+            f"{', ' + conditioning if conditioning else ''} | {data} | run dir {run_dir}")
 
 
 class StatWindow:

@@ -108,3 +108,62 @@ def test_augment_on_points_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="train.augment augments images"):
         train(make_cfg(TINY_RING, "train.augment=translation"), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+ADA = ["train.augment=translation,color,cutout", "train.ada_target=0.2", "train.ada_kimg=0.5"]
+
+
+def test_adaptive_p_rises_while_d_ranks_reals_surely_and_falls_when_it_does_not():
+    from gankit.augment import AdaptiveAugment
+
+    ada = AdaptiveAugment(target=0.6, speed_images=1000, interval=4)
+    for _ in range(8):  # D ranks every real above its fake: overfitting
+        ada.observe(torch.tensor(1.0), batch=50)
+    assert ada.p == pytest.approx(0.4) and ada.last_r == 1.0  # two adjustments of 50 x 4 / 1000
+    for _ in range(40):
+        ada.observe(torch.tensor(1.0), batch=50)
+    assert ada.p == 1.0  # capped
+    for _ in range(4):
+        ada.observe(torch.tensor(0.1), batch=50)
+    assert ada.p == pytest.approx(0.8)
+    for _ in range(100):
+        ada.observe(torch.tensor(-1.0), batch=50)
+    assert ada.p == 0.0
+
+
+def test_adaptive_augment_applies_each_transform_with_probability_p():
+    from gankit.augment import AdaptiveAugment
+
+    ada = AdaptiveAugment(0.6, 1000)
+    aug = DiffAugment("cutout", ada)
+    x = torch.ones(2000, 1, 8, 8)
+    assert torch.equal(aug(x, _gen()), x)  # p = 0: untouched, nothing drawn
+    ada.p = 0.3
+    changed = (aug(x, _gen()) != x).flatten(1).any(1).float().mean()
+    assert abs(float(changed) - 0.3) < 0.04
+    ada.p = 1.0
+    assert (aug(x, _gen()) != x).flatten(1).any(1).all()
+
+
+def test_ada_needs_a_policy():
+    with pytest.raises(ConfigError, match="set train.augment too"):
+        from_dict(make_cfg(TINY, "train.ada_target=0.6"))
+
+
+def test_ada_trains_logs_p_and_resumes_bit_exactly(tmp_path):
+    import json
+
+    from conftest import assert_states_equal
+    from gankit.checkpoint import load_checkpoint
+
+    cfg = make_cfg(TINY, *ADA, "train.steps=10", "checkpoint.every=5", "log.every=1")
+    straight = train(cfg, tmp_path / "straight")
+    rows = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    ps = [r["ada_p"] for r in rows]
+    assert max(ps) > 0 and all(0 <= p <= 1 for p in ps) and all(-1 <= r["ada_r"] <= 1 for r in rows)
+    train(make_cfg(cfg, "train.steps=5"), tmp_path / "run")  # stops mid-interval: 5 x 2 D steps, every 4
+    resumed = train(cfg, tmp_path / "run", resume=True)
+    (a, meta_a), (b, meta_b) = load_checkpoint(resumed.checkpoint), load_checkpoint(straight.checkpoint)
+    for key in ("g", "d", "g_ema", "opt_g", "opt_d", "rng"):
+        assert_states_equal(a[key], b[key], key)
+    assert meta_a["ada"] == meta_b["ada"] and meta_a["ada"]["p"] > 0

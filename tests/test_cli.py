@@ -97,6 +97,28 @@ def test_max_seconds_prints_how_to_continue(tmp_path, tiny_yaml, capsys):
     assert f"--run-dir {run} --resume" in out
 
 
+@pytest.mark.parametrize("extra, lifted", [
+    ([], True),  # --max-seconds alone: the budget is the run's length
+    (["--steps", "3"], False),  # the user's own step target stands
+    (["--set", "train.steps=3"], False),
+    (["--set", "optim.schedule=linear"], False),  # a decay counts down to train.steps: it keeps them
+])
+def test_a_time_budget_alone_is_not_cut_short_by_the_configs_step_target(tmp_path, tiny_yaml, capsys, monkeypatch,
+                                                                         extra, lifted):
+    seen = {}
+
+    def fake_train(cfg, run_dir, resume=False, stop=None):
+        seen["steps"], seen["max_seconds"] = cfg.train.steps, cfg.train.max_seconds
+        raise KeyboardInterrupt  # nothing trains: only the resolved config matters here
+
+    monkeypatch.setattr(sys.modules["gankit.train"], "train", fake_train)
+    main(["train", str(tiny_yaml), "--run-dir", str(tmp_path / "run"), "--max-seconds", "30", *extra])
+    out = capsys.readouterr().out
+    assert seen["max_seconds"] == 30.0
+    assert (seen["steps"] is None) == lifted
+    assert ("training for the whole budget (the config's train.steps 4 does not stop it)" in out) == lifted
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--set", "optim.lr_gg=1e-4"], "did you mean 'optim.lr_g'"),
     (["--set", "model.generator.widht=4"], "did you mean 'model.generator.width'"),

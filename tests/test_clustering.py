@@ -9,7 +9,8 @@ import torch
 from conftest import TINY, assert_states_equal, make_cfg
 from gankit.checkpoint import load_checkpoint
 from gankit.cli import main
-from gankit.clustering import discriminator_features, kmeans, match_ids, nearest, principal_components, prior_labels
+from gankit.clustering import (discriminator_features, kmeans, match_ids, nearest, principal_components, prior_labels,
+                               prior_rows)
 from gankit.config import ConfigError, from_dict
 from gankit.models import build_discriminator
 from gankit.sampling import load_generator
@@ -64,6 +65,16 @@ def test_prior_labels_follow_the_prior_without_randomness():
     assert (counts - 1000 * prior).abs().max() <= 2  # a low-discrepancy sequence: off by a count or two
     assert counts[4] == 0
     assert len(prior_labels(10, prior).unique()) >= 3  # neighbouring samples take different clusters
+
+
+def test_a_grid_shows_one_cluster_per_row_drawn_by_share_not_only_the_first_clusters():
+    prior = torch.full((50,), 1 / 50)
+    labels = prior_rows(100, prior, per_row=10)
+    rows = labels.view(10, 10)
+    assert (rows == rows[:, :1]).all()  # one cluster per row
+    assert len(rows[:, 0].unique()) == 10 and rows[:, 0].max() >= 10  # ten clusters, spread over all fifty
+    assert torch.equal(prior_rows(7, prior, per_row=1), prior_labels(7, prior))
+    assert len(prior_rows(7, prior, per_row=3)) == 7
 
 
 def test_discriminator_features_need_a_projection_and_ignore_labels():
@@ -145,3 +156,47 @@ def test_no_reclustering_in_the_last_interval(tiny_cfg):
 def test_self_condition_config_errors(tiny_cfg, extra, message):
     with pytest.raises(ConfigError, match=message):
         prepare(from_dict(make_cfg(tiny_cfg, "model.self_condition=4", *extra)))
+
+
+def _digit_folder(root, n):
+    from PIL import Image
+
+    from gankit.data.bundled import load_mnist10k_arrays
+
+    images, _ = load_mnist10k_arrays()
+    root.mkdir()
+    for i in range(n):
+        Image.fromarray(images[i]).save(root / f"{i:04d}.png")
+    return root
+
+
+@pytest.mark.parametrize("images, clusters", [(120, 4), (60, 3), (39, 0)])
+def test_conditional_auto_self_conditions_unlabelled_images_with_clusters_the_data_fills(tmp_path, capsys, images,
+                                                                                        clusters):
+    """The default's rule: labels where the data has them, else self-conditioning, one cluster per 20 images
+    at most (a small folder gets fewer, a tiny one none)."""
+    root = _digit_folder(tmp_path / "digits", images)
+    cfg = make_cfg(TINY, "data.name=folder", f"data.root={root}", "data.limit=null", "model.conditional=auto",
+                   "model.self_condition=4", "model.recluster_every=2", "train.steps=3")
+    train(cfg, tmp_path / "run")
+    err = capsys.readouterr().err
+    _, meta = load_checkpoint(next((tmp_path / "run" / "checkpoints").glob("step_*.safetensors")))
+    model = meta["config"]["model"]
+    assert model["conditional"] is False and model["self_condition"] == clusters
+    assert model["recluster_every"] == (2 if clusters else 0)
+    if clusters == 4:
+        assert "self-conditioned on 4 clusters of D's features (no labels) |" in err
+    elif clusters:
+        assert f"self-conditioned on {clusters} clusters of D's features (no labels, fewer than the 4 asked" in err
+    else:
+        assert "params, unconditional |" in err
+    assert load_generator(tmp_path / "run").self_conditioned == bool(clusters)
+
+
+def test_conditional_auto_with_labels_ignores_self_condition(tmp_path, capsys):
+    cfg = make_cfg(TINY, "model.conditional=auto", "model.self_condition=4", "model.recluster_every=2",
+                   "train.steps=2")
+    trainer = prepare(from_dict(cfg))
+    assert trainer.cfg.model.conditional is True and trainer.cfg.model.self_condition == 0
+    assert trainer.clusters is None and trainer.num_classes == 10
+    assert trainer.conditioning == "conditional on 10 classes (the data's labels)"

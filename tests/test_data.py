@@ -229,7 +229,7 @@ def test_folder_rgb_resized_and_center_cropped(image_folder):
 
 def test_folder_grayscale_and_default_resolution(image_folder):
     src = build_dataset(DataConfig(name="folder", root=str(image_folder), channels=1))
-    assert src.data.shape == (3, 1, 16, 16)  # unset data.resolution: inferred (shorter sides 20, 24, 33)
+    assert src.data.shape == (3, 1, 24, 24)  # unset data.resolution: the median shorter side (20, 24, 33)
     red_as_gray = round(255 * 299 / 1000)  # ITU-R 601-2 luma, as PIL's convert("L")
     assert abs(int(src.data[0].float().mean().round()) - red_as_gray) <= 1
     assert (src.data[2] == 100).all()
@@ -241,15 +241,29 @@ def test_folder_infers_grayscale_and_a_small_side(tmp_path):
         _save(root / f"{i}.png", np.full((28, 28, 3), 40 * i, np.uint8))
     _save(root / "big.png", np.full((100, 120), 7, np.uint8))
     cfg = DataConfig(name="folder", root=str(root))
-    assert folder_module.folder_shape(cfg)[1:] == (16, 1, True)  # the median shorter side 28 -> 16
-    assert build_dataset(cfg).data.shape == (5, 1, 16, 16)
+    shape = folder_module.folder_shape(cfg)
+    assert (shape.resolution, shape.channels, shape.median_side) == (28, 1, 28)  # digits keep their own 28 px
+    assert build_dataset(cfg).data.shape == (5, 1, 28, 28)
     line = folder_module.describe_folder(cfg)
-    assert "5 images" in line and "16x16 grayscale" in line and "inferred" in line and "only 5 images" in line
+    assert "5 images" in line and "28x28 grayscale" in line and "the images' own side" in line
+    assert "only 5 images" in line
     _save(root / "colour.png", np.full((64, 64, 3), (200, 10, 10), np.uint8))
-    assert folder_module.folder_shape(cfg)[2] == 3
+    assert folder_module.folder_shape(cfg).channels == 3
     fixed = DataConfig(name="folder", root=str(root), resolution=32, channels=3)
-    assert folder_module.folder_shape(fixed)[1:] == (32, 3, False)
+    assert folder_module.folder_shape(fixed).median_side is None
     assert "data.resolution / data.channels)" in folder_module.describe_folder(fixed)
+
+
+@pytest.mark.parametrize("sides, trained", [([30, 30, 31], 28), ([36, 36], 32), ([50, 52], 48), ([500, 640], 64),
+                                            ([17, 17], 16), ([5, 5], 8)])
+def test_folder_side_is_the_nearest_trainable_one(tmp_path, sides, trained):
+    for i, side in enumerate(sides):  # odd sizes: the nearest side a conv model builds, capped on a CPU budget
+        _save(tmp_path / f"{i}.png", np.full((side, side + 3), 9, np.uint8))
+    shape = folder_module.folder_shape(DataConfig(name="folder", root=str(tmp_path)))
+    assert shape.resolution == trained
+    line = folder_module.describe_folder(DataConfig(name="folder", root=str(tmp_path)))
+    assert f"{trained}x{trained}" in line and f"median side {shape.median_side} px" in line
+    assert ("at most 64 px" in line) == (shape.median_side > 64)
 
 
 def test_folder_limit_and_normalize(image_folder):

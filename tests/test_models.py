@@ -351,3 +351,13 @@ def test_pack_is_validated_against_the_batch_and_conditioning(tiny_cfg):
         prepare(from_dict(make_cfg(tiny_cfg, "model.pack=3")))  # batch 32
     with pytest.raises(ConfigError, match="model.pack > 1 cannot be combined"):
         prepare(from_dict(make_cfg(tiny_cfg, "model.pack=2", "model.conditional=true")))
+
+
+def test_the_ema_ramp_up_spans_a_fraction_of_the_run():
+    from gankit.ema import RAMPUP
+
+    # the default is the ramp gankit always had, bit for bit
+    assert all(ema_decay_at(n, 0.9999, rampup=RAMPUP) == min(0.9999, (1 + n) / (10 + n)) for n in range(0, 5000, 7))
+    # rampup 0.25: the average spans about a quarter of the steps so far, 1 / (1 - decay) = 1 + 0.25 (1 + n)
+    assert 1 / (1 - ema_decay_at(3999, 0.99999, rampup=0.25)) == pytest.approx(1001)
+    assert ema_decay_at(3999, 0.999, rampup=0.25) == 0.999  # capped by the decay

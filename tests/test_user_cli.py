@@ -24,6 +24,15 @@ def test_presets_are_package_data_and_match_the_repository_configs():
     assert resolve_config("configs/ring.yaml") == "configs/ring.yaml"  # a path stays a path
 
 
+def test_the_folder_preset_is_the_default_recipe_on_a_folder():
+    """`gankit train --data DIR` trains what the default trains without labels, not an older recipe."""
+    folder = yaml.safe_load((PRESETS / "folder_dcgan.yaml").read_text())
+    default = yaml.safe_load((PRESETS / "mnist_dcgan.yaml").read_text())
+    assert folder.pop("data") == {"name": "folder", "root": "data/images"}
+    default.pop("data")
+    assert folder == default
+
+
 def test_init_copies_a_preset_and_train_takes_a_preset_name(tmp_path, capsys):
     assert main(["init", "ring", str(tmp_path)]) == 0
     assert (tmp_path / "ring.yaml").read_text() == (PRESETS / "ring.yaml").read_text()
@@ -109,13 +118,18 @@ def test_train_data_dir_infers_the_shape_and_says_so(tmp_path, capsys):
     assert main(["train", "--data", str(folder), "--steps", "2", "--run-dir", str(run), "--device", "cpu",
                  "--set", "train.batch_size=16", "log.progress=false", "log.tensorboard=false",
                  "log.sample_every=0"]) == 0
-    out = capsys.readouterr().out
-    assert "data: 40 images under" in out and "16x16 grayscale (inferred" in out and "only 40 images" in out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "data: 40 images under" in out and "28x28 grayscale (size: the trainable side nearest the images' " \
+        "median side 30 px" in out and "only 40 images" in out
+    # 40 images fill two clusters of 20: the default's self-conditioning, scaled to the folder
+    assert "self-conditioned on 2 clusters of D's features (no labels, fewer than the 10 asked for" in captured.err
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["data"]["name"] == "folder" and cfg["model"]["generator"]["name"] == "dcgan"
+    assert cfg["model"]["self_condition"] == 2 and cfg["model"]["conditional"] is False
     from gankit import load_generator
 
-    assert load_generator(run).data_shape == (1, 16, 16)
+    assert load_generator(run).data_shape == (1, 28, 28)
     assert main(["train", "--data", str(tmp_path / "none"), "--run-dir", str(tmp_path / "r2")]) == 2
     assert "is not a directory" in capsys.readouterr().err and not (tmp_path / "r2").exists()
     assert main(["train"]) == 2
@@ -141,3 +155,4 @@ def test_every_option_has_help_that_states_its_default():
 
     walk(build_parser(), "gankit")
     assert not missing, missing
+

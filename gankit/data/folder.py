@@ -1,6 +1,7 @@
 """`folder`: any directory of images (recursive), center-cropped and resized to ``data.resolution``."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,11 @@ from gankit.data.source import DataError, LazySource, Source, TensorSource, fit_
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 PRELOAD_BYTES = 1 << 30  # folders up to 1 GiB of uint8 pixels are decoded once and kept in memory
-SIDES = (16, 32, 64)  # what an unset data.resolution can become: the largest one the images fill
+# What an unset data.resolution can become: the sides the conv models build by doubling a 3-7 px base
+# (gankit.models.layers.pyramid), up to a CPU-sized 64 px, so 28 px digits train at 28 px and 30 px images
+# at 28 rather than being shrunk to the nearest power of two
+MAX_INFERRED_SIDE = 64
+SIDES = tuple(sorted({b << k for b in range(3, 8) for k in range(1, 5) if 8 <= b << k <= MAX_INFERRED_SIDE}))
 FEW_IMAGES = 500  # below this a GAN mostly memorises; said at the start of training
 
 
@@ -79,10 +84,10 @@ class ImageFolder(Dataset):
         return to_model_range(read_image(self.files[i], self.resolution, self.channels), self.normalize)
 
 
-def infer_shape(files: list[Path], probe: int = 64) -> tuple[int, int]:
-    """(resolution, channels) for unset ``data.resolution`` / ``data.channels``: 1 channel when every probed
-    image is grayscale (also RGB files with R = G = B), else 3; the largest of :data:`SIDES` not above
-    the median shorter side, so small images are not blown up and large ones train at a CPU size."""
+def infer_shape(files: list[Path], probe: int = 64) -> tuple[int, int, int]:
+    """(resolution, channels, median side) for unset ``data.resolution`` / ``data.channels``: 1 channel when
+    every probed image is grayscale (also RGB files with R = G = B), else 3; the side of :data:`SIDES`
+    nearest the median shorter side (the images' own where it is one), at most :data:`MAX_INFERRED_SIDE`."""
     def side_and_gray(img: Any) -> tuple[int, bool]:
         if img.mode in ("1", "L", "LA", "I", "I;16", "F"):
             return min(img.size), True
@@ -94,37 +99,59 @@ def infer_shape(files: list[Path], probe: int = 64) -> tuple[int, int]:
         side, is_gray = _open(path, side_and_gray)  # every unreadable file, a decompression bomb too, is named
         sides.append(side)
         gray = gray and is_gray
-    side = int(np.median(sides))
-    return max([s for s in SIDES if s <= side] or [SIDES[0]]), 1 if gray else 3
+    median = int(np.median(sides))
+    return nearest_side(median), 1 if gray else 3, median
 
 
-def folder_shape(cfg: DataConfig) -> tuple[list[Path], int, int, bool]:
-    """(files, resolution, channels, inferred) of a folder dataset; ``inferred``: either was unset."""
+def nearest_side(side: int) -> int:
+    """The trainable side closest to ``side`` (the smaller one on a tie: less upsampling blur)."""
+    return min(SIDES, key=lambda s: (abs(s - side), s))
+
+
+@dataclass(frozen=True)
+class FolderShape:
+    files: list[Path]
+    resolution: int
+    channels: int
+    median_side: int | None  # None: data.resolution and data.channels were both set, nothing was inferred
+
+
+def folder_shape(cfg: DataConfig) -> FolderShape:
+    """The files of a folder dataset and the size and channels they train at."""
     files = list_images(Path(cfg.root).expanduser())
     if cfg.limit is not None:
         files = files[:cfg.limit]
     if cfg.resolution is not None and cfg.channels is not None:
-        return files, cfg.resolution, cfg.channels, False
-    side, channels = infer_shape(files)
-    return files, cfg.resolution or side, cfg.channels or channels, True
+        return FolderShape(files, cfg.resolution, cfg.channels, None)
+    side, channels, median = infer_shape(files)
+    return FolderShape(files, cfg.resolution or side, cfg.channels or channels, median)
 
 
 def describe_folder(cfg: DataConfig) -> str:
     """One line for the start of training: how many images, at what size and why."""
-    files, side, channels, inferred = folder_shape(cfg)
-    how = ("inferred from the images; set data.resolution / data.channels to change" if inferred
-           else "data.resolution / data.channels")
-    line = (f"data: {len(files)} images under {cfg.root}, trained at {side}x{side} "
-            f"{'grayscale' if channels == 1 else 'RGB'} ({how})")
-    if len(files) < FEW_IMAGES:
-        line += (f"; only {len(files)} images: a GAN needs thousands to generalise, expect near-copies "
+    shape = folder_shape(cfg)
+    side, n = shape.resolution, len(shape.files)
+    if shape.median_side is None:
+        how = "data.resolution / data.channels"
+    else:
+        size = ("data.resolution" if cfg.resolution is not None else
+                f"the images' own side" if side == shape.median_side else
+                f"the trainable side nearest the images' median side {shape.median_side} px"
+                + (f", at most {MAX_INFERRED_SIDE} px on a CPU budget" if shape.median_side > MAX_INFERRED_SIDE else ""))
+        colour = "data.channels" if cfg.channels is not None else "inferred from the images"
+        how = f"size: {size}; colour: {colour}; set data.resolution / data.channels to change"
+    line = (f"data: {n} images under {cfg.root}, trained at {side}x{side} "
+            f"{'grayscale' if shape.channels == 1 else 'RGB'} ({how})")
+    if n < FEW_IMAGES:
+        line += (f"; only {n} images: a GAN needs thousands to generalise, expect near-copies "
                  "(data augmentation, train.augment, helps)")
     return line
 
 
 @DATASETS.register("folder")
 def folder(cfg: DataConfig) -> Source:
-    files, resolution, channels, _ = folder_shape(cfg)
+    shape = folder_shape(cfg)
+    files, resolution, channels = shape.files, shape.resolution, shape.channels
     if len(files) * channels * resolution ** 2 <= PRELOAD_BYTES:
         images = torch.stack([read_image(p, resolution, channels) for p in files])
         return TensorSource(images, None, cfg.normalize)
