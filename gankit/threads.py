@@ -64,23 +64,35 @@ def probe_work(g: nn.Module, d: nn.Module, latent_dim: int, data_shape: tuple[in
 
 
 def choose_threads(work: Callable[[], None], cores: int, *, seconds: float = 0.25, rounds: int = 2,
+                   budget: float | None = None,
                    clock: Callable[[], float] = time.perf_counter) -> tuple[int, dict[int, float]]:
     """The faster of ``cores`` threads and one for ``work``, and the passes per second of each.
 
     Each setting is timed ``rounds`` times, alternating, for at least ``seconds`` and two passes after
     one untimed warm-up pass, so a neighbour that starts or stops mid-probe affects both alike. All
     cores win ties and small margins (a tenth): a second thread that buys nothing is still harmless
-    when the machine is quiet."""
+    when the machine is quiet. ``budget``: the seconds the whole probe may take; when one pass on all
+    cores shows it would take longer, nothing more is timed and all cores are kept (the estimated
+    seconds of the probe come back under the key 0)."""
     previous = torch.get_num_threads()
     if cores < 2:
         return 1, {}
     passes = {cores: 0, 1: 0}
     spent = {cores: 0.0, 1: 0.0}
     try:
-        for _ in range(rounds):
+        torch.set_num_threads(cores)
+        start = clock()
+        work()  # the first warm-up pass, timed to know what the probe would cost
+        first = clock() - start
+        # per setting and round: a warm-up and at least two passes, one thread taking up to `cores` times longer
+        estimate = rounds * (1 + cores) * max(3 * first, seconds + first)
+        if budget is not None and estimate > budget:
+            return cores, {0: estimate}
+        for r in range(rounds):
             for n in (cores, 1):
                 torch.set_num_threads(n)
-                work()
+                if r or n != cores:
+                    work()
                 start, count = clock(), 0
                 while count < 2 or clock() - start < seconds:
                     work()

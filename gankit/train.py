@@ -264,9 +264,13 @@ def _train(cfg: Config | dict | str | Path, run_dir: str | Path | None, resume: 
     return TrainResult(run_dir, trainer.step, last_ckpt, stopped_by, row)
 
 
+PROBE_SHARE = 0.05  # of a time budget (train.max_seconds), the most the thread probe may spend of it
+
+
 def settle_threads(trainer: Game) -> str:
     """Auto threads on the CPU: the count a resumed checkpoint trained with (resume stays bit-exact),
-    else the faster of all cores and one, timed on copies of G and D; returns how it was chosen."""
+    else the faster of all cores and one, timed on copies of G and D within a twentieth of a time budget
+    (all cores where that cannot be done); returns how it was chosen."""
     if not trainer.auto_threads:
         return ""
     if trainer.saved_threads:
@@ -275,10 +279,14 @@ def settle_threads(trainer: Game) -> str:
     cfg = trainer.cfg
     work = probe_work(trainer.g, trainer.d, cfg.model.latent_dim, trainer.source.shape,
                       cfg.train.batch_size // trainer.dist.world_size, trainer.num_classes, trainer.device)
-    chosen, rates = choose_threads(work, available_cores())
+    budget = None if cfg.train.max_seconds is None else PROBE_SHARE * cfg.train.max_seconds
+    chosen, rates = choose_threads(work, available_cores(), budget=budget)
     torch.set_num_threads(chosen)
     if not rates:
         return "auto"
+    if 0 in rates:
+        return (f"auto: all cores; timing them against one would take ~{rates[0]:.2g} s, more than "
+                f"{PROBE_SHARE:.0%} of the {cfg.train.max_seconds:g} s budget")
     return "auto: " + " vs ".join(f"{rates[n]:.3g} passes/s on {n}" for n in sorted(rates, reverse=True))
 
 

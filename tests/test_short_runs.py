@@ -80,11 +80,30 @@ def test_choose_threads_keeps_the_faster_setting_and_restores_the_count(cost, ex
     assert choose_threads(work, 1, clock=work.clock) == (1, {})
 
 
+def test_the_thread_probe_fits_a_time_budget():
+    work = FakeWork({2: 3.0, 1: 5.0})  # a 64 px model: seconds per pass
+    chosen, rates = choose_threads(work, 2, budget=1.5, clock=work.clock)
+    assert chosen == 2 and rates[0] > 1.5 and work.now == 3.0  # one pass, then all cores untimed
+    work = FakeWork({2: 0.064, 1: 0.099})  # the default on a 300 s budget: timed, in well under 5 %
+    chosen, rates = choose_threads(work, 2, budget=15.0, clock=work.clock)
+    assert chosen == 2 and set(rates) == {1, 2} and work.now < 15.0
+
+
+def test_a_short_budget_is_announced_and_not_spent_on_the_probe(tmp_path, capsys, monkeypatch):
+    train_module = sys.modules["gankit.train"]
+    monkeypatch.setattr(train_module, "available_cores", lambda: 2)
+    monkeypatch.setattr(train_module, "PROBE_SHARE", 1e-9)
+    train(make_cfg(TINY, "train.threads=null", "train.steps=2", "train.max_seconds=30"), tmp_path / "run")
+    err = capsys.readouterr().err
+    assert "2 threads (auto: all cores; timing them against one would take ~" in err
+    assert "more than 0% of the 30 s budget" in err
+
+
 def test_auto_threads_are_measured_recorded_and_kept_on_resume(tmp_path, capsys, monkeypatch):
     train_module = sys.modules["gankit.train"]
 
     monkeypatch.setattr(train_module, "available_cores", lambda: 2)
-    monkeypatch.setattr(train_module, "choose_threads", lambda work, cores: (work(), (1, {2: 50.0, 1: 80.0}))[1])
+    monkeypatch.setattr(train_module, "choose_threads", lambda work, cores, budget=None: (work(), (1, {2: 50.0, 1: 80.0}))[1])
     cfg = make_cfg(TINY, "train.threads=null", "train.steps=4")
     train(cfg, tmp_path / "run")
     assert "1 thread (auto: 50 passes/s on 2 vs 80 passes/s on 1)" in capsys.readouterr().err
@@ -92,7 +111,7 @@ def test_auto_threads_are_measured_recorded_and_kept_on_resume(tmp_path, capsys,
 
     _, meta = load_checkpoint(next((tmp_path / "run" / "checkpoints").glob("step_*.safetensors")))
     assert meta["threads"] == 1
-    monkeypatch.setattr(train_module, "choose_threads", lambda work, cores: pytest.fail("resume re-measured"))
+    monkeypatch.setattr(train_module, "choose_threads", lambda work, cores, budget=None: pytest.fail("resume re-measured"))
     torch.set_num_threads(2)
     train(make_cfg(cfg, "train.steps=6"), tmp_path / "run", resume=True)
     assert "1 thread (auto, as the checkpoint trained)" in capsys.readouterr().err
