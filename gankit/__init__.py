@@ -3,8 +3,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from gankit.config import Config, ConfigError, load as load_config  # noqa: E402
+from gankit.config import Config, ConfigError  # noqa: E402
 from gankit.metrics.api import calculate_metrics  # noqa: E402
+from gankit.presets import load_config  # noqa: E402
 from gankit.sampling import load_generator  # noqa: E402
 from gankit.train import TrainResult, train  # noqa: E402
 

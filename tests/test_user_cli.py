@@ -18,7 +18,8 @@ def test_presets_are_package_data_and_match_the_repository_configs():
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1] / "configs"
-    assert {p.stem for p in repo.glob("*.yaml")} == set(names()) >= {"mnist_dcgan", "folder_dcgan", "ring"}
+    expected = {p.stem for p in repo.glob("*.yaml")} | {f"seeds/{p.stem}" for p in repo.glob("seeds/*.yaml")}
+    assert expected == set(names()) >= {"mnist_dcgan", "folder_dcgan", "ring", "seeds/seed004_dcgan_mnist"}
     assert (PRESETS / "ring.yaml").read_text() == (repo / "ring.yaml").read_text()
     assert resolve_config("ring") == str(PRESETS / "ring.yaml")
     assert resolve_config("configs/ring.yaml") == "configs/ring.yaml"  # a path stays a path
@@ -156,3 +157,19 @@ def test_every_option_has_help_that_states_its_default():
     walk(build_parser(), "gankit")
     assert not missing, missing
 
+
+def test_tutorial_presets_and_the_python_loader_work_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
+    import gankit
+
+    monkeypatch.chdir(tmp_path)  # outside the checkout: no configs/ here
+    assert "seeds/seed004_dcgan_mnist" in names()
+    for name in ("seeds/seed004_dcgan_mnist", "seed004_dcgan_mnist", "configs/seeds/seed004_dcgan_mnist.yaml"):
+        assert resolve_config(name) == str(PRESETS / "seeds" / "seed004_dcgan_mnist.yaml")
+    assert gankit.load_config("mnist_dcgan", ["train.steps=7"]).train.steps == 7
+    assert gankit.load_config("configs/mnist_dcgan.yaml").model.self_condition == 10
+    assert main(["init", "--list"]) == 0
+    assert "seeds/seed000_mlp_mnist" in capsys.readouterr().out
+    assert main(["init", "seed000_mlp_mnist", str(tmp_path / "mine")]) == 0
+    assert (tmp_path / "mine" / "seed000_mlp_mnist.yaml").is_file()
+    assert main(["train", "seed00_mlp_mnist", "--steps", "1"]) == 2
+    assert "did you mean 'seeds/seed000_mlp_mnist'?" in capsys.readouterr().err
