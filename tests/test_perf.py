@@ -97,3 +97,17 @@ def test_sync_batchnorm_needs_cuda():
 
     with pytest.raises(ConfigError, match="SyncBatchNorm runs on CUDA only"):
         sync_batchnorm(torch.device("cpu"), torch.nn.BatchNorm1d(3))
+
+
+@pytest.mark.parametrize("model", ["stylegan", "biggan", "resnet"])
+def test_every_generator_family_trains_a_step_under_bf16(model):
+    """The mixed-precision path of every family, not only the DCGAN: StyleGAN's running mean of w was
+    updated from a bf16 w into a float32 buffer and failed (on CUDA too, where bf16 is the default)."""
+    g = {"stylegan": "{name: stylegan, width: 16, mapping_layers: 2, w_dim: 16}",
+         "biggan": "{name: biggan, width: 8}", "resnet": "{name: resnet, width: 8}"}[model]
+    trainer = prepare(from_dict(make_cfg(TINY, f"model.generator={g}", "model.discriminator={name: dcgan, width: 8}",
+                                         "data.resolution=32", "perf.amp=bf16")))
+    stats = trainer.train_step(10)
+    assert all(torch.isfinite(v) for v in stats.values())
+    buffers = dict(trainer.g.named_buffers())
+    assert all(b.dtype in (torch.float32, torch.int64, torch.long) for b in buffers.values())

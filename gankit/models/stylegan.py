@@ -256,7 +256,8 @@ class StyleGANGenerator(nn.Module):
         w = self._map(z, y)
         if self.training:
             with torch.no_grad():  # w_avg <- beta w_avg + (1 - beta) mean(w)
-                self.w_avg.copy_(w.detach().mean(0).lerp(self.w_avg, self.w_avg_beta))
+                # in float32 whatever autocast made w: the average outlives the step
+                self.w_avg.copy_(w.detach().to(self.w_avg.dtype).mean(0).lerp(self.w_avg, self.w_avg_beta))
         ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)
         if self.training and self.style_mixing > 0 and self.num_ws > 1:
             ws = self._mix(ws, z, y)
