@@ -335,8 +335,8 @@ def _budget_lifts_step_target(args: argparse.Namespace, cfg: Any) -> bool:
         return False
     if any(o.split("=", 1)[0].strip() in ("train.steps", "train.epochs") for o in args.overrides):
         return False
-    horizon = cfg.optim.schedule != "constant" or (cfg.objective.instance_noise > 0
-                                                   and not cfg.objective.instance_noise_steps)
+    horizon = (cfg.optim.schedule != "constant" or cfg.optim.beta2_final is not None or cfg.objective.gamma_final != 1.0
+               or (cfg.objective.instance_noise > 0 and not cfg.objective.instance_noise_steps))
     return not horizon
 
 

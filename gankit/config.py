@@ -103,6 +103,9 @@ class ObjectiveConfig:
     r2_gamma: float = opt(0.0, "R2 penalty gamma / 2 * |grad D(G(z))|^2 on generated data, the fake-side twin "
                           "of R1 (R3GAN regularises both; 0 = off)", ge=0.0)
     r1_every: int = opt(1, "lazy R1 / R2: compute them on every N-th D step only, scaled by N", ge=1)
+    gamma_final: float = opt(1.0, "R1 / R2: gamma at the last step as a fraction of r1_gamma / r2_gamma, reached "
+                             "along half a cosine (1 = constant; R3GAN decays to 0.1; needs train.steps)",
+                             ge=0.0)
     aux_weight: float = opt(1.0, "ACGAN (a D with conditioning acgan): weight of the auxiliary classifier's "
                             "cross-entropy, on real and fake images in D's loss and on fakes in G's", ge=0.0)
 
@@ -119,9 +122,15 @@ class OptimConfig:
     alpha: float = opt(0.99, "RMSprop smoothing constant of the squared-gradient average", gt=0.0)
     momentum: float = opt(0.0, "momentum of RMSprop and SGD", ge=0.0)
     weight_decay: float = opt(0.0, "L2 weight decay of both optimizers", ge=0.0)
-    schedule: str = opt("constant", "learning-rate schedule: constant, linear decay to 0 at the last step, or "
-                        "hold-linear (constant for the first half, then linear to 0, as CycleGAN; both need "
-                        "train.steps or train.epochs)", choices=("constant", "linear", "hold-linear"))
+    schedule: str = opt("constant", "learning-rate schedule: constant, linear decay to lr_final at the last step, "
+                        "hold-linear (constant for the first half, then linear, as CycleGAN), or cosine (half a "
+                        "cosine, as R3GAN); the decaying ones need train.steps or train.epochs",
+                        choices=("constant", "linear", "hold-linear", "cosine"))
+    lr_final: float = opt(0.0, "a decaying schedule's learning rate at the last step, as a fraction of lr_g / lr_d",
+                          ge=0.0, le=1.0)
+    beta2_final: float | None = opt(None, "Adam: beta2 of both optimizers follows half a cosine from betas_g[1] / "
+                                    "betas_d[1] to this at the last step (R3GAN raises it; null = constant; needs "
+                                    "train.steps)", ge=0.0)
 
 
 @dataclass
@@ -372,6 +381,15 @@ def _validate(cfg: Config) -> Config:
     if cfg.optim.schedule != "constant" and cfg.train.steps is None and cfg.train.epochs is None:
         raise ConfigError(f"config: optim.schedule {cfg.optim.schedule} decays to 0 at the last step: "
                           "set train.steps or train.epochs")
+    for key, value, off in (("optim.beta2_final", cfg.optim.beta2_final, None),
+                            ("objective.gamma_final", cfg.objective.gamma_final, 1.0)):
+        if value != off and cfg.train.steps is None and cfg.train.epochs is None:
+            raise ConfigError(f"config: {key} is reached at the last step: set train.steps or train.epochs")
+    if cfg.optim.beta2_final is not None:
+        if cfg.optim.name != "adam":
+            raise ConfigError(f"config: optim.beta2_final schedules Adam's beta2; optim.name is {cfg.optim.name}")
+        if cfg.optim.beta2_final >= 1.0:
+            raise ConfigError(f"config: optim.beta2_final must be < 1, got {cfg.optim.beta2_final}")
     for key in ("alpha", "momentum"):
         if getattr(cfg.optim, key) >= 1.0:
             raise ConfigError(f"config: optim.{key} must be < 1, got {getattr(cfg.optim, key)}")

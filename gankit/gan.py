@@ -28,7 +28,7 @@ from gankit.health import nearest_neighbour_spread
 from gankit.logs import RunLogger
 from gankit.models import build_models
 from gankit.objectives import Objective, build_objective
-from gankit.optim import build_optimizers, lr_factor, set_learning_rates
+from gankit.optim import build_optimizers, cosine_ramp, lr_factor, set_beta2, set_learning_rates
 from gankit.perf import Perf, backward_step
 from gankit.perf import setup as perf_setup
 from gankit.sampling import class_labels, generate, image_grid, latents, load_weights, save_image_grid, save_points_plot
@@ -154,9 +154,14 @@ class Trainer:
         return stats
 
     def begin_step(self, total: int | None) -> float:
-        """The instance-noise std of this step; sets the learning rates of a scheduled run."""
+        """The instance-noise std of this step; sets what the schedules say for this step (learning rates,
+        Adam's beta2, R1/R2 gamma): functions of the step alone, so resume is exact."""
         if self.cfg.optim.schedule != "constant":
             self.set_lr_scale(self.lr_scale, lr_factor(self.cfg.optim, self.step, total))
+        if total and self.cfg.optim.beta2_final is not None:
+            set_beta2(self.cfg.optim, self.opt_g, self.opt_d, self.step, total)
+        if total and self.cfg.objective.gamma_final != 1.0:
+            self.objective.gamma_scale = cosine_ramp(1.0, self.cfg.objective.gamma_final, self.step, total)
         return self.objective.noise_std(self.step, self.noise_horizon or total or 0)
 
     def discriminator_step(self, noise: float, i: int = 0, keep_graph: bool = False

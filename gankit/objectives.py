@@ -50,6 +50,7 @@ class Objective:
     needs_real_in_g = False  # G's loss also looks at D(x) (relativistic objectives)
 
     track_sign = False  # set by an adaptive augmentation (ADA), which reads stats["ada_r"] of every D step
+    gamma_scale = 1.0  # objective.gamma_final's schedule: the trainer sets it before every step
 
     def __init__(self, cfg: ObjectiveConfig) -> None:
         self.cfg = cfg
@@ -125,7 +126,7 @@ class Objective:
                                                  ("r2", r2, fake_logits, fake_in, self.cfg.r2_gamma)):
             if on:
                 value = input_gradients(logits, inputs).square().sum(1).mean()
-                loss = loss + 0.5 * gamma * self.cfg.r1_every * value
+                loss = loss + 0.5 * gamma * self.gamma_scale * self.cfg.r1_every * value
                 stats[name] = value.detach()
         stats["loss_d"] = loss.detach()
         return loss, stats

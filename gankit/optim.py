@@ -5,6 +5,8 @@ learning rates from the step before every update, so a resumed run follows exact
 """
 from __future__ import annotations
 
+import math
+
 from typing import Callable, Iterable
 
 import torch
@@ -66,6 +68,30 @@ def hold_linear(step: int, total: int | None) -> float:
     return min(1.0, max(0.0, (total - step) / max(total - half, 1e-9)))
 
 
+@SCHEDULES.register("cosine")
+def cosine(step: int, total: int | None) -> float:
+    """1 at step 0, falling along half a cosine to 0 at ``total`` (R3GAN's schedules)."""
+    if not total:
+        raise ConfigError("config: optim.schedule cosine decays to its end at the last step: "
+                          "set train.steps or train.epochs")
+    return cosine_ramp(1.0, 0.0, step, total)
+
+
+def cosine_ramp(start: float, end: float, step: int, total: int) -> float:
+    """From ``start`` at step 0 to ``end`` at ``total`` (and after) along half a cosine."""
+    t = min(max(step / total, 0.0), 1.0)
+    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def set_beta2(cfg: OptimConfig, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, step: int,
+              total: int) -> None:
+    """optim.beta2_final: Adam's beta2 of both optimizers along a cosine from betas_g[1] / betas_d[1]."""
+    for opt, betas in ((opt_g, cfg.betas_g), (opt_d, cfg.betas_d)):
+        beta2 = cosine_ramp(betas[1], cfg.beta2_final, step, total)
+        for group in opt.param_groups:
+            group["betas"] = (betas[0], beta2)
+
+
 def build_optimizers(cfg: OptimConfig, g: torch.nn.Module, d: torch.nn.Module
                      ) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     """(G's, D's) optimizer as ``cfg.name`` says; an unknown name is a ConfigError."""
@@ -85,9 +111,11 @@ def set_learning_rates(cfg: OptimConfig, opt_g: torch.optim.Optimizer, opt_d: to
 
 
 def lr_factor(cfg: OptimConfig, step: int, total: int | None) -> float:
-    """The schedule's multiplier of the configured learning rates at generator step ``step``."""
+    """The schedule's multiplier of the configured learning rates at generator step ``step``: from 1 to
+    ``optim.lr_final`` as the schedule's shape goes from 1 to 0."""
     try:
         schedule = SCHEDULES.get(cfg.schedule)
     except KeyError as exc:
         raise ConfigError(f"config: optim.schedule: {exc.args[0]}") from None
-    return schedule(step, total)
+    shape = schedule(step, total)
+    return shape if cfg.lr_final == 0.0 else cfg.lr_final + (1.0 - cfg.lr_final) * shape

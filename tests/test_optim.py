@@ -71,3 +71,51 @@ def test_linear_schedule_decays_to_zero_at_the_last_step():
     with pytest.raises(ConfigError, match="optim.schedule linear"):
         from_dict({"optim": {"schedule": "linear"}, "train": {"steps": None, "max_seconds": 10}})
     assert from_dict({"optim": {"schedule": "linear"}, "train": {"steps": None, "epochs": 2}}).optim.schedule == "linear"
+
+
+def test_cosine_schedules_of_the_rate_beta2_and_gamma_follow_the_step_and_resume_exactly(tmp_path):
+    from conftest import TINY, assert_states_equal, make_cfg
+    from gankit.checkpoint import load_checkpoint
+    from gankit.optim import cosine_ramp
+    from gankit.train import prepare, train
+
+    assert cosine_ramp(1.0, 0.1, 0, 100) == 1.0 and cosine_ramp(1.0, 0.1, 100, 100) == pytest.approx(0.1)
+    assert cosine_ramp(0.9, 0.99, 50, 100) == pytest.approx(0.945) and cosine_ramp(1.0, 0.0, 200, 100) == 0.0
+    sched = ["optim.schedule=cosine", "optim.lr_final=0.25", "optim.beta2_final=0.999", "objective.r1_gamma=1",
+             "objective.gamma_final=0.1", "optim.betas_g=[0.5, 0.9]", "optim.betas_d=[0.5, 0.9]",
+             "train.steps=10", "checkpoint.every=5"]
+    trainer = prepare(from_dict(make_cfg(TINY, *sched)))
+    trainer.step = 5
+    trainer.begin_step(10)
+    lr = trainer.opt_g.param_groups[0]["lr"]
+    assert lr == pytest.approx(trainer.cfg.optim.lr_g * (0.25 + 0.75 * 0.5))
+    assert trainer.opt_d.param_groups[0]["betas"][1] == pytest.approx(0.9495)
+    assert trainer.objective.gamma_scale == pytest.approx(0.55)
+    straight = train(make_cfg(TINY, *sched), tmp_path / "straight")
+
+    class StopAfter:  # an interrupt after 5 steps: the schedules' horizon stays train.steps = 10
+        polls = 0
+
+        @property
+        def requested(self) -> bool:
+            self.polls += 1
+            return self.polls > 5
+
+    assert train(make_cfg(TINY, *sched), tmp_path / "run", stop=StopAfter()).step == 5
+    resumed = train(make_cfg(TINY, *sched), tmp_path / "run", resume=True)
+    (a, _), (b, _) = load_checkpoint(resumed.checkpoint), load_checkpoint(straight.checkpoint)
+    for key in ("g", "d", "opt_g", "opt_d"):
+        assert_states_equal(a[key], b[key], key)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["optim.beta2_final=0.99", "train.steps=null", "train.max_seconds=5"], "optim.beta2_final is reached at the last step"),
+    (["objective.gamma_final=0.1", "train.steps=null", "train.max_seconds=5"], "objective.gamma_final is reached"),
+    (["optim.beta2_final=0.99", "optim.name=sgd"], "schedules Adam's beta2"),
+    (["optim.beta2_final=1.0"], "must be < 1"),
+])
+def test_schedule_settings_that_cannot_work_are_refused(extra, message):
+    from conftest import TINY, make_cfg
+
+    with pytest.raises(ConfigError, match=message):
+        from_dict(make_cfg(TINY, *extra))

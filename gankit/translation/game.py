@@ -34,6 +34,8 @@ def check_settings(cfg: Config) -> None:
         "perf.sync_batchnorm": (cfg.perf.sync_batchnorm, "per-process BatchNorm (set false)"),
         "model.conditional": (cfg.model.conditional is True or cfg.model.self_condition > 0, "no class labels"),
         "model.pack": (cfg.model.pack != 1, "no packing (set 1)"),
+        "optim.beta2_final": (cfg.optim.beta2_final is not None, "a constant Adam beta2 (set null)"),
+        "objective.gamma_final": (cfg.objective.gamma_final != 1.0, "constant penalties (set 1)"),
     }
     for key, (bad, what) in problems.items():
         if bad:
