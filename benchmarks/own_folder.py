@@ -39,10 +39,13 @@ RUNS = {
 }
 
 
-def write_digits(folder: Path) -> None:
+def write_digits(folder: Path, count: int | None = None) -> None:
+    """The bundled digits as PNG files without labels; ``count``: a seeded random subset of that many."""
     from PIL import Image
 
     images = np.load(ROOT.parent / "shared" / "datasets" / "mnist10k.npz")["images"]
+    if count is not None:  # the file is sorted by label: a prefix would hold few digit classes
+        images = images[np.random.default_rng(0).permutation(len(images))[:count]]
     folder.mkdir(parents=True)
     for i, image in enumerate(images):
         Image.fromarray(image).save(folder / f"{i:05d}.png")
@@ -86,7 +89,7 @@ def main() -> None:
             result = json.loads(result_json.read_text())
             step = re.search(r"at step (\d+)", log)
             start_line = next((line for line in log.splitlines() if line.startswith("gankit: training on")), "")
-            rows.append({"name": name, "command": "gankit train " + " ".join(argv[:1] + argv[1:]), "budget_s": args.seconds,
+            rows.append({"name": name, "command": "gankit train " + " ".join(argv), "budget_s": args.seconds,
                          "wall_s": round(wall, 1), "steps": int(step.group(1)) if step else None,
                          "start_line": start_line,
                          "data_line": next((l for l in log.splitlines() if l.startswith("gankit: data:")), ""),

@@ -22,9 +22,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from own_folder import write_digits  # noqa: E402
+
 VARIANTS = {
     "plain": [],
     "ada": ["train.augment=translation,color,cutout", "train.ada_target=0.6"],
@@ -41,16 +42,10 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
 
-    from PIL import Image
-
     scratch = Path(args.keep or tempfile.mkdtemp(prefix="gankit-small-data-"))
     digits = scratch / f"digits_{args.images}"
     if not digits.exists():
-        images = np.load(ROOT.parent / "shared" / "datasets" / "mnist10k.npz")["images"]
-        order = np.random.default_rng(0).permutation(len(images))[:args.images]  # the file is sorted by label
-        digits.mkdir(parents=True)
-        for i, k in enumerate(order):
-            Image.fromarray(images[k]).save(digits / f"{i:05d}.png")
+        write_digits(digits, args.images)
     cores = sorted(os.sched_getaffinity(0))
     gankit = [sys.executable, "-m", "gankit"]
     procs = {}

@@ -135,7 +135,7 @@ def describe_folder(cfg: DataConfig) -> str:
         how = "data.resolution / data.channels"
     else:
         size = ("data.resolution" if cfg.resolution is not None else
-                f"the images' own side" if side == shape.median_side else
+                "the images' own side" if side == shape.median_side else
                 f"the trainable side nearest the images' median side {shape.median_side} px"
                 + (f", at most {MAX_INFERRED_SIDE} px on a CPU budget" if shape.median_side > MAX_INFERRED_SIDE else ""))
         colour = "data.channels" if cfg.channels is not None else "inferred from the images"
