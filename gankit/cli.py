@@ -331,13 +331,13 @@ def _budget_lifts_step_target(args: argparse.Namespace, cfg: Any) -> bool:
     """Whether ``--max-seconds`` alone (no ``--steps``, no train.steps/epochs in ``--set``) lifts the config's
     step target: yes, unless something in the config counts down to that step (a learning-rate decay,
     instance noise annealed over the run), which then keeps it."""
+    from gankit.config import scheduled_to_last_step
+
     if args.max_seconds is None or args.steps is not None:
         return False
     if any(o.split("=", 1)[0].strip() in ("train.steps", "train.epochs") for o in args.overrides):
         return False
-    horizon = (cfg.optim.schedule != "constant" or cfg.optim.beta2_final is not None or cfg.objective.gamma_final != 1.0
-               or (cfg.objective.instance_noise > 0 and not cfg.objective.instance_noise_steps))
-    return not horizon
+    return not scheduled_to_last_step(cfg)
 
 
 def _resume_command(args: argparse.Namespace, run_dir: str) -> str:

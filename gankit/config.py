@@ -153,6 +153,10 @@ class TrainConfig:
                            "its n-th update, so short runs do not sample mostly G's initial weights")
     ema_rampup: float = opt(1 / 9, "with ema_warmup: the EMA spans about this fraction of the steps averaged so far "
                             "(until ema_decay caps it); 1/9 gives (1 + n) / (10 + n)", gt=0.0, le=1.0)
+    ema_decay_final: float | None = opt(None, "the EMA's length schedule (R3GAN's): the cap on the decay goes from "
+                                        "ema_decay to this at the last step, its half-life along half a cosine "
+                                        "(e.g. 0.999 -> 0.9999: a 10x longer average as the run settles); "
+                                        "null = ema_decay throughout", gt=0.0)
     augment: str = opt("", "DiffAugment policy applied to every image D sees, real and fake: comma-separated "
                        "translation, cutout, color (empty = off)")
     ada_target: float = opt(0.0, "adaptive augmentation (ADA, Karras et al. 2020): apply each train.augment transform "
@@ -365,6 +369,16 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     return cfg
 
 
+def scheduled_to_last_step(cfg: Config) -> list[str]:
+    """The settings that count down to train.steps (a schedule's end, annealed noise): each needs that target."""
+    keys = [("optim.schedule", cfg.optim.schedule != "constant"),
+            ("optim.beta2_final", cfg.optim.beta2_final is not None),
+            ("objective.gamma_final", cfg.objective.gamma_final != 1.0),
+            ("train.ema_decay_final", cfg.train.ema_decay_final is not None),
+            ("objective.instance_noise", cfg.objective.instance_noise > 0 and not cfg.objective.instance_noise_steps)]
+    return [key for key, on in keys if on]
+
+
 def _validate(cfg: Config) -> Config:
     for key in ("betas_g", "betas_d"):
         betas = getattr(cfg.optim, key)
@@ -381,10 +395,14 @@ def _validate(cfg: Config) -> Config:
     if cfg.optim.schedule != "constant" and cfg.train.steps is None and cfg.train.epochs is None:
         raise ConfigError(f"config: optim.schedule {cfg.optim.schedule} decays to 0 at the last step: "
                           "set train.steps or train.epochs")
-    for key, value, off in (("optim.beta2_final", cfg.optim.beta2_final, None),
-                            ("objective.gamma_final", cfg.objective.gamma_final, 1.0)):
-        if value != off and cfg.train.steps is None and cfg.train.epochs is None:
+    for key in scheduled_to_last_step(cfg):
+        if key != "optim.schedule" and cfg.train.steps is None and cfg.train.epochs is None:
             raise ConfigError(f"config: {key} is reached at the last step: set train.steps or train.epochs")
+    if cfg.train.ema_decay_final is not None:
+        if cfg.train.ema_decay <= 0:
+            raise ConfigError("config: train.ema_decay_final schedules the EMA's length: set train.ema_decay too")
+        if cfg.train.ema_decay_final >= 1.0:
+            raise ConfigError(f"config: train.ema_decay_final must be < 1, got {cfg.train.ema_decay_final}")
     if cfg.optim.beta2_final is not None:
         if cfg.optim.name != "adam":
             raise ConfigError(f"config: optim.beta2_final schedules Adam's beta2; optim.name is {cfg.optim.name}")

@@ -7,6 +7,8 @@ import math
 import torch
 import torch.nn as nn
 
+from gankit.optim import cosine_ramp
+
 
 RAMPUP = 1 / 9  # train.ema_rampup's default: (1 + n) / (10 + n), the ramp gankit has always used
 
@@ -22,6 +24,17 @@ def ema_decay_at(step: int, decay: float, start: int = 0, warmup: bool = True, r
     if step < start:
         return 0.0
     return min(decay, (1 + step - start) / (1 + step - start + 1 / rampup)) if warmup else decay
+
+
+def halflife(decay: float) -> float:
+    """The number of updates after which an EMA of ``decay`` gives half its weight to what came before."""
+    return math.log(0.5) / math.log(decay)
+
+
+def scheduled_decay(decay: float, final: float, step: int, total: int) -> float:
+    """The EMA decay's cap at ``step`` of a run of ``total``: its half-life (the average's length) goes from
+    ``decay``'s to ``final``'s along half a cosine, as R3GAN schedules its EMA length."""
+    return 0.5 ** (1.0 / cosine_ramp(halflife(decay), halflife(final), step, total))
 
 
 def ema_initial_share(step: int, decay: float, start: int = 0, warmup: bool = True, rampup: float = RAMPUP) -> float:

@@ -22,7 +22,7 @@ from gankit.clustering import Clusters, cluster_images, prior_rows
 from gankit.config import Config, ConfigError, from_dict
 from gankit.data import BatchStream, Source, TensorSource, build_dataset
 from gankit.distributed import Dist
-from gankit.ema import EMA
+from gankit.ema import EMA, scheduled_decay
 from gankit.game import GAMES
 from gankit.health import nearest_neighbour_spread
 from gankit.logs import RunLogger
@@ -155,13 +155,15 @@ class Trainer:
 
     def begin_step(self, total: int | None) -> float:
         """The instance-noise std of this step; sets what the schedules say for this step (learning rates,
-        Adam's beta2, R1/R2 gamma): functions of the step alone, so resume is exact."""
+        Adam's beta2, R1/R2 gamma, the EMA's length): functions of the step alone, so resume is exact."""
         if self.cfg.optim.schedule != "constant":
             self.set_lr_scale(self.lr_scale, lr_factor(self.cfg.optim, self.step, total))
         if total and self.cfg.optim.beta2_final is not None:
             set_beta2(self.cfg.optim, self.opt_g, self.opt_d, self.step, total)
         if total and self.cfg.objective.gamma_final != 1.0:
             self.objective.gamma_scale = cosine_ramp(1.0, self.cfg.objective.gamma_final, self.step, total)
+        if total and self.ema is not None and self.cfg.train.ema_decay_final is not None:
+            self.ema.decay = scheduled_decay(self.cfg.train.ema_decay, self.cfg.train.ema_decay_final, self.step, total)
         return self.objective.noise_std(self.step, self.noise_horizon or total or 0)
 
     def discriminator_step(self, noise: float, i: int = 0, keep_graph: bool = False

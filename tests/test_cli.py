@@ -103,6 +103,7 @@ def test_max_seconds_prints_how_to_continue(tmp_path, tiny_yaml, capsys):
     (["--set", "train.steps=3"], False),
     (["--set", "optim.schedule=linear"], False),  # a decay counts down to train.steps: it keeps them
     (["--set", "objective.gamma_final=0.1"], False),
+    (["--set", "train.ema_decay=0.9", "train.ema_decay_final=0.99"], False),
 ])
 def test_a_time_budget_alone_is_not_cut_short_by_the_configs_step_target(tmp_path, tiny_yaml, capsys, monkeypatch,
                                                                          extra, lifted):

@@ -76,6 +76,7 @@ def test_linear_schedule_decays_to_zero_at_the_last_step():
 def test_cosine_schedules_of_the_rate_beta2_and_gamma_follow_the_step_and_resume_exactly(tmp_path):
     from conftest import TINY, assert_states_equal, make_cfg
     from gankit.checkpoint import load_checkpoint
+    from gankit.ema import halflife
     from gankit.optim import cosine_ramp
     from gankit.train import prepare, train
 
@@ -83,7 +84,7 @@ def test_cosine_schedules_of_the_rate_beta2_and_gamma_follow_the_step_and_resume
     assert cosine_ramp(0.9, 0.99, 50, 100) == pytest.approx(0.945) and cosine_ramp(1.0, 0.0, 200, 100) == 0.0
     sched = ["optim.schedule=cosine", "optim.lr_final=0.25", "optim.beta2_final=0.999", "objective.r1_gamma=1",
              "objective.gamma_final=0.1", "optim.betas_g=[0.5, 0.9]", "optim.betas_d=[0.5, 0.9]",
-             "train.steps=10", "checkpoint.every=5"]
+             "train.ema_decay=0.9", "train.ema_decay_final=0.99", "train.steps=10", "checkpoint.every=5"]
     trainer = prepare(from_dict(make_cfg(TINY, *sched)))
     trainer.step = 5
     trainer.begin_step(10)
@@ -91,6 +92,11 @@ def test_cosine_schedules_of_the_rate_beta2_and_gamma_follow_the_step_and_resume
     assert lr == pytest.approx(trainer.cfg.optim.lr_g * (0.25 + 0.75 * 0.5))
     assert trainer.opt_d.param_groups[0]["betas"][1] == pytest.approx(0.9495)
     assert trainer.objective.gamma_scale == pytest.approx(0.55)
+    # the EMA's half-life halfway: the mean of 0.9's (6.58 updates) and 0.99's (68.97)
+    assert halflife(trainer.ema.decay) == pytest.approx((halflife(0.9) + halflife(0.99)) / 2)
+    trainer.step = 10
+    trainer.begin_step(10)
+    assert trainer.ema.decay == pytest.approx(0.99)
     straight = train(make_cfg(TINY, *sched), tmp_path / "straight")
 
     class StopAfter:  # an interrupt after 5 steps: the schedules' horizon stays train.steps = 10
@@ -104,11 +110,15 @@ def test_cosine_schedules_of_the_rate_beta2_and_gamma_follow_the_step_and_resume
     assert train(make_cfg(TINY, *sched), tmp_path / "run", stop=StopAfter()).step == 5
     resumed = train(make_cfg(TINY, *sched), tmp_path / "run", resume=True)
     (a, _), (b, _) = load_checkpoint(resumed.checkpoint), load_checkpoint(straight.checkpoint)
-    for key in ("g", "d", "opt_g", "opt_d"):
+    for key in ("g", "d", "g_ema", "opt_g", "opt_d"):
         assert_states_equal(a[key], b[key], key)
 
 
 @pytest.mark.parametrize("extra, message", [
+    (["train.ema_decay=0.9", "train.ema_decay_final=0.99", "train.steps=null", "train.max_seconds=5"],
+     "train.ema_decay_final is reached at the last step"),
+    (["train.ema_decay=0", "train.ema_decay_final=0.99"], "set train.ema_decay too"),
+    (["train.ema_decay=0.9", "train.ema_decay_final=1.0"], "must be < 1"),
     (["optim.beta2_final=0.99", "train.steps=null", "train.max_seconds=5"], "optim.beta2_final is reached at the last step"),
     (["objective.gamma_final=0.1", "train.steps=null", "train.max_seconds=5"], "objective.gamma_final is reached"),
     (["optim.beta2_final=0.99", "optim.name=sgd"], "schedules Adam's beta2"),
