@@ -273,6 +273,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.config is None and args.data is None:
         raise ValueError("train needs a config (file or preset name) or --data DIR")
+    args.config_arg = args.config  # what the user typed: repeated in "continue with:", not the preset's file
     args.config = resolve_config(args.config or "folder_dcgan")
     if args.data is not None:
         overrides = ["data.name=folder", f"data.root={args.data}", *overrides]
@@ -351,7 +352,9 @@ def _resume_command(args: argparse.Namespace, run_dir: str) -> str:
 
 def _train_argv(args: argparse.Namespace, run_dir: str, resume: bool) -> list[str]:
     """``train`` arguments that repeat this command with an explicit run directory (and no --nproc)."""
-    argv = ["train", args.config, "--run-dir", str(run_dir), *(["--resume"] if resume else [])]
+    config = getattr(args, "config_arg", args.config)
+    argv = ["train", *([config] if config is not None else []), "--run-dir", str(run_dir),
+            *(["--resume"] if resume else [])]
     if args.data is not None:
         argv += ["--data", args.data]
     if args.device is not None:

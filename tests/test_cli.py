@@ -121,6 +121,26 @@ def test_a_time_budget_alone_is_not_cut_short_by_the_configs_step_target(tmp_pat
     assert ("training for the whole budget (the config's train.steps 4 does not stop it)" in out) == lifted
 
 
+@pytest.mark.parametrize("given, repeated", [
+    (["mnist_dcgan"], "gankit train mnist_dcgan --run-dir R --resume"),
+    (["seeds/seed004_dcgan_mnist"], "gankit train seeds/seed004_dcgan_mnist --run-dir R --resume"),
+    (["--data", "D"], "gankit train --run-dir R --resume --data D"),
+])
+def test_the_resume_command_repeats_the_config_as_the_user_typed_it(tmp_path, capsys, monkeypatch, given, repeated):
+    """A preset name stays a name, not the path of the file inside the installed package."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "D").mkdir()
+    Image.new("L", (28, 28)).save(tmp_path / "D" / "a.png")
+    done = SimpleNamespace(stopped_by="max_seconds", step=1, checkpoint="c", run_dir="R")
+    monkeypatch.setattr(sys.modules["gankit.train"], "train", lambda *a, **k: done)
+    assert main(["train", *given, "--run-dir", "R", "--steps", "1"]) == 0
+    assert f"continue with: {repeated} --steps 1\n" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--set", "optim.lr_gg=1e-4"], "did you mean 'optim.lr_g'"),
     (["--set", "model.generator.widht=4"], "did you mean 'model.generator.width'"),
