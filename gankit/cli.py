@@ -375,7 +375,7 @@ def _default_run_dir(config: str) -> str:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from gankit.sampling import load_generator, write_samples
+    from gankit.sampling import class_columns, load_generator, write_samples
     from gankit.device import select_device
 
     _check_rejection(args)
@@ -406,7 +406,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
                         scale=_scale(args, gen))
     which = "EMA generator" if gen.is_ema else "generator"
     of_class = f" of class {args.class_index}" if args.class_index is not None else ""
-    print(f"gankit: wrote {args.num} samples{of_class} of the {which} at step {gen.step} to {out}")
+    drawn = ""
+    if gen.num_classes is not None and args.class_index is None:
+        drawn = (f": {gen.num_classes} clusters of D's features, one per row (not the data's classes)"
+                 if gen.prior is not None else f": its {gen.num_classes} classes in turn ("
+                 + ("column j is class j; " if class_columns(gen.num_classes, args.num) and out.suffix.lower() == ".png"
+                    else "") + "--class N draws one)")
+    print(f"gankit: wrote {args.num} samples{of_class} of the {which} at step {gen.step} to {out}{drawn}")
     st = rejection.stats if rejection is not None else None
     if st is not None:
         how = (f"gamma {st.gamma:.3f} (percentile {args.drs:g})" if args.drs is not None else

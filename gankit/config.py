@@ -396,7 +396,8 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError(f"config: optim.schedule {cfg.optim.schedule} decays to 0 at the last step: "
                           "set train.steps or train.epochs")
     for key in scheduled_to_last_step(cfg):
-        if key != "optim.schedule" and cfg.train.steps is None and cfg.train.epochs is None:
+        # the schedule has its own message; annealed noise without a target is refused where it starts
+        if key not in ("optim.schedule", "objective.instance_noise") and cfg.train.steps is None and cfg.train.epochs is None:
             raise ConfigError(f"config: {key} is reached at the last step: set train.steps or train.epochs")
     if cfg.train.ema_decay_final is not None:
         if cfg.train.ema_decay <= 0:

@@ -31,7 +31,8 @@ from gankit.objectives import Objective, build_objective
 from gankit.optim import build_optimizers, cosine_ramp, lr_factor, set_beta2, set_learning_rates
 from gankit.perf import Perf, backward_step
 from gankit.perf import setup as perf_setup
-from gankit.sampling import class_labels, generate, image_grid, latents, load_weights, save_image_grid, save_points_plot
+from gankit.sampling import (class_columns, class_labels, default_scale, generate, image_grid, latents, load_weights,
+                             save_image_grid, save_points_plot)
 from gankit.threads import fixed_threads
 
 
@@ -223,14 +224,17 @@ class Trainer:
         return self.ema.shadow
 
     def write_samples(self, z: torch.Tensor, run_dir: Path, logger: RunLogger | None) -> None:
-        # a conditional G shows one class per grid row (2D points cycle through the classes)
-        per_row = self.cfg.log.grid if self.source.is_image else 1
+        # as `gankit sample` lays out a grid: a column per class, or a row per cluster (2D points cycle
+        # through the classes); the PNG at about 128 px per image, as `sample` writes it
+        columns = class_columns(self.num_classes, len(z), self_conditioned=self.clusters is not None)
+        nrow = columns or self.cfg.log.grid
+        per_row = 1 if columns or not self.source.is_image else nrow
         samples = generate(self.sampling_net(), z, labels=self.labels(len(z), per_row))
         path = run_dir / "samples" / f"step_{self.step:06d}.png"
         if self.source.is_image:
-            save_image_grid(samples, self.cfg.data.normalize, path, self.cfg.log.grid)
+            save_image_grid(samples, self.cfg.data.normalize, path, nrow, default_scale(samples.shape[-1]))
             if logger is not None:
-                logger.image(self.step, image_grid(samples, self.cfg.data.normalize, self.cfg.log.grid))
+                logger.image(self.step, image_grid(samples, self.cfg.data.normalize, nrow))
         else:
             save_points_plot(samples, path)
 

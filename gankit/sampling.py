@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from gankit.rejection import DensityFilter, Rejection
 
 
+MAX_CLASS_COLUMNS = 32  # more classes than this: rows of a square grid (CIFAR-100's 100 columns would not read)
 MAX_FRAMES = 2000  # a walk longer than this is a typo (--steps 100000), not an animation anyone can watch
 
 
@@ -313,17 +314,19 @@ def write_samples(gen: LoadedGenerator, num: int, out: str | Path, seed: int = 0
                   rejection: Rejection | DensityFilter | None = None, scale: int = 1) -> Path:
     """Write ``num`` samples to a grid ``.png``, an ``.npz`` array file, or a directory (path ending in /).
 
-    A conditional G draws every sample of ``class_index`` when given; otherwise a grid shows one class
-    per row (row i is class i % num_classes) and files cycle through the classes (a self-conditioned G:
-    draw clusters in proportion to their size). The ``.npz`` then holds the ``labels`` (int64) too
+    A conditional G draws every sample of ``class_index`` when given; otherwise a grid shows every class
+    (see :func:`class_columns`) and files cycle through the classes (a self-conditioned G: one cluster per
+    row, drawn in proportion to the clusters' sizes). The ``.npz`` then holds the ``labels`` (int64) too
     (``clusters`` for a self-conditioned G: they are not the dataset's classes). ``rejection``: keep
     only the samples it accepts (gankit.rejection: DRS or the density filter). ``scale``: nearest-neighbour
     upscaling of a ``.png`` grid (files and arrays keep the model's resolution)."""
     out_str = str(out)
     out = Path(out)
     grid = out.suffix.lower() == ".png" and gen.is_image
-    nrow = nrow or _grid_side(num)
-    labels = gen.labels(num, class_index, per_row=nrow if grid else 1)
+    columns = (class_columns(gen.num_classes, num, self_conditioned=gen.prior is not None, class_index=class_index)
+               if grid and nrow is None else None)
+    nrow = nrow or columns or _grid_side(num)
+    labels = gen.labels(num, class_index, per_row=nrow if grid and not columns else 1)
     if rejection is None:
         samples = gen.sample(num, seed, batch_size, labels, truncation)
     else:
@@ -353,6 +356,17 @@ def write_samples(gen: LoadedGenerator, num: int, out: str | Path, seed: int = 0
         atomic_write_bytes(out, buf.getvalue())
         return out
     raise ValueError(f"--out must end in .png, .npz or / (a directory), got {out_str!r}")
+
+
+def class_columns(num_classes: int | None, num: int, *, self_conditioned: bool = False,
+                  class_index: int | None = None) -> int | None:
+    """A grid of a class-conditional G drawing all its classes: one column per class (column j is class j),
+    so every class shows however many samples are asked for (rows of a square grid would show the first
+    few classes only). None where the grid is laid out otherwise (one cluster per row when
+    self-conditioned, one class, unconditional, too many classes or samples for a column each)."""
+    if num_classes is None or self_conditioned or class_index is not None:
+        return None
+    return num_classes if num_classes <= MAX_CLASS_COLUMNS and num >= num_classes else None
 
 
 def _grid_side(n: int) -> int:

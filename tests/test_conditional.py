@@ -131,7 +131,7 @@ def test_conditional_run_trains_and_records_its_classes(cond_run):
     assert meta["num_classes"] == 10
     assert state["d"]["projection.embed.weight"].shape[0] == 10
     with Image.open(cond_run.run_dir / "samples" / "step_000003.png") as img:
-        assert img.size == (3 * 30 + 2, 3 * 30 + 2)
+        assert img.size == (4 * (3 * 30 + 2),) * 2  # upscaled 4x, as `gankit sample` writes grids
     # in-training evaluation samples balanced classes and measures the agreement
     rows = [json.loads(line) for line in (cond_run.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert 0.0 <= [r for r in rows if "eval/class_agreement" in r][0]["eval/class_agreement"] <= 1.0
@@ -165,6 +165,23 @@ def test_npz_and_grids_of_a_conditional_run(cond_run, tmp_path):
     with Image.open(grid) as img:
         arr = np.asarray(img)
     assert np.array_equal(arr[32:60, 2:30], rows[2, 0].numpy())  # row 1, column 0: class 1
+
+
+def test_a_grid_of_a_conditional_run_shows_every_class_one_per_column(cond_run, tmp_path, capsys):
+    """64 samples of 10 classes: columns 0-9 are classes 0-9 (a square grid's rows showed classes 0-7 only)."""
+    gen = load_generator(cond_run.run_dir)
+    assert main(["sample", str(cond_run.run_dir), "--num", "64", "--out", str(tmp_path / "g.png"), "--scale", "1"]) == 0
+    assert capsys.readouterr().out.strip().endswith("g.png: its 10 classes in turn (column j is class j; --class N "
+                                                    "draws one)")
+    expected = gen.to_uint8(gen.sample(64, seed=0, labels=torch.arange(64) % 10))
+    with Image.open(tmp_path / "g.png") as img:
+        arr = np.asarray(img)
+    assert arr.shape[:2] == (7 * 30 + 2, 10 * 30 + 2)  # 10 columns, 7 rows (the last holds 4)
+    for j in range(10):  # row 0: one sample of every class
+        assert np.array_equal(arr[2:30, 2 + 30 * j:30 + 30 * j], expected[j, 0].numpy())
+    assert not arr[7 * 30 - 28:, 4 * 30 + 2:].any()  # the last row ends after class 3
+    # fewer samples than classes: a square grid of the first ones, as before
+    assert main(["sample", str(cond_run.run_dir), "--num", "4", "--out", str(tmp_path / "s.png"), "--scale", "1"]) == 0
 
 
 def test_sample_class_on_the_command_line(cond_run, trained_run, tmp_path, capsys):

@@ -88,7 +88,8 @@ def test_sample_grid_is_a_png_of_grid_by_grid_images(trained_run):
     from PIL import Image
 
     with Image.open(trained_run.run_dir / "samples" / "step_000030.png") as img:
-        assert img.size == (2 * 28 + 3 * 2, 2 * 28 + 3 * 2)  # log.grid 2, padding 2
+        # log.grid 2, padding 2, the whole grid upscaled 4x (about 128 px per image, as `gankit sample`)
+        assert img.size == (4 * (2 * 28 + 3 * 2),) * 2
 
 
 def test_train_accepts_a_yaml_path(tmp_path, tiny_yaml):
