@@ -65,7 +65,7 @@ def main() -> None:
         subprocess.run([*gankit, "eval", str(scratch / name), "--ref", "mnist10k", "--metrics", "fid,pr,classes",
                         "--num", "10000", "--json", str(out)], check=True, stdout=subprocess.DEVNULL)
         result = json.loads(out.read_text())
-        step = re.search(r"at step (\d+)", logs[name])
+        step = re.search(r"gankit: training \D+ at step (\d+)", logs[name])  # the end line, not an alarm's
         ada_p = None
         metrics = (scratch / name / "metrics.jsonl").read_text().splitlines()
         if metrics and "ada_p" in metrics[-1]:

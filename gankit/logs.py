@@ -12,6 +12,8 @@ import torch
 
 from gankit.checkpoint import atomic_write_bytes
 
+PIPED_INTERVAL = 30.0  # seconds between progress lines when stderr is a file or a pipe, not a terminal
+
 
 class RunLogger:
     """Writes scalars to metrics.jsonl (and TensorBoard when installed) and drives the progress bar."""
@@ -35,12 +37,17 @@ class RunLogger:
             import yaml
 
             self.tb.add_text("config", "```yaml\n" + yaml.safe_dump(config, sort_keys=False) + "```", start_step)
-        self.bar = None
+        self.bar, self.live = None, False
         if progress:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                            file=sys.stderr, smoothing=0.05)
+            # piped into a log file, every redraw would be a line of its own: a plain line every
+            # PIPED_INTERVAL seconds there, a live bar on a terminal
+            self.live = sys.stderr.isatty()
+            self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=self.live,
+                            file=sys.stderr, smoothing=0.05, ascii=not self.live, ncols=None if self.live else 100,
+                            mininterval=0.1 if self.live else PIPED_INTERVAL,
+                            maxinterval=10.0 if self.live else PIPED_INTERVAL)
         self._last_step, self._last_time = start_step, time.perf_counter()
         self._last_eval: dict[str, float] = {}
         self._final: dict[str, float] = {}  # the last value of every scalar, for the hparams table
@@ -77,7 +84,8 @@ class RunLogger:
         """After a rollback: the progress bar and rate count from ``step`` again."""
         if self.bar is not None:
             self.bar.n = step
-            self.bar.refresh()
+            if self.live:
+                self.bar.refresh()
         self._last_step, self._last_time = step, time.perf_counter()
 
     def advance(self, steps: int = 1) -> None:
@@ -92,7 +100,8 @@ class RunLogger:
             if done > 0 and elapsed > 0:
                 reach = self.bar.n + int(done / elapsed * max(self.deadline - now, 0.0))
                 self.bar.total = reach if self.total is None else min(self.total, reach)
-                self.bar.refresh()
+                if self.live:
+                    self.bar.refresh()
 
     def image(self, step: int, grid_uint8_chw: torch.Tensor) -> None:
         if self.tb is not None:

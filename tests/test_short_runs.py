@@ -52,6 +52,27 @@ def test_the_progress_total_follows_the_time_budget(tmp_path):
         logger.close()
 
 
+def test_a_piped_progress_bar_writes_a_line_now_and_then_not_one_per_step(tmp_path, capsys, monkeypatch):
+    """stderr into a file (CI, nohup, `| tee`): a plain line every PIPED_INTERVAL s, not one per redraw."""
+    import gankit.logs
+
+    monkeypatch.setattr(gankit.logs, "PIPED_INTERVAL", 0.5)
+    logger = RunLogger(tmp_path, start_step=0, total_steps=1_000_000, progress=True, tensorboard=False,
+                       batch_size=1, deadline=time.perf_counter() + 3.0)
+    try:
+        assert not logger.live  # capsys's stderr is not a terminal
+        start = time.perf_counter()
+        while time.perf_counter() - start < 1.6:
+            logger.advance()
+            time.sleep(0.002)
+        logger.rewind(3)
+    finally:
+        logger.close()
+    lines = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.strip()]
+    assert 2 <= len(lines) <= 8, lines  # hundreds of steps, a handful of lines
+    assert all(line.isascii() for line in lines)
+
+
 class FakeWork:
     """A pass whose cost depends on the thread count, on a fake clock."""
 
