@@ -162,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
     s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.add_argument("--class", dest="class_index", type=_non_negative_int, metavar="K",
-                   help="conditional runs: every sample of class K (default: a .png grid shows class i in "
-                        "row i, files cycle through the classes)")
+                   help="conditional runs: every sample of class K (default: a .png grid shows class j in "
+                        "column j, files cycle through the classes)")
     s.add_argument("--truncation", type=_non_negative_float, metavar="PSI", help=TRUNCATION_HELP)
     _scale_argument(s)
     _rejection_arguments(s)
@@ -260,6 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     from gankit.cli_tools import add_parsers
 
     add_parsers(sub)
+    for command in sub.choices.values():  # every command can build what the user's own code registers
+        command.add_argument("--import", dest="imports", action="append", metavar="MODULE",
+                             help="import MODULE (a module on the current directory or PYTHONPATH, or a .py file) "
+                                  "first: models, objectives or datasets it registers become usable (repeatable; "
+                                  "installed packages register through the 'gankit.plugins' entry point)")
     return parser
 
 
@@ -604,14 +609,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from gankit.train import TrainError
 
     args = build_parser().parse_args(argv)
+    from gankit.plugins import PluginError, import_module
+
     commands = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "classifier": cmd_classifier,
                 "bench": cmd_bench, "config": cmd_config, "interpolate": cmd_interpolate,
                 "style-mix": cmd_style_mix, "playground": cmd_playground, "translate": cmd_translate, **COMMANDS}
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning  # one "gankit: warning:" line, not Python's two-line format
+            for module in args.imports or []:
+                import_module(module)
             return commands[args.command](args)
-    except (ConfigError, DataError, CheckpointError, TrainError, EvalError, ExportError, ValueError) as exc:
+    except (ConfigError, DataError, CheckpointError, TrainError, EvalError, ExportError, PluginError,
+            ValueError) as exc:
         print(f"gankit: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a write that failed (disk full, read-only): one line naming the file

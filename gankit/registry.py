@@ -24,18 +24,35 @@ class Registry(Generic[T]):
         return decorator
 
     def get(self, name: str) -> T:
-        if name not in self._items:
-            raise KeyError(unknown_name_message(self.kind, name, self.names()))
+        if name not in self:
+            raise KeyError(unknown_name_message(self.kind, name, self.names(), plugins=True))
         return self._items[name]
 
     def names(self) -> list[str]:
+        self._plugins()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        if name not in self._items:
+            self._plugins()
         return name in self._items
 
+    @staticmethod
+    def _plugins() -> None:
+        # installed packages' models, objectives, ... register when first asked for a name gankit lacks
+        from gankit.plugins import load_entry_points
 
-def unknown_name_message(kind: str, name: str, choices: list[str]) -> str:
+        load_entry_points()
+
+
+def unknown_name_message(kind: str, name: str, choices: list[str], plugins: bool = False) -> str:
+    """``plugins``: the registry takes names from outside gankit, so the name may be the user's own: say
+    how to bring it in."""
     close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown {kind} {name!r}{hint} (choices: {', '.join(choices)})"
+    message = f"unknown {kind} {name!r}{hint} (choices: {', '.join(choices)})"
+    if plugins:
+        from gankit.plugins import HINT
+
+        message += f"; {HINT}"
+    return message
