@@ -9,6 +9,13 @@ segment `gankit eval RUN --ref mnist10k --metrics fid,classes` measures 10,000 s
 the run keeps one) in the feature space of gankit's digit classifier, mnist-cnn. Runs go two at a
 time, one core each (`--threads 1`, pinned with taskset when it is there), so the default and the
 tutorial it replaces train side by side in the same conditions.
+
+``folder`` is the user's path: `gankit train --data DIR` on the same 10,000 digits written as PNG files
+without labels. ``--merge`` keeps an earlier JSON's rows of the runs not measured now (each row keeps its
+date), so one line can be added to the plot:
+
+    taskset -c 0 python benchmarks/quality_vs_time.py --runs folder --jobs 1 --merge \
+        benchmarks/results/quality_vs_time.json --json benchmarks/results/quality_vs_time.json --plot docs/fid_vs_time.png
 """
 from __future__ import annotations
 
@@ -22,15 +29,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNS = {"default": "configs/mnist_dcgan.yaml", "seed004": "configs/seeds/seed004_dcgan_mnist.yaml",
-        "stylegan": "configs/mnist_stylegan.yaml", "seed000": "configs/seeds/seed000_mlp_mnist.yaml"}
+RUNS = {"default": ["configs/mnist_dcgan.yaml"], "seed004": ["configs/seeds/seed004_dcgan_mnist.yaml"],
+        "stylegan": ["configs/mnist_stylegan.yaml"], "seed000": ["configs/seeds/seed000_mlp_mnist.yaml"],
+        # the user's path: the same digits as PNG files without labels (benchmarks/own_folder.py writes them)
+        "folder": ["--data", "{digits}"]}
 
 
 def gankit(*args: str) -> list[str]:
     return [sys.executable, "-m", "gankit", *args]
 
 
-def run_segments(name: str, config: str, budgets: list[float], out: Path, threads: int, core: int | None,
+def run_segments(name: str, config: list[str], budgets: list[float], out: Path, threads: int, core: int | None,
                  num: int, extra: list[str]) -> list[dict]:
     run_dir = out / name
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -38,7 +47,8 @@ def run_segments(name: str, config: str, budgets: list[float], out: Path, thread
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     rows, done = [], 0.0
     for budget in budgets:
-        cmd = pin + gankit("train", str(ROOT / config), "--run-dir", str(run_dir), "--max-seconds",
+        argv = [str(ROOT / a) if a.endswith(".yaml") else a.format(digits=out / "my_digits") for a in config]
+        cmd = pin + gankit("train", *argv, "--run-dir", str(run_dir), "--max-seconds",
                            str(budget - done), "--set", "log.progress=false", "train.steps=100000000",
                            f"train.threads={threads}", *extra)
         if done:
@@ -52,7 +62,7 @@ def run_segments(name: str, config: str, budgets: list[float], out: Path, thread
                                         "--num", str(num), "--json", str(result)),
                            check=True, stdout=log, stderr=log, env=env, cwd=ROOT)
         values = json.loads(result.read_text())
-        rows.append({"run": name, "config": config, "seconds": budget, "steps": steps_of(values["info"]["samples"]),
+        rows.append({"run": name, "config": " ".join(config), "seconds": budget, "steps": steps_of(values["info"]["samples"]),
                      "fid": values["fid"], "classes_present": values.get("classes_present"),
                      "class_kl": values.get("class_kl")})
         print(f"{name:<9} {budget:6.0f} s  step {rows[-1]['steps']:>7}  FID {values['fid']:8.2f}  "
@@ -74,7 +84,7 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
     for name in dict.fromkeys(r["run"] for r in rows):
         mine = [r for r in rows if r["run"] == name]
-        label = f"{name} ({mine[0]['config'].split('/')[-1]})"
+        label = f"{name} ({mine[0]['config'].split('/')[-1].replace('{digits}', 'DIR: no labels')})"
         ax.plot([r["seconds"] for r in mine], [r["fid"] for r in mine], marker="o", label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -102,9 +112,16 @@ def main() -> None:
     parser.add_argument("--out-dir", default="benchmarks/out/quality_vs_time")
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--plot", help="write the FID-against-time PNG here")
+    parser.add_argument("--merge", help="an earlier --json: its rows of runs not measured now are kept (with their "
+                                        "date) in the JSON and the plot")
     args = parser.parse_args()
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if "folder" in args.runs and not (out / "my_digits").exists():
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from own_folder import write_digits
+
+        write_digits(out / "my_digits")
     from concurrent.futures import ThreadPoolExecutor
 
     t0 = time.time()
@@ -121,10 +138,15 @@ def main() -> None:
         for b in args.budgets:
             f = {r["run"]: r["fid"] for r in rows if r["seconds"] == b}
             print(f"FID ratio default / seed004 at {b:.0f} s: {f['default'] / f['seed004']:.3f}")
+    info = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu_count": os.cpu_count(), "jobs": args.jobs,
+            "threads": args.threads, "wall_s": round(time.time() - t0), "extractor": "mnist-cnn",
+            "num": args.num, "extra": args.extra}
+    if args.merge:
+        earlier = json.loads(Path(args.merge).read_text())
+        kept = [{**r, "date": r.get("date", earlier["info"]["date"])} for r in earlier["rows"] if r["run"] not in args.runs]
+        rows = [{**r, "date": info["date"]} for r in rows] + kept
+        info["merged_from"] = {"file": args.merge, "info": earlier["info"]}
     if args.json:
-        info = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu_count": os.cpu_count(), "jobs": args.jobs,
-                "threads": args.threads, "wall_s": round(time.time() - t0), "extractor": "mnist-cnn",
-                "num": args.num, "extra": args.extra}
         Path(args.json).write_text(json.dumps({"info": info, "rows": rows}, indent=1))
     if args.plot:
         plot(rows, Path(args.plot))
