@@ -416,6 +416,25 @@ def test_stream_refuses_a_dataset_smaller_than_a_batch():
         BatchStream(_indexed(3), 4, seed=0, device=CPU)
 
 
+def test_a_folder_smaller_than_a_batch_says_which_batch_size_fits_and_that_one_trains(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    from gankit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(36):
+        Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)).save(tmp_path / "mine" / f"{i}.png")
+    assert main(["train", "--data", "mine", "--steps", "1", "--run-dir", "run"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("the dataset has 36 samples, fewer than one batch of 64 (train.batch_size): lower it, "
+                        "e.g. --set train.batch_size=16\n") and err.count("gankit: error:") == 1
+    assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())
+    assert main(["train", "--data", "mine", "--steps", "1", "--run-dir", "run", "--set", "train.batch_size=16",
+                 "log.progress=false", "log.tensorboard=false"]) == 0
+
+
 def test_image_stream_yields_model_range_batches():
     src = build_dataset(DataConfig(name="mnist10k", limit=64))
     stream = BatchStream(src, 16, seed=0, device=CPU)

@@ -19,7 +19,10 @@ class BatchStream:
     def __init__(self, source: Source, batch_size: int, seed: int, device: torch.device,
                  num_workers: int = 0, rank: int = 0, world_size: int = 1) -> None:
         if len(source) < batch_size:
-            raise ValueError(f"the dataset has {len(source)} samples, fewer than one batch of {batch_size}")
+            # a few batches per pass: the largest power of two up to half the data (36 images: 16)
+            fits = 2 ** max(0, (len(source) // 2).bit_length() - 1)
+            raise ValueError(f"the dataset has {len(source)} samples, fewer than one batch of {batch_size} "
+                             f"(train.batch_size): lower it, e.g. --set train.batch_size={fits}")
         if batch_size % world_size:
             raise ValueError(f"{batch_size} is the global batch of {world_size} processes and must be divisible "
                              f"by {world_size}")
