@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--import", dest="imports", action="append", metavar="MODULE",
                              help="import MODULE (a module on the current directory or PYTHONPATH, or a .py file) "
                                   "first: models, objectives or datasets it registers become usable (repeatable; "
-                                  "installed packages register through the 'gankit.plugins' entry point)")
+                                  "installed packages register through the 'gankit.plugins' entry point; default: none)")
     return parser
 
 
@@ -586,8 +586,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     if args.model is not None:
         for role, rows in describe_model(args.model):
             print(f"model.{role}: {{name: {args.model}, ...}}")
-            for key, default, kind in rows:
-                print(f"  {key:24} {default!r:24} {kind}")
+            for key, default, kind, meaning in rows:
+                print(f"  {key:18} {default!r:20} {kind:12} {meaning}")
         return 0
     if args.config is None:
         for key, default, help_text in describe():

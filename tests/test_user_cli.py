@@ -53,6 +53,8 @@ def test_config_lists_model_arguments_and_validates_them(capsys):
     out = capsys.readouterr().out
     assert "model.generator: {name: dcgan" in out and "model.discriminator" in out
     assert any(line.split()[:2] == ["width", "64"] for line in out.splitlines())
+    # what an argument means and which values it takes, not only its type
+    assert any(line.split()[:2] == ["norm", "'batch'"] and line.endswith("batch or none") for line in out.splitlines())
     assert main(["config", "--model", "stylgan"]) == 2
     assert "did you mean 'stylegan'?" in capsys.readouterr().err
     assert main(["config", "mnist_dcgan", "--set", "model.generator.widht=64"]) == 2
@@ -173,3 +175,13 @@ def test_tutorial_presets_and_the_python_loader_work_by_name_from_any_folder(tmp
     assert (tmp_path / "mine" / "seed000_mlp_mnist.yaml").is_file()
     assert main(["train", "seed00_mlp_mnist", "--steps", "1"]) == 2
     assert "did you mean 'seeds/seed000_mlp_mnist'?" in capsys.readouterr().err
+
+
+def test_every_argument_of_every_built_in_model_says_what_it_means():
+    from gankit.models.registry import describe_model, GENERATORS, DISCRIMINATORS
+    from gankit.models.translation import PATCH_DISCRIMINATORS, TRANSLATORS
+
+    names = {n for r in (GENERATORS, DISCRIMINATORS, TRANSLATORS, PATCH_DISCRIMINATORS) for n in r.names()}
+    missing = [f"{n}.{role}.{arg}" for n in sorted(names) for role, rows in describe_model(n)
+               for arg, _, _, meaning in rows if not meaning]
+    assert not missing, f"add to gankit/models/arguments.py: {missing}"

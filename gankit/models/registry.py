@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import torch.nn as nn
 
 from gankit.config import ConfigError, ModelConfig, coerce_value
+from gankit.models.arguments import meaning
 from gankit.registry import Registry
 
 GENERATORS: Registry[type[nn.Module]] = Registry("generator")
@@ -104,9 +105,10 @@ def check_model_specs(cfg: ModelConfig, game: str = "gan") -> None:
         _arch_kwargs(_lookup(registry, spec, f"model.{key}"), spec, f"model.{key}", positional)
 
 
-def describe_model(name: str) -> list[tuple[str, list[tuple[str, object, str]]]]:
-    """For ``gankit config --model NAME``: per role (generator, discriminator) the (argument, default, type)
-    rows of the constructor's architecture arguments, for the noise -> image and image-to-image models."""
+def describe_model(name: str) -> list[tuple[str, list[tuple[str, object, str, str]]]]:
+    """For ``gankit config --model NAME``: per role (generator, discriminator) the (argument, default, type,
+    meaning) rows of the constructor's architecture arguments, for the noise -> image and image-to-image
+    models."""
     every = _roles("gan") + _roles("translation")
     roles = [(role, registry, positional) for role, registry, positional in every if name in registry.names()]
     if not roles:
@@ -119,7 +121,7 @@ def describe_model(name: str) -> list[tuple[str, list[tuple[str, object, str]]]]
         cls = registry.get(name)
         hints = typing.get_type_hints(cls.__init__)
         params = list(inspect.signature(cls.__init__).parameters.values())[1 + positional:]
-        rows = [(p.name, p.default, _type_name(hints.get(p.name))) for p in params]
+        rows = [(p.name, p.default, _type_name(hints.get(p.name)), meaning(name, p.name)) for p in params]
         out.append((role, rows))
     return out
 
