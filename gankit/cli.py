@@ -246,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("playground", help="a local web page that trains a GAN live (2D and image modes)")
     g.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    g.add_argument("--port", type=_non_negative_int, default=8765, help="port (default 8765; 0 = any free one)")
+    # the range is checked with the bind, so a bad port is one `gankit: error:` line like a busy one
+    g.add_argument("--port", type=int, default=8765, help="port, 0 to 65535 (default 8765; 0 = any free one)")
     g.add_argument("--open", action="store_true", help="open the page in the default browser")
     g.add_argument("--configs", help="directory of the image mode's preset configs (default: the checkout's configs/)")
 

@@ -35,6 +35,7 @@ STATIC = resources.files("gankit.playground") / "static"
 ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
 REFUSED = (ConfigError, DataError, PlaygroundError, ValueError, TypeError, KeyError)
 Scope = dict[str, Any]
+MAX_PORT = 65535
 
 
 class Guard:
@@ -192,6 +193,8 @@ class Playground:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8765, configs_dir: Path | None = None,
                  fps: float = 15.0) -> None:
+        if not 0 <= port <= MAX_PORT:  # bind() would raise OverflowError
+            raise PlaygroundError(f"--port must be from 0 to {MAX_PORT} (0: any free port), got {port}")
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
