@@ -173,7 +173,10 @@ def create_app(session: Session, token: str, hosts: set[str]) -> Guard:
             session.unsubscribe(wake)
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # not gather: a cancellation of this handler arriving here (the test client's cancel scope)
+            # would surface as the children's message-less CancelledError, which anyio does not
+            # recognise as its own and re-raises to the caller; wait() re-raises the handler's own
+            await asyncio.wait(tasks)
 
     routes = [Route("/", index), Route("/static/{name}", asset), Route("/api/state", state),
               Route("/api/settings", settings, methods=["POST"]), Route("/api/control", control, methods=["POST"]),
