@@ -15,7 +15,7 @@ from starlette.websockets import WebSocketDisconnect
 from gankit.checkpoint import CheckpointDir, load_checkpoint
 from gankit.cli import main
 from gankit.playground.frames import unpack
-from gankit.playground.server import create_app
+from gankit.playground.server import create_app, local_hosts
 from gankit.playground.session import Session
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -78,6 +78,39 @@ def test_closing_the_page_never_cancels_the_caller(client):
     for _ in range(20):
         with client.websocket_connect("/ws", headers={"Origin": "http://testserver"}) as ws:
             assert unpack(ws.receive_bytes())[0]["kind"] == "2d"
+
+
+def test_duplicate_host_or_origin_headers_are_refused(client):
+    # a check that reads one of two values can be fooled by a proxy or client that forwards the other
+    for origins in (["http://testserver", "http://evil.example"], ["http://evil.example", "http://testserver"]):
+        r = client.get("/api/state", headers=[("Origin", o) for o in origins])
+        assert r.status_code == 403 and "more than one Origin header" in r.text
+    r = client.get("/api/state", headers=[("Host", "testserver"), ("Host", "testserver")])
+    assert r.status_code == 403 and "more than one Host header" in r.text
+    assert client.get("/api/state", headers={"Origin": "http://testserver"}).status_code == 200
+
+
+def test_all_interfaces_answer_to_addresses_and_allowed_names(session):
+    """--host 0.0.0.0: any IP-literal Host (DNS rebinding cannot produce one), the loopback names, this
+    machine's name and --allow-host names; other names are refused, and the message names the cause."""
+    hosts = local_hosts("0.0.0.0", 8765, ["mybox.lan"])
+    with TestClient(create_app(session, TOKEN, hosts), headers={"X-Gankit-Token": TOKEN}) as c:
+        for good in ("127.0.0.1:8765", "localhost:8765", "192.168.1.20:8765", "[fe80::1]:8765", "[::1]:8765",
+                     "mybox.lan:8765", "MyBox.LAN:8765", f"{socket.gethostname()}:8765"):
+            assert c.get("/api/state", headers={"Host": good}).status_code == 200, good
+        r = c.get("/api/state", headers={"Host": "192.168.1.20:8765", "Origin": "http://192.168.1.20:8765"})
+        assert r.status_code == 200
+        r = c.get("/api/state", headers={"Host": "evil.example:8765"})
+        assert r.status_code == 403 and "--allow-host evil.example" in r.text and "--port" not in r.text
+        r = c.get("/api/state", headers={"Host": "192.168.1.20:9999"})
+        assert r.status_code == 403 and "port 9999" in r.text and "8765" in r.text
+        r = c.get("/api/state", headers={"Host": "192.168.1.20:8765", "Origin": "http://evil.example:8765"})
+        assert r.status_code == 403 and "Origin" in r.text
+        r = c.get("/api/state", headers={"Host": "x" * 10_000})
+        assert r.status_code == 403 and len(r.text) < 600  # the header is not echoed whole
+    loopback = local_hosts("127.0.0.1", 8765)
+    assert loopback.allows("localhost:8765") and loopback.allows("[::1]:8765")
+    assert not loopback.allows("192.168.1.20:8765") and not loopback.allows("mybox.lan:8765")
 
 
 @pytest.mark.parametrize("changes, named", [
@@ -190,6 +223,7 @@ def test_cli_refuses_a_busy_port(capsys):
         assert main(["playground", "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("gankit: error: cannot listen on 127.0.0.1") and err.count("\n") == 1
+    assert "in use" in err and "--port" in err
 
 
 def test_frames_are_pushed_as_drawn_and_an_open_page_does_not_hold_up_shutdown():
