@@ -142,6 +142,60 @@ def test_bad_requests_never_kill_the_server(client):
     assert post(client, "/api/control", {"action": "step", "count": 2})["step"] == 2
 
 
+def test_request_bodies_are_capped_and_never_echoed_whole(client):
+    from gankit.playground.server import MAX_BODY
+
+    r = client.post("/api/control", content=b" " * (MAX_BODY + 1), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and f"{MAX_BODY:,}" in r.json()["error"]
+    r = client.post("/api/settings", content=b"[" * 200_000 + b"]" * 200_000)
+    assert r.status_code == 413
+    r = client.post("/api/settings", content=b"[" * 60_000 + b"]" * 60_000)  # under the cap, past json's depth
+    assert r.status_code == 400 and "nests more than" in r.json()["error"]
+    deep = {"changes": {"data.name": "points", "data.points": [[0.0, 0.0]]}}
+    node = deep["changes"]["data.points"]
+    for _ in range(100):
+        node[0] = [node[0]]
+        node = node[0]
+    assert "nests more than" in post(client, "/api/settings", deep, status=400)["error"]
+    for path, body in (("/api/control", {"action": "x" * 100_000}), ("/api/mode", {"mode": ["m"] * 20_000}),
+                       ("/api/settings", {"changes": {"k" * 100_000: 1}}),
+                       ("/api/settings", {"changes": {"optim.lr_g": "y" * 100_000}})):
+        r = client.post(path, json=body)
+        assert r.status_code == 400 and len(r.text) < 1000, (path, len(r.text))
+    # the page's largest body, 5,000 drawn points at the plane's edge, fits
+    points = [[-10.125, -10.125]] * 4999 + [[1.0, 1.0]]
+    state = post(client, "/api/settings", {"changes": {"data.name": "points", "data.points": points}})
+    assert len(state["values"]["data.points"]) == 5000
+
+
+def test_a_chunked_body_is_refused_before_it_is_read_whole():
+    """A real server: 300 MiB sent chunked (no length to refuse up front) gets its 413 after the first
+    MAX_BODY bytes, and the server stops reading (the client may have a few MiB in flight)."""
+    import select
+
+    from gankit.playground.server import Playground
+
+    p = Playground(port=0, configs_dir=CONFIGS).start_in_thread()
+    try:
+        with socket.create_connection(("127.0.0.1", p.port), timeout=30) as sock:
+            sock.sendall(f"POST /api/settings HTTP/1.1\r\nHost: 127.0.0.1:{p.port}\r\nX-Gankit-Token: {p.token}\r\n"
+                         "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+            chunk, sent = b"%x\r\n%s\r\n" % (65536, b" " * 65536), 0
+            while sent < 300 * 2**20:
+                if select.select([sock], [], [], 0)[0]:
+                    break
+                try:
+                    sock.sendall(chunk)
+                except OSError:  # the server closed the connection after answering
+                    break
+                sent += 65536
+            reply = sock.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+        assert sent < 64 * 2**20, sent
+    finally:
+        p.stop()
+
+
 def test_steps_train_the_real_networks(client, session):
     post(client, "/api/control", {"action": "reset"})
     g0 = {k: v.clone() for k, v in session.trainer.g.state_dict().items()}

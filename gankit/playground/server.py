@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import errno
 import ipaddress
+import json
 import re
 import secrets
 import socket
@@ -25,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 from gankit.config import ConfigError
 from gankit.data import DataError
 from gankit.playground.session import PlaygroundError, Session
+from gankit.playground.settings import short
 
 try:
     import uvicorn
@@ -42,7 +44,10 @@ ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
 REFUSED = (ConfigError, DataError, PlaygroundError, ValueError, TypeError, KeyError)
 Scope = dict[str, Any]
 MAX_PORT = 65535
-ECHO_CHARS = 200  # the most of a request that a message quotes back
+# the largest request body: the page's largest, 5,000 drawn points of 3 decimals, is at most about 100 kB
+MAX_BODY = 128 * 1024
+MAX_JSON_DEPTH = 32  # the page nests 3 levels; deeper structures are refused before anything walks them
+MESSAGE_CHARS = 600  # an error message is cut here, whatever value it quotes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,11 +100,6 @@ def is_ip(name: str) -> bool:
     return True
 
 
-def short(text: str, limit: int = ECHO_CHARS) -> str:
-    """``text`` cut to ``limit`` characters: a message never echoes a whole request back."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
-
-
 class Guard:
     """ASGI middleware: token, Host and Origin checks before any route runs."""
 
@@ -139,8 +139,41 @@ class Guard:
         return None
 
 
+class BodyTooLarge(PlaygroundError):
+    """A request body over MAX_BODY: answered 413 before the rest of it is read."""
+
+
 def error(exc: BaseException, status: int = 400) -> JSONResponse:
-    return JSONResponse({"error": " ".join(str(exc).split()) or type(exc).__name__}, status_code=status)
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) > MESSAGE_CHARS:
+        text = text[:MESSAGE_CHARS] + "..."
+    return JSONResponse({"error": text}, status_code=status)
+
+
+def json_depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and dicts (iterative: the check must not recurse itself)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        node, depth = todo.pop()
+        if isinstance(node, (list, dict)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_JSON_DEPTH:
+                todo.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+async def read_body(request: Request) -> bytes:
+    """The request's body, read chunk by chunk up to MAX_BODY (chunked bodies declare no length)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise BodyTooLarge(f"the request body has {int(declared):,} bytes; the most is {MAX_BODY:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise BodyTooLarge(f"the request body is larger than {MAX_BODY:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def create_app(session: Session, token: str, hosts: set[str] | Hosts) -> Guard:
@@ -150,10 +183,18 @@ def create_app(session: Session, token: str, hosts: set[str] | Hosts) -> Guard:
         return await asyncio.wrap_future(session.call(name, *args))
 
     async def body(request: Request) -> dict[str, Any]:
+        raw = await read_body(request)
         try:
-            data = await request.json()
-        except ValueError:
+            data = json.loads(raw)
+        except RecursionError:
+            data = None  # nested past json's own limit: refused just below
+            depth = MAX_JSON_DEPTH + 1
+        except ValueError:  # not JSON, or not UTF-8
             raise PlaygroundError("the request body must be a JSON object") from None
+        else:
+            depth = json_depth(data)
+        if depth > MAX_JSON_DEPTH:
+            raise PlaygroundError(f"the request body nests more than {MAX_JSON_DEPTH} levels deep")
         if not isinstance(data, dict):
             raise PlaygroundError("the request body must be a JSON object")
         return data
@@ -162,6 +203,8 @@ def create_app(session: Session, token: str, hosts: set[str] | Hosts) -> Guard:
         async def wrapped(request: Request) -> Response:
             try:
                 return await handler(request)
+            except BodyTooLarge as exc:
+                return error(exc, 413)
             except REFUSED as exc:  # a bad value: a message for the page, the game unchanged
                 return error(exc)
             except Exception as exc:  # anything else: still a message, never a dead server

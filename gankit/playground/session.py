@@ -23,7 +23,8 @@ from gankit.checkpoint import save_checkpoint
 from gankit.config import ConfigError
 from gankit.objectives import build_objective
 from gankit.playground.frames import Nets, View2D, finite_or_none, frame_2d, frame_image
-from gankit.playground.settings import (DEFAULT_IMAGE_CONFIG, OBJECTIVES, PRESETS_2D, Settings, export_yaml)
+from gankit.playground.settings import (DEFAULT_IMAGE_CONFIG, OBJECTIVES, PRESETS_2D, Settings, export_yaml,
+                                        shown)
 from gankit.sampling import latents
 from gankit.gan import Trainer
 from gankit.train import StatWindow, prepare
@@ -306,9 +307,9 @@ class Session:
 
     def _cmd_control(self, action: str, count: int = 1) -> dict[str, Any]:
         if action not in ACTIONS:
-            raise PlaygroundError(f"unknown action {action!r} (one of: {', '.join(ACTIONS)})")
+            raise PlaygroundError(f"unknown action {shown(action)} (one of: {', '.join(ACTIONS)})")
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_STEPS_PER_CALL:
-            raise PlaygroundError(f"count must be an integer from 1 to {MAX_STEPS_PER_CALL}, got {count!r}")
+            raise PlaygroundError(f"count must be an integer from 1 to {MAX_STEPS_PER_CALL}, got {shown(count)}")
         if action == "play":
             self.playing, self.message = True, ""
             self._rate = (self.trainer.step if self.trainer else 0, time.perf_counter())
@@ -337,12 +338,12 @@ class Session:
             config = config or DEFAULT_IMAGE_CONFIG
             if config not in names:
                 where = f"in {self.configs_dir}" if names else "(no configs directory: pass --configs DIR)"
-                raise PlaygroundError(f"config {config!r} is not one of the image presets {where}: "
+                raise PlaygroundError(f"config {shown(config)} is not one of the image presets {where}: "
                                       f"{', '.join(names)}")
             assert self.configs_dir is not None
             settings = Settings.for_image(self.configs_dir / config)
         else:
-            raise PlaygroundError(f"mode must be 2d or image, got {mode!r}")
+            raise PlaygroundError(f"mode must be 2d or image, got {shown(mode)}")
         self.playing = False
         self._new_game(settings, settings.check({}))
         self.config_name = config if mode == "image" else None

@@ -44,6 +44,19 @@ PAGE_KEYS_IMAGE = ("objective.name", "objective.r1_gamma", "objective.r2_gamma",
 MAX_WIDTH, MAX_DEPTH, MAX_POINTS = 1024, 8, 5000  # keeps a page value from freezing the machine
 
 
+ECHO_CHARS = 200  # the most of a request that a message quotes back
+
+
+def short(text: str, limit: int = ECHO_CHARS) -> str:
+    """``text`` cut to ``limit`` characters: a message never echoes a whole request back."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """A value from the page as a message quotes it: its repr, cut to ``limit`` characters."""
+    return short(repr(value), limit)
+
+
 def _betas(value: Any) -> bool:
     return (isinstance(value, list) and len(value) == 2
             and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in value))
@@ -113,19 +126,19 @@ class Settings:
             raise ConfigError("settings: send an object of {key: value}")
         for key, value in changes.items():
             if key not in self.page_keys:
-                raise ConfigError(f"settings: {key} cannot be set from the page in {self.mode} mode "
+                raise ConfigError(f"settings: {short(str(key), 80)} cannot be set from the page in {self.mode} mode "
                                   f"(one of: {', '.join(self.page_keys)})")
             if key in NET_KEYS:
                 limit = MAX_WIDTH if key.endswith("width") else MAX_DEPTH
                 if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
-                    raise ConfigError(f"settings: {key} must be an integer from 1 to {limit}, got {value!r}")
+                    raise ConfigError(f"settings: {key} must be an integer from 1 to {limit}, got {shown(value)}")
             if key.startswith("optim.betas") and not _betas(value):
-                raise ConfigError(f"settings: {key} must be two numbers in [0, 1), got {value!r}")
+                raise ConfigError(f"settings: {key} must be two numbers in [0, 1), got {shown(value)}")
             if key == "data.points" and isinstance(value, list) and len(value) > MAX_POINTS:
                 raise ConfigError(f"settings: data.points: at most {MAX_POINTS} points, got {len(value)}")
         if self.mode == "2d" and changes.get("data.name", "ring") not in PRESETS_2D:
             raise ConfigError(f"settings: data.name must be one of {', '.join(PRESETS_2D)}, "
-                              f"got {changes['data.name']!r}")
+                              f"got {shown(changes['data.name'])}")
         return from_dict(self.tree(changes))  # names (objective, model) are checked when built
 
     def apply(self, changes: dict[str, Any]) -> bool:
