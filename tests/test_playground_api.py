@@ -14,6 +14,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from gankit.checkpoint import CheckpointDir, load_checkpoint
 from gankit.cli import main
+from gankit.config import read_yaml
 from gankit.playground.frames import unpack
 from gankit.playground.server import create_app, local_hosts
 from gankit.playground.session import Session
@@ -267,6 +268,38 @@ def test_image_mode_shows_samples_and_saves_a_checkpoint(client, session, tmp_pa
     assert meta["step"] == 2 and meta["config"]["data"]["name"] == "mnist10k"
     assert "reproduces" in client.get("/api/export").text
     post(client, "/api/mode", {"mode": "2d"})
+
+
+def test_a_broken_preset_is_skipped_with_a_note_and_files_are_read_once(tmp_path, monkeypatch):
+    import shutil
+
+    import gankit.playground.session as session_module
+
+    for name in ("mnist_dcgan.yaml", "ring.yaml"):
+        shutil.copy(CONFIGS / name, tmp_path / name)
+    (tmp_path / "deep.yaml").write_text("a: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    (tmp_path / "bomb.yaml").write_text("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi")))
+    (tmp_path / "list.yaml").write_text("- data\n")
+    reads = []
+    monkeypatch.setattr(session_module, "read_yaml", lambda path: reads.append(path.name) or read_yaml(path))
+    s = Session(tmp_path)
+    with TestClient(create_app(s, TOKEN, {"testserver"}), headers={"X-Gankit-Token": TOKEN}) as c:
+        state = c.get("/api/state").json()
+        assert state["configs"] == ["mnist_dcgan.yaml"]
+        notes = " | ".join(state["config_notes"])
+        assert "deep.yaml skipped" in notes and "nested more than" in notes
+        assert "bomb.yaml skipped" in notes and "list.yaml skipped" in notes and "ring" not in notes
+        assert len(notes) < 2000
+        assert sorted(reads) == ["bomb.yaml", "deep.yaml", "list.yaml", "mnist_dcgan.yaml", "ring.yaml"]
+        for _ in range(3):
+            assert c.get("/api/state").status_code == 200
+        assert len(reads) == 5  # unchanged files are not parsed again
+        assert "presets" in post(c, "/api/mode", {"mode": "image", "config": "deep.yaml"}, status=400)["error"]
+        (tmp_path / "deep.yaml").write_text("data: {name: mnist10k}\n")  # fixed: offered again
+        assert c.get("/api/state").json()["configs"] == ["deep.yaml", "mnist_dcgan.yaml"]
+        assert reads[5:] == ["deep.yaml"]
+    s.close()
 
 
 def test_cli_refuses_a_busy_port(capsys):

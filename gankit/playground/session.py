@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import yaml
 
 from gankit.checkpoint import save_checkpoint
-from gankit.config import ConfigError
+from gankit.config import ConfigError, read_yaml
 from gankit.objectives import build_objective
 from gankit.playground.frames import Nets, View2D, finite_or_none, frame_2d, frame_image
 from gankit.playground.settings import (DEFAULT_IMAGE_CONFIG, OBJECTIVES, PRESETS_2D, Settings, export_yaml,
-                                        shown)
+                                        short, shown)
 from gankit.sampling import latents
 from gankit.gan import Trainer
 from gankit.train import StatWindow, prepare
@@ -43,24 +42,61 @@ class PlaygroundError(ValueError):
     """A command the game refuses; the message is shown on the page."""
 
 
+@dataclasses.dataclass(frozen=True)
+class _Preset:
+    stamp: tuple[int, int]  # (mtime_ns, size) of the file this was read from
+    image: bool
+    note: str  # why the file is not offered, when it is broken
+
+
+class ImageConfigs:
+    """The preset YAML files of a folder that train on images (the 2D ones have their own mode). Each file
+    is read with gankit's guarded YAML reader once per change, not on every request; a broken one is
+    skipped with a note for the page."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self._known: dict[str, _Preset] = {}
+        self._lock = threading.Lock()  # the server's thread and the worker both ask
+
+    def scan(self) -> tuple[list[str], list[str]]:
+        """(the image presets' file names, a note per broken file)."""
+        if self.folder is None or not self.folder.is_dir():
+            return [], []
+        with self._lock:
+            known = {}
+            for path in sorted(self.folder.glob("*.yaml")):
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                stamp = (st.st_mtime_ns, st.st_size)
+                preset = self._known.get(path.name)
+                known[path.name] = preset if preset is not None and preset.stamp == stamp else _read_preset(path, stamp)
+            self._known = known
+        return ([name for name, p in known.items() if p.image],
+                [f"{name} skipped: {p.note}" for name, p in known.items() if p.note])
+
+
+def _read_preset(path: Path, stamp: tuple[int, int]) -> _Preset:
+    try:
+        data = read_yaml(path).get("data", {})
+    except ConfigError as exc:
+        return _Preset(stamp, False, short(" ".join(str(exc).split())))
+    if not isinstance(data, dict):
+        return _Preset(stamp, False, "its data is not a section")
+    return _Preset(stamp, data.get("name", "mnist10k") not in (*PRESETS_2D, "grid"), "")
+
+
 def image_configs(configs_dir: Path | None) -> list[str]:
-    """The preset YAML files of ``configs_dir`` that train on images (the 2D ones have their own mode)."""
-    if configs_dir is None or not configs_dir.is_dir():
-        return []
-    names = []
-    for path in sorted(configs_dir.glob("*.yaml")):
-        try:
-            data = (yaml.safe_load(path.read_text()) or {}).get("data", {})
-        except (OSError, yaml.YAMLError, AttributeError):
-            continue
-        if isinstance(data, dict) and data.get("name", "mnist10k") not in (*PRESETS_2D, "grid"):
-            names.append(path.name)
-    return names
+    """The image presets of ``configs_dir`` (file names)."""
+    return ImageConfigs(configs_dir).scan()[0]
 
 
 class Session:
     def __init__(self, configs_dir: Path | None = None, fps: float = 15.0, image_fps: float = 2.0) -> None:
         self.configs_dir = configs_dir
+        self.configs = ImageConfigs(configs_dir)
         self.fps, self.image_fps = fps, image_fps
         self.settings = Settings.for_2d()
         self.config_name: str | None = None
@@ -120,11 +156,12 @@ class Session:
 
     def state(self) -> dict[str, Any]:
         t = self.trainer
+        configs, notes = self.configs.scan()
         return {"mode": self.settings.mode, "source": self.settings.source, "config": self.config_name,
                 "values": self.settings.values(), "playing": self.playing, "slow": self.slow,
                 "step": t.step if t else 0, "clean": self.clean, "note": self.note, "message": self.message,
                 "presets": list(PRESETS_2D), "objectives": list(OBJECTIVES),
-                "configs": image_configs(self.configs_dir), "default_config": DEFAULT_IMAGE_CONFIG,
+                "configs": configs, "config_notes": notes, "default_config": DEFAULT_IMAGE_CONFIG,
                 "fid": self.fid, "fid_note": self.fid_note}
 
     # -- the worker
@@ -334,7 +371,7 @@ class Session:
             settings = Settings.for_2d()
             self.config_name = None
         elif mode == "image":
-            names = image_configs(self.configs_dir)
+            names = self.configs.scan()[0]
             config = config or DEFAULT_IMAGE_CONFIG
             if config not in names:
                 where = f"in {self.configs_dir}" if names else "(no configs directory: pass --configs DIR)"
@@ -369,4 +406,4 @@ def wait(future: Future, timeout: float = 120.0) -> Any:
     return future.result(timeout=timeout)
 
 
-__all__ = ["ACTIONS", "PlaygroundError", "Session", "image_configs", "wait"]
+__all__ = ["ACTIONS", "ImageConfigs", "PlaygroundError", "Session", "image_configs", "wait"]

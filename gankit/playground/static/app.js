@@ -112,6 +112,9 @@ function render(s) {
   config.value = s.config || s.default_config;
   config.hidden = s.mode !== "image";
   $("mode-image").disabled = !s.configs.length;
+  const notes = s.config_notes || [];  // preset files that could not be read, skipped
+  $("config-notes").textContent = notes.join("; ");
+  $("config-notes").hidden = !notes.length;
   $("plane").hidden = s.mode !== "2d";
   $("legend").hidden = s.mode !== "2d";
   $("grid").hidden = s.mode !== "image";
