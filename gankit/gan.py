@@ -215,10 +215,14 @@ class Trainer:
         """The network to sample from: the EMA (with BatchNorm statistics re-estimated) when kept."""
         if self.ema is None:
             return self.g
+        self.ema.recalibrate_norms(*self.recalibration_batches())
+        return self.ema.shadow
+
+    def recalibration_batches(self) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """The latents (and labels of a conditional G) the EMA's BatchNorm statistics are re-estimated on."""
         z = latents(8 * 256, self.cfg.model.latent_dim, self.cfg.train.seed + streams.EMA_RECALIBRATION, self.device)
         y = self.labels(len(z))
-        self.ema.recalibrate_norms(list(z.split(256)), None if y is None else list(y.split(256)))
-        return self.ema.shadow
+        return list(z.split(256)), None if y is None else list(y.split(256))
 
     def write_samples(self, z: torch.Tensor, run_dir: Path, logger: RunLogger | None) -> None:
         # a conditional G shows one class per grid row (2D points cycle through the classes)

@@ -302,6 +302,48 @@ def test_a_broken_preset_is_skipped_with_a_note_and_files_are_read_once(tmp_path
     s.close()
 
 
+TINY_IMAGE_PRESET = """\
+data: {name: mnist10k, limit: 256}
+model:
+  latent_dim: 16
+  generator: {name: dcgan, width: 8}
+  discriminator: {name: dcgan, width: 8}
+train: {batch_size: 32, ema_decay: 0.9, threads: 1}
+"""
+
+
+def test_image_mode_export_replays_the_ema_bit_for_bit(tmp_path, monkeypatch):
+    """`gankit train` re-estimates the EMA's BatchNorm statistics before it saves and samples; the
+    playground's checkpoint, grid and FID take the same path, so its EMA is the one training saves."""
+    import gankit.playground.session as session_module
+
+    monkeypatch.setattr(session_module, "EMA_STATS_SECONDS", 0.0)  # every frame, not every 10 s
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "tiny.yaml").write_text(TINY_IMAGE_PRESET)
+    s = Session(tmp_path / "configs")
+    with TestClient(create_app(s, TOKEN, {"testserver"}), headers={"X-Gankit-Token": TOKEN}) as c:
+        post(c, "/api/mode", {"mode": "image", "config": "tiny.yaml"})
+        assert post(c, "/api/control", {"action": "step", "count": 3})["step"] == 3
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in s.trainer.ema.shadow.modules())
+        ckpt = tmp_path / "played.safetensors"
+        ckpt.write_bytes(c.get("/api/checkpoint").content)
+        cfg_path = tmp_path / "playground.yaml"
+        cfg_path.write_text(c.get("/api/export").text)
+    played, _ = load_checkpoint(ckpt)
+    # the grid was drawn from the EMA with re-estimated statistics (the render copy: its own thread)
+    for k, v in s.nets.ema.state_dict().items():
+        assert torch.allclose(v.float(), played["g_ema"][k].float(), atol=1e-5), k
+    s.close()
+    assert main(["train", str(cfg_path), "--run-dir", str(tmp_path / "run"), "--set", "log.progress=false",
+                 "log.tensorboard=false", "log.plot=false", "log.sample_every=0", "eval.every=0"]) == 0
+    trained, meta = load_checkpoint(CheckpointDir(tmp_path / "run" / "checkpoints").latest())
+    assert meta["step"] == 3
+    for net in ("g", "d", "g_ema"):
+        assert played[net].keys() == trained[net].keys()
+        for k in played[net]:
+            assert torch.equal(played[net][k], trained[net][k]), f"{net}.{k}"
+
+
 def test_cli_refuses_a_busy_port(capsys):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

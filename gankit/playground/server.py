@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 from urllib.parse import parse_qs, urlsplit
 
+from gankit.checkpoint import CheckpointError
 from gankit.config import ConfigError
 from gankit.data import DataError
 from gankit.playground.session import PlaygroundError, Session
@@ -41,7 +42,7 @@ except ImportError as exc:  # an optional extra: say how to get it
 
 STATIC = resources.files("gankit.playground") / "static"
 ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
-REFUSED = (ConfigError, DataError, PlaygroundError, ValueError, TypeError, KeyError)
+REFUSED = (ConfigError, DataError, PlaygroundError, CheckpointError, ValueError, TypeError, KeyError)
 Scope = dict[str, Any]
 MAX_PORT = 65535
 # the largest request body: the page's largest, 5,000 drawn points of 3 decimals, is at most about 100 kB

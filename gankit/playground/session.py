@@ -18,7 +18,8 @@ from typing import Any, Callable
 
 import torch
 
-from gankit.checkpoint import save_checkpoint
+from gankit.checkpoint import CheckpointDir
+from gankit.game import save_checkpoint as save_game_checkpoint
 from gankit.config import ConfigError, read_yaml
 from gankit.objectives import build_objective
 from gankit.playground.frames import Nets, View2D, finite_or_none, frame_2d, frame_image
@@ -34,6 +35,11 @@ SLOW_SECONDS = 0.25  # slow motion: one step, one frame, then this pause
 # The 2D view's mode counts (2,500 samples through G: half a frame's work) are refreshed at most this often
 # while playing, and on every frame a command asks for; the page redraws everything else at full rate.
 MODES_SECONDS = 0.2
+# The grid samples the EMA as training does, BatchNorm statistics re-estimated (EMA.recalibrate_norms), on
+# the render thread: for the first frame after a game's first step, then at most this often (1.8 s of one
+# core for mnist_dcgan); frames between use the last estimate with the current weights, which an EMA
+# moves little (at step 0 the EMA is G, untrained: its own statistics are drawn).
+EMA_STATS_SECONDS = 10.0
 FID_EVERY = 500  # image mode: G steps between in-training FIDs
 FID_NUM = 1000
 
@@ -120,6 +126,7 @@ class Session:
         self.window = StatWindow()
         self._rate = (0, time.perf_counter())  # (step, time) at the last frame
         self._modes_at = -math.inf  # when the last frame measured the mode metrics
+        self._stats_at = -math.inf  # when the render copy of the EMA last had its BatchNorm statistics re-estimated
         self.steps_per_second = 0.0
         self._commands: queue.Queue[tuple[Callable[[], Any], Future]] = queue.Queue()
         self._stop = threading.Event()
@@ -258,6 +265,11 @@ class Session:
                   "playing": self.playing, "slow": self.slow, "clean": self.clean, "message": self.message,
                   "fid": self.fid, "fid_note": self.fid_note}
         self.nets.update(t)
+        calibration = None
+        if self.nets.ema_norm_buffers and t.step > 0 and now - self._stats_at >= EMA_STATS_SECONDS:
+            self._stats_at = now
+            z, y = t.recalibration_batches()
+            calibration = ([b.cpu() for b in z], None if y is None else [b.cpu() for b in y])
         if self.settings.mode == "2d":
             assert self.view is not None
             modes = sync or now - self._modes_at >= MODES_SECONDS
@@ -269,12 +281,14 @@ class Session:
             labels = t.labels(len(self.image_z), per_row=int(len(self.image_z) ** 0.5))
             job = functools.partial(frame_image, self.nets, self.image_z, None if labels is None else labels.cpu(),
                                     t.cfg.data.normalize, header)
-        self._render = self._render_pool.submit(self._draw, job)
+        self._render = self._render_pool.submit(self._draw, job, calibration)
         if sync:
             self._render.exception()
 
-    def _draw(self, job: Callable[[], bytes]) -> None:
+    def _draw(self, job: Callable[[], bytes], calibration: Any = None) -> None:
         try:
+            if calibration is not None and self.nets is not None:
+                self.nets.recalibrate(calibration)
             self.frame = job()
         except Exception as exc:  # a frame that cannot be drawn must not stop the game
             self.message = f"cannot draw the view: {exc}"
@@ -301,6 +315,7 @@ class Session:
         self.clean, self.note, self.message = True, "", ""
         self.window = StatWindow()
         self._rate = (0, time.perf_counter())
+        self._stats_at = -math.inf
         self._publish(sync=True)
 
     def _build_evaluator(self, trainer: Trainer) -> None:
@@ -394,7 +409,8 @@ class Session:
         t = self.trainer
         assert t is not None
         with tempfile.TemporaryDirectory(prefix="gankit-playground-") as tmp:
-            path = save_checkpoint(Path(tmp) / "playground.safetensors", t.state_dict(), t.meta(0.0))
+            # training's own save: the EMA's BatchNorm statistics re-estimated, non-finite weights refused
+            path = save_game_checkpoint(t, CheckpointDir(tmp, keep=1), 0.0)
             return path.read_bytes()
 
     def _cmd_frame(self) -> bytes | None:
