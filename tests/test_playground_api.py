@@ -2,7 +2,11 @@
 validated like YAML configs, steps of gankit's own Trainer, and an export that `gankit train` replays."""
 from __future__ import annotations
 
+import json
+import math
+import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,7 @@ from gankit.config import read_yaml
 from gankit.playground.frames import unpack
 from gankit.playground.server import create_app, local_hosts
 from gankit.playground.session import Session
+from gankit.playground.settings import LIMITS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TOKEN = "test-token"
@@ -132,6 +137,83 @@ def test_bad_values_give_a_message_and_change_nothing(client, changes, named):
     assert named in error and "Traceback" not in error
     after = client.get("/api/state").json()
     assert after["values"] == before["values"] and after["step"] == before["step"]
+
+
+def test_every_knob_at_its_bound_is_taken_and_past_it_refused(client):
+    """Every numeric page knob has an upper bound (settings.LIMITS): at the bound the game takes it, past
+    it (or NaN) the change is refused by name and nothing changes."""
+    for key, bound in LIMITS.items():
+        post(client, "/api/mode", {"mode": "2d"})  # one knob at a time: combinations have their own budget
+        value = int(bound) if float(bound).is_integer() else bound
+        assert post(client, "/api/settings", {"changes": {key: value}})["values"][key] == value, key
+        before = client.get("/api/state").json()
+        beyond = value + 1 if isinstance(value, int) else math.nextafter(value, math.inf)
+        for bad in (beyond, 10**30, float("nan")):
+            r = client.post("/api/settings", content=json.dumps({"changes": {key: bad}}),
+                            headers={"Content-Type": "application/json"})
+            assert r.status_code == 400 and key in r.json()["error"], (key, bad, r.text)
+        after = client.get("/api/state").json()
+        assert after["values"] == before["values"] and after["step"] == before["step"]
+    assert set(LIMITS) >= {k for k, v in client.get("/api/state").json()["values"].items()
+                           if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    post(client, "/api/mode", {"mode": "2d"})
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"train.d_steps": 100_000_000}, "train.d_steps must be at most 100"),  # froze the server (issue 27)
+    ({"train.batch_size": 100_000}, "train.batch_size must be at most 4,096"),  # a 40 GB allocation
+    # the widest nets at the largest batch: each within its bound, the step over the budget
+    ({"net.g_width": 1024, "net.g_depth": 8, "net.d_width": 1024, "net.d_depth": 8, "train.batch_size": 4096},
+     "train.batch_size=4096"),
+    ({"net.d_width": 1024, "net.d_depth": 8, "train.d_steps": 100}, "train.d_steps=100"),
+    ({"train.batch_size": 4096, "train.d_steps": 100}, "train.d_steps=100"),
+    # steps that fit, but each frame would draw the heat map through the widest D for seconds
+    ({"net.d_width": 1024, "net.d_depth": 8}, "one frame of the page"),
+])
+def test_a_step_that_would_freeze_the_machine_is_refused(client, changes, named):
+    before = client.get("/api/state").json()
+    error = post(client, "/api/settings", {"changes": changes}, status=400)["error"]
+    assert named in error, error
+    if "=" in named:
+        assert "GFLOP" in error and "lower train.batch_size" in error
+    if "frame" in named:
+        assert "net.d_width=1024, net.d_depth=8" in error and "lower the widths or depths" in error
+    after = client.get("/api/state").json()
+    assert after["values"] == before["values"] and after["step"] == before["step"]
+
+
+def test_a_command_is_answered_while_a_long_step_runs(client, session, monkeypatch):
+    """Pause (and the state) are answered between two D updates: a step of 20 slow D updates does not keep
+    the page waiting, and the game pauses once that step is complete."""
+    post(client, "/api/mode", {"mode": "2d"})
+    post(client, "/api/settings", {"changes": {"train.d_steps": 20}})
+    t = session.trainer
+    real_step, d_updates = t.discriminator_step, []
+
+    def slow_d_step(*args, **kwargs):  # each D update takes 0.1 s: a step takes 2 s
+        d_updates.append(time.monotonic())
+        time.sleep(0.1)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(t, "discriminator_step", slow_d_step)
+    post(client, "/api/control", {"action": "play"})
+    while len(d_updates) < 3:
+        time.sleep(0.01)
+    step = t.step
+    t0 = time.monotonic()
+    state = client.get("/api/state").json()
+    assert state["playing"] and time.monotonic() - t0 < 0.5
+    state = post(client, "/api/control", {"action": "pause"})
+    answered = time.monotonic() - t0
+    assert not state["playing"] and answered < 0.6, answered  # within one D update, not the 2 s step
+    assert len(d_updates) < 20 * (step + 1) and t.step == step  # the step was still running
+    deadline = time.monotonic() + 10
+    while t.step == step and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert t.step == step + 1  # the step in progress completed (export replay stays exact), then paused
+    assert not client.get("/api/state").json()["playing"]
+    post(client, "/api/mode", {"mode": "2d"})
 
 
 def test_bad_requests_never_kill_the_server(client):
@@ -260,6 +342,8 @@ def test_image_mode_shows_samples_and_saves_a_checkpoint(client, session, tmp_pa
     assert state["mode"] == "image" and state["config"] == "mnist_dcgan.yaml" and "FID" in state["fid_note"]
     assert "net.g_width" not in state["values"]
     assert "net.g_width" in post(client, "/api/settings", {"changes": {"net.g_width": 8}}, status=400)["error"]
+    error = post(client, "/api/settings", {"changes": {"train.batch_size": 4096}}, status=400)["error"]
+    assert "train.batch_size=4096" in error and "GFLOP" in error  # conv nets: the same step budget
     state = post(client, "/api/control", {"action": "step", "count": 2})
     header, arrays = unpack(session.frame)
     assert header["kind"] == "image" and arrays["grid"][:8] == b"\x89PNG\r\n\x1a\n"
@@ -353,6 +437,62 @@ def test_cli_refuses_a_busy_port(capsys):
     err = capsys.readouterr().err
     assert err.startswith("gankit: error: cannot listen on 127.0.0.1") and err.count("\n") == 1
     assert "in use" in err and "--port" in err
+
+
+def test_ctrl_c_stops_a_real_server_within_seconds_while_a_step_runs(tmp_path):
+    """`gankit playground` as its own process, a long step running (40 D updates of batch 4,096: about
+    a second) and a run of 10,000 steps waiting: one SIGINT stops the server within 5 s and the process
+    exits with status 0, no traceback, no abort; the waiting command is answered (503), not left hanging."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import urllib.error
+    import urllib.request
+
+    env = {**os.environ, "PYTHONPATH": str(CONFIGS.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "gankit", "playground", "--port", "0", "--configs", str(CONFIGS)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    err: list[tuple[float, str]] = []
+    reader = threading.Thread(target=lambda: err.extend((time.monotonic(), line) for line in proc.stderr))
+    reader.start()
+    try:
+        line = proc.stdout.readline()
+        assert "playground at" in line, line
+        base, token = line.split()[-1].split("/?token=")
+
+        def call(path: str, body: dict) -> tuple[int, dict]:
+            req = urllib.request.Request(base + path, method="POST", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json", "X-Gankit-Token": token})
+            try:
+                with urllib.request.urlopen(req, timeout=120) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, json.loads(exc.read())
+
+        assert call("/api/settings", {"changes": {"train.batch_size": 4096, "train.d_steps": 40}})[0] == 200
+        waiting: list = []
+        runner = threading.Thread(target=lambda: waiting.append(call("/api/control", {"action": "step",
+                                                                                      "count": 10_000})))
+        runner.start()
+        time.sleep(1.0)  # a step is running
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=60)
+        exited = time.monotonic() - t0
+        runner.join(timeout=10)
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = "".join(line for _, line in err)
+    stopped = [t - t0 for t, line in err if "playground stopped" in line]
+    assert rc == 0 and stopped and stopped[0] < 5, (rc, stopped, text)
+    # then the interpreter's own teardown (torch's: well under a second on an idle core, seconds on a busy one)
+    assert exited < 10, exited
+    assert "Traceback" not in text and "terminate called" not in text, text
+    assert waiting and waiting[0][0] == 503 and "stopping" in waiting[0][1]["error"]
 
 
 def test_frames_are_pushed_as_drawn_and_an_open_page_does_not_hold_up_shutdown():

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 VIEW_SEED = 90_001  # the page's own latents and real points: never one of the training streams
 METRIC_SAMPLES = 2500  # mode metrics as `gankit eval --metrics modes2d` measures them (PacGAN)
+VIEW_POINTS, VIEW_RESOLUTION = 1000, 64  # G's samples and real points drawn; the heat map's grid side
+GRID_SAMPLES = 64  # image mode: the grid of G's samples
 
 
 def pack(header: dict[str, Any], arrays: dict[str, np.ndarray | bytes]) -> bytes:
@@ -83,7 +85,7 @@ class View2D:
     modes: dict[str, Any] | None = None  # the last mode metrics drawn (kept between refreshes)
 
     @classmethod
-    def build(cls, trainer: "Trainer", num: int = 1000, resolution: int = 64) -> "View2D":
+    def build(cls, trainer: "Trainer", num: int = VIEW_POINTS, resolution: int = VIEW_RESOLUTION) -> "View2D":
         data = trainer.source.data
         gen = torch.Generator().manual_seed(VIEW_SEED)
         real = data[torch.randperm(len(data), generator=gen)[:num].to(data.device)].float().cpu()

@@ -15,6 +15,7 @@ import ipaddress
 import json
 import re
 import secrets
+import signal
 import socket
 import sys
 import threading
@@ -23,10 +24,10 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 from urllib.parse import parse_qs, urlsplit
 
-from gankit.checkpoint import CheckpointError
+from gankit.checkpoint import CheckpointError, signals_held
 from gankit.config import ConfigError
 from gankit.data import DataError
-from gankit.playground.session import PlaygroundError, Session
+from gankit.playground.session import PlaygroundError, Session, Stopping
 from gankit.playground.settings import short
 
 try:
@@ -49,6 +50,7 @@ MAX_PORT = 65535
 MAX_BODY = 128 * 1024
 MAX_JSON_DEPTH = 32  # the page nests 3 levels; deeper structures are refused before anything walks them
 MESSAGE_CHARS = 600  # an error message is cut here, whatever value it quotes
+SHUTDOWN_SECONDS = 2  # what an open connection (a page's websocket) may hold up a stop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,6 +208,8 @@ def create_app(session: Session, token: str, hosts: set[str] | Hosts) -> Guard:
                 return await handler(request)
             except BodyTooLarge as exc:
                 return error(exc, 413)
+            except Stopping as exc:
+                return error(exc, 503)
             except REFUSED as exc:  # a bad value: a message for the page, the game unchanged
                 return error(exc)
             except Exception as exc:  # anything else: still a message, never a dead server
@@ -341,6 +345,23 @@ def bind_problem(exc: OSError, host: str, port: int) -> str:
     return f"{where}: {exc.strerror or exc}"
 
 
+class Server(uvicorn.Server):
+    """uvicorn's server, stopping the game first on Ctrl+C / SIGTERM: a command waiting for a step is
+    answered at once (503) and the step abandoned, so the graceful shutdown has nothing to wait for.
+    The signal is handled, not re-raised once the server is down: the process ends cleanly."""
+
+    def __init__(self, config: uvicorn.Config, session: Session) -> None:
+        super().__init__(config)
+        self.session = session
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self.session.stop()
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True  # a second Ctrl+C: stop waiting for open connections
+        else:
+            self.should_exit = True
+
+
 class Playground:
     """A running playground: the session, its server and the URL with the token. ``serve`` blocks;
     ``start_in_thread`` (tests, the benchmark) returns once the server listens."""
@@ -358,6 +379,7 @@ class Playground:
         except OSError as exc:
             self.sock.close()
             raise PlaygroundError(bind_problem(exc, host, port)) from None
+        self.sock.listen(128)  # a browser opening the printed URL before uvicorn runs waits, not refused
         self.port = self.sock.getsockname()[1]
         self.token = secrets.token_urlsafe(18)
         self.session = Session(configs_dir, fps=fps)
@@ -366,8 +388,8 @@ class Playground:
         shown = f"[{reach}]" if ":" in reach else reach
         self.url = f"http://{shown}:{self.port}/?token={self.token}"
         self.app = create_app(self.session, self.token, local_hosts(host, self.port, allow_hosts))
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", ws="websockets-sansio",
-                                                    lifespan="off"))
+        self.server = Server(uvicorn.Config(self.app, log_level="warning", ws="websockets-sansio", lifespan="off",
+                                            timeout_graceful_shutdown=SHUTDOWN_SECONDS), self.session)
         self._thread: threading.Thread | None = None
 
     def serve(self) -> None:
@@ -375,7 +397,9 @@ class Playground:
         try:
             self.server.run(sockets=[self.sock])
         finally:
-            self.session.close()
+            self.session.stop()
+            with signals_held():  # another Ctrl+C waits until the worker has let go of torch (no SIGABRT)
+                self.session.close()
 
     def start_in_thread(self) -> "Playground":
         self._thread = threading.Thread(target=self.serve, name="gankit-playground-server", daemon=True)
@@ -387,6 +411,7 @@ class Playground:
         return self
 
     def stop(self) -> None:
+        self.session.stop()
         self.server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
@@ -410,3 +435,4 @@ def serve(host: str = "127.0.0.1", port: int = 8765, open_browser: bool = False,
 
         webbrowser.open(playground.url)
     playground.serve()
+    print("gankit: playground stopped", file=sys.stderr)

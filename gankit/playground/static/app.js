@@ -69,6 +69,7 @@ function buildForm() {
     }
     const span = document.createElement("span");
     inputs.forEach((el, i) => { el.id = kind === "pair" ? `${key}.${i}` : key; el.name = key; span.append(el); });
+    if (state.limits && key in state.limits) inputs[0].title = `at most ${state.limits[key]}`;
     row.append(span);
     form.append(row);
     inputs.forEach((el) => el.addEventListener("change", () => changed(key, kind, inputs)));
