@@ -245,8 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     _rejection_arguments(b)  # adds a "gankit + DRS" / "gankit + density" row per benchmark
 
     g = sub.add_parser("playground", help="a local web page that trains a GAN live (2D and image modes)")
-    g.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    g.add_argument("--port", type=_non_negative_int, default=8765, help="port (default 8765; 0 = any free one)")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; "
+                   "0.0.0.0: every interface, reached by IP address, localhost or this machine's name)")
+    g.add_argument("--allow-host", dest="allow_hosts", action="append", default=[], metavar="NAME",
+                   help="also answer to the host name NAME (the page refuses other names against DNS rebinding; "
+                        "repeatable; default: none)")
+    # the range is checked with the bind, so a bad port is one `gankit: error:` line like a busy one
+    g.add_argument("--port", type=int, default=8765, help="port, 0 to 65535 (default 8765; 0 = any free one)")
     g.add_argument("--open", action="store_true", help="open the page in the default browser")
     g.add_argument("--configs", help="directory of the image mode's preset configs (default: the checkout's configs/)")
 
@@ -572,7 +577,8 @@ def cmd_playground(args: argparse.Namespace) -> int:
     from gankit.bench import default_configs_dir
     from gankit.playground import serve
 
-    serve(args.host, args.port, args.open, Path(args.configs) if args.configs else default_configs_dir())
+    serve(args.host, args.port, args.open, Path(args.configs) if args.configs else default_configs_dir(),
+          allow_hosts=args.allow_hosts)
     return 0
 
 

@@ -70,26 +70,33 @@ class EMA:
         for b_dst, b_src in zip(self.shadow.buffers(), net.buffers()):
             b_dst.copy_(b_src)  # BatchNorm statistics follow G directly
 
-    @torch.no_grad()
     def recalibrate_norms(self, z_batches: list[torch.Tensor], y_batches: list[torch.Tensor] | None = None) -> None:
-        """Re-estimate BatchNorm running statistics for the averaged weights.
+        """Re-estimate the shadow's BatchNorm running statistics (:func:`recalibrate_norms`)."""
+        recalibrate_norms(self.shadow, z_batches, y_batches)
 
-        G's running statistics belong to G's weights, not to their average; sampling the EMA with
-        them degrades it (as in SWA, Izmailov et al. 2018). A few forward passes in train mode with
-        cumulative averaging fix that. Training never reads these buffers: ``update`` overwrites them.
-        ``y_batches``: the class labels of a conditional G, one batch per latent batch.
-        """
-        norms = [m for m in self.shadow.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not norms:
-            return
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the calibration batches
-        for m in norms:  # only the norms: dropout in train mode would consume the global RNG
-            m.train()
-        for i, z in enumerate(z_batches):
-            self.shadow(z, None if y_batches is None else y_batches[i])
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-            m.eval()
+
+@torch.no_grad()
+def recalibrate_norms(net: nn.Module, z_batches: list[torch.Tensor],
+                      y_batches: list[torch.Tensor] | None = None) -> None:
+    """Re-estimate BatchNorm running statistics of an averaged generator ``net``.
+
+    G's running statistics belong to G's weights, not to their average; sampling the EMA with
+    them degrades it (as in SWA, Izmailov et al. 2018). A few forward passes in train mode with
+    cumulative averaging fix that. Training never reads these buffers: ``EMA.update`` overwrites them.
+    ``y_batches``: the class labels of a conditional G, one batch per latent batch. A module function so
+    a copy of the EMA (the playground draws from one) is re-estimated exactly as the EMA itself.
+    """
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    for m in norms:  # only the norms: dropout in train mode would consume the global RNG
+        m.train()
+    for i, z in enumerate(z_batches):
+        net(z, None if y_batches is None else y_batches[i])
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+        m.eval()

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -143,14 +143,18 @@ class Trainer:
         scaler = self.perf.scalers.get("d" if opt is self.opt_d else "g")
         backward_step(loss, opt, scaler, functools.partial(distributed.average_gradients, self.dist))
 
-    def train_step(self, total: int | None) -> dict[str, torch.Tensor]:
-        """``d_steps`` D updates, then one G update on the last D step's fakes."""
+    def train_step(self, total: int | None, between: Callable[[], None] | None = None) -> dict[str, torch.Tensor]:
+        """``d_steps`` D updates, then one G update on the last D step's fakes. ``between`` is called after
+        each D update (the playground answers its page there while a long step runs; it may raise to
+        abandon the step)."""
         noise = self.begin_step(total)
         stats: dict[str, torch.Tensor] = {}
         for i in range(self.cfg.train.d_steps):
             # keep only the graph G reuses: the last D step's fakes
             batch, d_stats = self.discriminator_step(noise, i, keep_graph=i == self.cfg.train.d_steps - 1)
             stats.update(d_stats)  # the last D step's values; a lazy penalty's from the step that ran it
+            if between is not None:
+                between()
         stats.update(self.generator_step(noise, batch))
         return stats
 
@@ -218,10 +222,14 @@ class Trainer:
         """The network to sample from: the EMA (with BatchNorm statistics re-estimated) when kept."""
         if self.ema is None:
             return self.g
+        self.ema.recalibrate_norms(*self.recalibration_batches())
+        return self.ema.shadow
+
+    def recalibration_batches(self) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """The latents (and labels of a conditional G) the EMA's BatchNorm statistics are re-estimated on."""
         z = latents(8 * 256, self.cfg.model.latent_dim, self.cfg.train.seed + streams.EMA_RECALIBRATION, self.device)
         y = self.labels(len(z))
-        self.ema.recalibrate_norms(list(z.split(256)), None if y is None else list(y.split(256)))
-        return self.ema.shadow
+        return list(z.split(256)), None if y is None else list(y.split(256))
 
     def write_samples(self, z: torch.Tensor, run_dir: Path, logger: RunLogger | None) -> None:
         # as `gankit sample` lays out a grid: a column per class, or a row per cluster (2D points cycle

@@ -154,8 +154,16 @@ CASES = [
     ("resume-truncated-latest", ["train", "{w}/tiny.yaml", "--run-dir", "{w}/two_ckpts", "--resume",
                                  "--set", "checkpoint.every=1"],
      ["step_00000002.safetensors is damaged", "previous checkpoint step_00000001.safetensors is intact"]),
+    # issue 27: the playground's options
+    ("playground-port-70000", ["playground", "--port", "70000"], ["--port must be from 0 to 65535", "got 70000"]),
+    ("playground-port-negative", ["playground", "--port", "-1"], ["--port must be from 0 to 65535", "got -1"]),
+    ("playground-host-not-here", ["playground", "--host", "192.0.2.1", "--port", "0"],
+     ["192.0.2.1 is not an address of this machine", "--host"]),
+    ("playground-allow-host-with-port", ["playground", "--allow-host", "mybox:8765"],
+     ["--allow-host", "'mybox:8765' is not a host name"]),
 ]
-SUBPROCESS_CASES = ["yaml-syntax-error", "sample-pickle", "yaml-alias-bomb", "sample-deeply-nested-header"]
+SUBPROCESS_CASES = ["yaml-syntax-error", "sample-pickle", "yaml-alias-bomb", "sample-deeply-nested-header",
+                    "playground-port-70000"]
 
 
 @pytest.fixture(scope="module")

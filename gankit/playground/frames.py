@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from gankit.data.toy2d import MIXTURES
+from gankit.ema import recalibrate_norms
 from gankit.metrics.modes import pacgan_modes
 from gankit.objectives import Objective
 from gankit.sampling import generate, image_grid, latents, png_bytes
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 
 VIEW_SEED = 90_001  # the page's own latents and real points: never one of the training streams
 METRIC_SAMPLES = 2500  # mode metrics as `gankit eval --metrics modes2d` measures them (PacGAN)
+VIEW_POINTS, VIEW_RESOLUTION = 1000, 64  # G's samples and real points drawn; the heat map's grid side
+GRID_SAMPLES = 64  # image mode: the grid of G's samples
 
 
 def pack(header: dict[str, Any], arrays: dict[str, np.ndarray | bytes]) -> bytes:
@@ -82,7 +85,7 @@ class View2D:
     modes: dict[str, Any] | None = None  # the last mode metrics drawn (kept between refreshes)
 
     @classmethod
-    def build(cls, trainer: "Trainer", num: int = 1000, resolution: int = 64) -> "View2D":
+    def build(cls, trainer: "Trainer", num: int = VIEW_POINTS, resolution: int = VIEW_RESOLUTION) -> "View2D":
         data = trainer.source.data
         gen = torch.Generator().manual_seed(VIEW_SEED)
         real = data[torch.randperm(len(data), generator=gen)[:num].to(data.device)].float().cpu()
@@ -103,18 +106,32 @@ class Nets:
     g: torch.nn.Module
     d: torch.nn.Module
     ema: torch.nn.Module | None
+    # the EMA's BatchNorm statistics: the EMA copy keeps its own, re-estimated by ``recalibrate``
+    # (the trainer's EMA holds G's, which belong to G's weights, not to their average)
+    ema_norm_buffers: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, trainer: "Trainer") -> "Nets":
         copy = lambda net: deepcopy(net).cpu().eval().requires_grad_(False)  # noqa: E731
-        return cls(copy(trainer.g), copy(trainer.d), None if trainer.ema is None else copy(trainer.ema.shadow))
+        ema = None if trainer.ema is None else copy(trainer.ema.shadow)
+        norm_buffers = frozenset() if ema is None else frozenset(
+            f"{name}.{buffer}" if name else buffer for name, m in ema.named_modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for buffer, _ in m.named_buffers(recurse=False))
+        return cls(copy(trainer.g), copy(trainer.d), ema, norm_buffers)
+
+    def recalibrate(self, batches: tuple[list[torch.Tensor], list[torch.Tensor] | None]) -> None:
+        """Re-estimate the EMA copy's BatchNorm statistics on ``batches`` (Trainer.recalibration_batches)
+        with the function Trainer.sampling_net uses before training samples or saves the EMA."""
+        if self.ema is not None:
+            recalibrate_norms(self.ema, *batches)
 
     @torch.no_grad()
     def update(self, trainer: "Trainer") -> None:
         self.g.load_state_dict(trainer.g.state_dict())
         self.d.load_state_dict(trainer.d.state_dict())
         if self.ema is not None and trainer.ema is not None:
-            self.ema.load_state_dict(trainer.ema.shadow.state_dict())
+            state = {k: v for k, v in trainer.ema.shadow.state_dict().items() if k not in self.ema_norm_buffers}
+            self.ema.load_state_dict(state, strict=not self.ema_norm_buffers)
 
 
 def frame_2d(nets: Nets, objective: Objective, view: View2D, header: dict[str, Any], modes: bool = True) -> bytes:

@@ -42,6 +42,39 @@ PAGE_KEYS_IMAGE = ("objective.name", "objective.r1_gamma", "objective.r2_gamma",
                    "optim.betas_g", "optim.betas_d", "train.d_steps", "train.batch_size", "train.ema_decay",
                    "train.seed")
 MAX_WIDTH, MAX_DEPTH, MAX_POINTS = 1024, 8, 5000  # keeps a page value from freezing the machine
+MAX_BATCH = 4096  # the 2D data holds 100,000 points: a batch of all of them is a 40 GB distance matrix
+# The upper bound of every numeric page knob (the config's checks give the lower bounds and types); a
+# value past one is refused by name. Within them, a combination whose step would cost more than the
+# budget of gankit.playground.budget (time and memory) is refused too: no page value freezes the machine.
+LIMITS: dict[str, float] = {
+    "objective.r1_gamma": 1000.0, "objective.r2_gamma": 1000.0,  # published values go up to 100
+    "optim.lr_g": 1.0, "optim.lr_d": 1.0,
+    "train.d_steps": 100,  # WGAN's 5 and a wide margin: each D step is a full forward-backward
+    "train.batch_size": MAX_BATCH,
+    "train.ema_decay": 0.9999,  # an average over 10,000 steps, longer than a playground game
+    "train.seed": 2**32 - 1,  # the config's own bound
+    "net.g_width": MAX_WIDTH, "net.d_width": MAX_WIDTH, "net.g_depth": MAX_DEPTH, "net.d_depth": MAX_DEPTH,
+}
+# The knobs that change what a step costs, named when a combination is over the budget.
+COST_KEYS = ("train.batch_size", "train.d_steps", *NET_KEYS, "objective.name", "objective.r1_gamma",
+             "objective.r2_gamma")
+
+
+ECHO_CHARS = 200  # the most of a request that a message quotes back
+
+
+def short(text: str, limit: int = ECHO_CHARS) -> str:
+    """``text`` cut to ``limit`` characters: a message never echoes a whole request back."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """A value from the page as a message quotes it: its repr, cut to ``limit`` characters."""
+    return short(repr(value), limit)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _betas(value: Any) -> bool:
@@ -113,19 +146,24 @@ class Settings:
             raise ConfigError("settings: send an object of {key: value}")
         for key, value in changes.items():
             if key not in self.page_keys:
-                raise ConfigError(f"settings: {key} cannot be set from the page in {self.mode} mode "
+                raise ConfigError(f"settings: {short(str(key), 80)} cannot be set from the page in {self.mode} mode "
                                   f"(one of: {', '.join(self.page_keys)})")
             if key in NET_KEYS:
-                limit = MAX_WIDTH if key.endswith("width") else MAX_DEPTH
+                limit = int(LIMITS[key])
                 if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
-                    raise ConfigError(f"settings: {key} must be an integer from 1 to {limit}, got {value!r}")
+                    raise ConfigError(f"settings: {key} must be an integer from 1 to {limit}, got {shown(value)}")
+            elif key in LIMITS and _number(value) and not value <= LIMITS[key]:  # NaN too
+                bound = LIMITS[key]
+                raise ConfigError(f"settings: {key} must be at most "
+                                  f"{f'{int(bound):,}' if float(bound).is_integer() else f'{bound:g}'} in the "
+                                  f"playground, got {shown(value)}")
             if key.startswith("optim.betas") and not _betas(value):
-                raise ConfigError(f"settings: {key} must be two numbers in [0, 1), got {value!r}")
+                raise ConfigError(f"settings: {key} must be two numbers in [0, 1), got {shown(value)}")
             if key == "data.points" and isinstance(value, list) and len(value) > MAX_POINTS:
                 raise ConfigError(f"settings: data.points: at most {MAX_POINTS} points, got {len(value)}")
         if self.mode == "2d" and changes.get("data.name", "ring") not in PRESETS_2D:
             raise ConfigError(f"settings: data.name must be one of {', '.join(PRESETS_2D)}, "
-                              f"got {changes['data.name']!r}")
+                              f"got {shown(changes['data.name'])}")
         return from_dict(self.tree(changes))  # names (objective, model) are checked when built
 
     def apply(self, changes: dict[str, Any]) -> bool:

@@ -69,6 +69,7 @@ function buildForm() {
     }
     const span = document.createElement("span");
     inputs.forEach((el, i) => { el.id = kind === "pair" ? `${key}.${i}` : key; el.name = key; span.append(el); });
+    if (state.limits && key in state.limits) inputs[0].title = `at most ${state.limits[key]}`;
     row.append(span);
     form.append(row);
     inputs.forEach((el) => el.addEventListener("change", () => changed(key, kind, inputs)));
@@ -112,6 +113,9 @@ function render(s) {
   config.value = s.config || s.default_config;
   config.hidden = s.mode !== "image";
   $("mode-image").disabled = !s.configs.length;
+  const notes = s.config_notes || [];  // preset files that could not be read, skipped
+  $("config-notes").textContent = notes.join("; ");
+  $("config-notes").hidden = !notes.length;
   $("plane").hidden = s.mode !== "2d";
   $("legend").hidden = s.mode !== "2d";
   $("grid").hidden = s.mode !== "image";
