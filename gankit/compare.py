@@ -193,20 +193,16 @@ def side_by_side(panels: Sequence[Any]) -> bytes:
 
 def points_figure(points: Sequence[np.ndarray], titles: Sequence[str]) -> bytes:
     """PNG bytes of one scatter plot per run, side by side on shared axes (so spreads compare)."""
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: its backend stays the caller's (a notebook's)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(points), figsize=(3.6 * len(points), 3.9), dpi=100, sharex=True, sharey=True,
-                             squeeze=False)
+    fig = Figure(figsize=(3.6 * len(points), 3.9), dpi=100)
+    axes = fig.subplots(1, len(points), sharex=True, sharey=True, squeeze=False)
     for ax, p, title in zip(axes[0], points, titles):
         ax.scatter(p[:, 0], p[:, 1], s=2, c="tab:blue")
         ax.set_aspect("equal", adjustable="box")
         ax.set_title(title, fontsize=9)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
     return buf.getvalue()
 
 

@@ -230,13 +230,13 @@ def plot_loss_curves(metrics_path: Path, out: Path, title: str | None = None) ->
     style = {"marker": "o"} if len(rows) < 20 else {}  # a short run's few rows stay visible
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure of its own, not pyplot: switching pyplot's backend here would leave a notebook that
+    # trained a run unable to show its own plots afterwards
+    from matplotlib.figure import Figure
 
     steps = [r["step"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5), dpi=100)
+    fig = Figure(figsize=(10, 3.5), dpi=100)
+    ax1, ax2 = fig.subplots(1, 2)
     for key in ("loss_d", "loss_g"):
         ax1.plot(steps, [r.get(key, math.nan) for r in rows], label=key, **style)
     ax1.set_xlabel("step (generator updates)")
@@ -259,6 +259,5 @@ def plot_loss_curves(metrics_path: Path, out: Path, title: str | None = None) ->
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     atomic_write_bytes(out, buf.getvalue())
     return out
