@@ -179,7 +179,13 @@ class LogConfig:
     grid: int = opt(8, "sample grids are grid x grid images from a fixed latent batch", ge=1,
                     resumable=True)
     progress: bool = opt(True, "show a progress bar", resumable=True)
-    tensorboard: bool = opt(True, "write TensorBoard logs when tensorboard is installed", resumable=True)
+    trackers: list[str] = opt(["tensorboard"], "experiment trackers that get metrics.jsonl's scalars, the config and "
+                              "the sample grids: tensorboard (<run>/tensorboard, when installed), wandb (Weights & "
+                              "Biases, offline, <run>/wandb; extra wandb), mlflow (a local file store, <run>/mlruns; "
+                              "extra mlflow); a resumed run continues their runs (ids in <run>/trackers.json)",
+                              resumable=True)
+    tensorboard: bool = opt(True, "false turns TensorBoard off even where log.trackers lists it (the older switch, "
+                            "kept: TensorBoard logs are written when both say so)", resumable=True)
     plot: bool = opt(True, "write loss_curves.png at the end", resumable=True)
 
 
@@ -419,6 +425,15 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError(f"config: train.ema_decay must be < 1, got {cfg.train.ema_decay}")
     if cfg.health.rollback_lr_factor >= 1.0:
         raise ConfigError(f"config: health.rollback_lr_factor must be < 1, got {cfg.health.rollback_lr_factor}")
+    from gankit.trackers import TRACKERS
+
+    for name in cfg.log.trackers:
+        if name not in TRACKERS:
+            from gankit.registry import unknown_name_message
+
+            raise ConfigError(f"config: log.trackers: {unknown_name_message('tracker', name, list(TRACKERS))}")
+    if len(set(cfg.log.trackers)) != len(cfg.log.trackers):
+        raise ConfigError(f"config: log.trackers names a tracker twice: {cfg.log.trackers}")
     if cfg.data.channels not in (None, 1, 3):
         raise ConfigError(f"config: data.channels must be 1 or 3, got {cfg.data.channels}")
     return cfg

@@ -242,9 +242,11 @@ class Trainer:
         if self.source.is_image:
             save_image_grid(samples, self.cfg.data.normalize, path, nrow, default_scale(samples.shape[-1]))
             if logger is not None:
-                logger.image(self.step, image_grid(samples, self.cfg.data.normalize, nrow))
+                logger.image(self.step, image_grid(samples, self.cfg.data.normalize, nrow), path)
         else:
             save_points_plot(samples, path)
+            if logger is not None:
+                logger.image(self.step, None, path)  # the scatter plot, for the trackers
 
     def diversity(self, z: torch.Tensor) -> float | None:
         """Per-feature std of G's samples over the real data's: about 1 when healthy, near 0 when collapsed."""

@@ -6,8 +6,9 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from gankit.checkpoint import atomic_write_bytes
@@ -16,13 +17,14 @@ PIPED_INTERVAL = 30.0  # seconds between progress lines when stderr is a file or
 
 
 class RunLogger:
-    """Writes scalars to metrics.jsonl (and TensorBoard when installed) and drives the progress bar."""
+    """Writes scalars to metrics.jsonl (and TensorBoard when installed, and the trackers of
+    :mod:`gankit.trackers`) and drives the progress bar."""
 
     def __init__(self, run_dir: Path, *, start_step: int, total_steps: int | None, progress: bool,
                  tensorboard: bool, batch_size: int, deadline: float | None = None,
-                 config: dict[str, Any] | None = None) -> None:
+                 config: dict[str, Any] | None = None, trackers: Sequence[str] = ()) -> None:
         """``config``: the resolved config, shown in TensorBoard as text and, at the end, as hparams beside
-        the final metrics."""
+        the final metrics, and given to the ``trackers`` (wandb, mlflow) as theirs."""
         self.run_dir = run_dir
         self.config = config
         self.batch_size = batch_size
@@ -30,6 +32,9 @@ class RunLogger:
         # current rate, when that comes before train.steps
         self.deadline, self.total = deadline, total_steps
         self._bar_start = self._bar_check = time.perf_counter()
+        from gankit.trackers import open_trackers
+
+        self.trackers = open_trackers(trackers, run_dir, config or {})  # first: nothing to close if one fails
         _drop_rows_after(run_dir / "metrics.jsonl", start_step)
         self.jsonl = open(run_dir / "metrics.jsonl", "a", buffering=1)
         self.tb = _tensorboard_writer(run_dir / "tensorboard") if tensorboard else None
@@ -71,6 +76,8 @@ class RunLogger:
         if self.tb is not None:
             for key, value in values.items():
                 self.tb.add_scalar(_tb_tag(key), value, step)
+        for tracker in self.trackers:
+            tracker.scalars(step, values)
         if "eval/fid" in values:
             self._last_eval = {"fid": values["eval/fid"]}
         self._final.update(values)
@@ -103,9 +110,22 @@ class RunLogger:
                 if self.live:
                     self.bar.refresh()
 
-    def image(self, step: int, grid_uint8_chw: torch.Tensor) -> None:
-        if self.tb is not None:
+    def image(self, step: int, grid_uint8_chw: torch.Tensor | None, path: Path | None = None) -> None:
+        """A sample grid: TensorBoard gets ``grid_uint8_chw``, the trackers the PNG at ``path`` when given
+        (upscaled as ``gankit sample`` writes it; a scatter plot for 2D points), else the grid."""
+        if self.tb is not None and grid_uint8_chw is not None:
             self.tb.add_image("samples", grid_uint8_chw, step)
+        if self.trackers and (path is not None or grid_uint8_chw is not None):
+            from PIL import Image
+
+            if path is not None:
+                with Image.open(path) as im:
+                    array = np.asarray(im.convert("RGB" if im.mode not in ("L", "RGB") else im.mode))
+            else:
+                array = grid_uint8_chw.permute(1, 2, 0).numpy()
+            array = array[..., None] if array.ndim == 2 else array
+            for tracker in self.trackers:
+                tracker.image(step, array)
 
     def message(self, text: str) -> None:
         if self.bar is not None:
@@ -116,6 +136,8 @@ class RunLogger:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+        for tracker in self.trackers:
+            tracker.close()
         if self.tb is not None:
             if self.config is not None and self._final:
                 final = {f"final/{k}": v for k, v in self._final.items()
@@ -130,7 +152,7 @@ class NullLogger(RunLogger):
     loop returns the last one), nothing is written or printed."""
 
     def __init__(self, *, start_step: int, batch_size: int) -> None:
-        self.batch_size, self.bar, self.tb = batch_size, None, None
+        self.batch_size, self.bar, self.tb, self.trackers = batch_size, None, None, []
         self._last_step, self._last_time = start_step, time.perf_counter()
         self._last_eval = {}
 
@@ -230,13 +252,13 @@ def plot_loss_curves(metrics_path: Path, out: Path, title: str | None = None) ->
     style = {"marker": "o"} if len(rows) < 20 else {}  # a short run's few rows stay visible
     import io
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure of its own, not pyplot: switching pyplot's backend here would leave a notebook that
+    # trained a run unable to show its own plots afterwards
+    from matplotlib.figure import Figure
 
     steps = [r["step"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5), dpi=100)
+    fig = Figure(figsize=(10, 3.5), dpi=100)
+    ax1, ax2 = fig.subplots(1, 2)
     for key in ("loss_d", "loss_g"):
         ax1.plot(steps, [r.get(key, math.nan) for r in rows], label=key, **style)
     ax1.set_xlabel("step (generator updates)")
@@ -259,6 +281,5 @@ def plot_loss_curves(metrics_path: Path, out: Path, title: str | None = None) ->
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
     atomic_write_bytes(out, buf.getvalue())
     return out

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import yaml
 
-from gankit import distributed, game, streams
+from gankit import distributed, game, streams, trackers
 from gankit import translation  # noqa: F401  (registers the pix2pix and cyclegan games)
 from gankit.checkpoint import (CheckpointDir, CheckpointError, atomic_write_bytes, load_checkpoint,
                                nonfinite_weights, remove_temporaries)
@@ -166,6 +166,7 @@ def _train(cfg: Config | dict | str | Path, run_dir: str | Path | None, resume: 
         cfg = load(cfg)
     elif isinstance(cfg, dict):
         cfg = from_dict(cfg)
+    trackers.check_installed(cfg.log)  # before anything is written
     ctx = distributed.setup(select_device(cfg.train.device))  # under torchrun: join the process group
     trainer = prepare(cfg, ctx)
     cfg = trainer.cfg  # model.conditional auto resolved against the data
@@ -181,10 +182,13 @@ def _train(cfg: Config | dict | str | Path, run_dir: str | Path | None, resume: 
     initial = (copy.deepcopy(trainer.state_dict()), trainer.meta(0.0))
     deadline = None if cfg.train.max_seconds is None else t0 + cfg.train.max_seconds
     logger = RunLogger(run_dir, start_step=start_step, total_steps=total, progress=cfg.log.progress,
-                       tensorboard=cfg.log.tensorboard, batch_size=cfg.train.batch_size * cfg.train.d_steps,
-                       deadline=deadline, config=cfg.to_dict()) \
+                       tensorboard=trackers.tensorboard_on(cfg.log),
+                       batch_size=cfg.train.batch_size * cfg.train.d_steps, deadline=deadline, config=cfg.to_dict(),
+                       trackers=trackers.library_trackers(cfg.log)) \
         if ctx.is_main else NullLogger(start_step=start_step, batch_size=cfg.train.batch_size * cfg.train.d_steps)
     logger.message(start_line(trainer, run_dir, start_step, threads_how))
+    for tracker in logger.trackers:
+        logger.message(tracker.describe())
     if ctx.enabled or trainer.perf.active:
         logger.message(game.describe(trainer))
     if resume and start_step == 0:

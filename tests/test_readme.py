@@ -2,6 +2,7 @@
 working directory (a later block samples the run an earlier one trained), then the Python blocks."""
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -39,7 +40,7 @@ def tiny(argv: list[str]) -> list[str]:
         if argv[i] == "--max-seconds":
             i += 2
             continue
-        if argv[i] in ("--steps", "--num") and argv[0] in ("train", "sample", "eval"):
+        if argv[i] in ("--steps", "--num") and argv[0] in ("train", "sample", "eval", "compare"):
             out += [argv[i], str(min(int(argv[i + 1]), 4 if argv[i] == "--steps" else 600))]
             i += 2
             continue
@@ -84,9 +85,10 @@ def test_shell_examples_run_as_written(tmp_path, monkeypatch, capsys):
         rc = main(tiny(argv[1:]))
         assert rc == 0, f"{line}: {capsys.readouterr().err}"
         ran.append(argv[1])
-    assert {"zoo", "sample", "train", "interpolate", "eval", "export", "translate"} <= set(ran)
+    assert {"zoo", "sample", "train", "interpolate", "eval", "export", "translate", "compare"} <= set(ran)
     assert np.load(tmp_path / "big.npz")["images"].shape == (4, 28, 28, 1)
     assert (tmp_path / "mnist-gan" / "model.safetensors").is_file() and (tmp_path / "walk.gif").is_file()
+    assert (tmp_path / "compare.png").is_file() and len(json.loads((tmp_path / "compare.json").read_text())["runs"]) == 2
 
 
 def test_python_examples_run(tmp_path, monkeypatch):
