@@ -243,15 +243,26 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
     return rows
 
 
-def plot_loss_curves(metrics_path: Path, out: Path, title: str | None = None) -> Path | None:
+def plot_loss_curves(metrics_path: Path, out: Path, title: str | None = None,
+                     labels: tuple[str, str | None] = ("D(x)", "D(G(z))")) -> Path | None:
     """Loss and D-output curves from metrics.jsonl as a PNG, titled with the run's name (its folder, unless
-    ``title``); None when there is nothing to plot."""
+    ``title``); None when there is nothing to plot. ``labels``: see :func:`loss_curves_figure`."""
     rows = [r for r in read_metrics(metrics_path) if "loss_d" in r]
     if not rows:
         return None
-    style = {"marker": "o"} if len(rows) < 20 else {}  # a short run's few rows stay visible
     import io
 
+    fig = loss_curves_figure(rows, labels, title or metrics_path.resolve().parent.name)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(out, buf.getvalue())
+    return out
+
+
+def loss_curves_figure(rows: list[dict[str, Any]], labels: tuple[str, str | None], title: str) -> Any:
+    """The losses and D's outputs of metrics rows. ``labels``: the objective's names of d_real and d_fake
+    (:attr:`gankit.objectives.Objective.output_labels`; d_fake None when it is 1 - d_real: not drawn)."""
+    style = {"marker": "o"} if len(rows) < 20 else {}  # a short run's few rows stay visible
     # a Figure of its own, not pyplot: switching pyplot's backend here would leave a notebook that
     # trained a run unable to show its own plots afterwards
     from matplotlib.figure import Figure
@@ -266,20 +277,21 @@ def plot_loss_curves(metrics_path: Path, out: Path, title: str | None = None) ->
     ax1.set_title("losses")
     ax1.legend()
     outputs = []
-    for key in ("d_real", "d_fake"):
+    for key, label in zip(("d_real", "d_fake"), labels):
+        if label is None:
+            continue
         outputs += [r.get(key, math.nan) for r in rows]
-        ax2.plot(steps, outputs[-len(rows):], label=key.replace("d_real", "D(x)").replace("d_fake", "D(G(z))"),
-                 **style)
+        ax2.plot(steps, outputs[-len(rows):], label=label, **style)
     probabilities = all(0 <= v <= 1 for v in outputs if not math.isnan(v))
     if probabilities:
         ax2.set_ylim(0, 1)  # probabilities; critics' (wgan, hinge, lsgan) raw outputs keep their own scale
+        if labels[1] is None:  # a paired probability: 0.5 is D unable to tell the two apart
+            ax2.axhline(0.5, color="grey", linestyle=":", linewidth=1)
     ax2.set_xlabel("step (generator updates)")
-    ax2.set_ylabel("D's probability of real" if probabilities else "D's raw output (critic score)")
+    ax2.set_ylabel(("D's probability of real" if labels[0] == "D(x)" else "D's relative probability")
+                   if probabilities else "D's raw output (critic score)")
     ax2.set_title("discriminator outputs")
     ax2.legend()
-    fig.suptitle(title or metrics_path.resolve().parent.name)
+    fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(out, buf.getvalue())
-    return out
+    return fig

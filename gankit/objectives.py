@@ -47,6 +47,8 @@ class Objective:
     terms and any penalty of their own."""
 
     logistic_d = True  # D's outputs are log-odds, so sigmoid(D) is the probability of "real"
+    # what d_real and d_fake mean, for plots: (d_real's name, d_fake's or None when it is 1 - d_real)
+    output_labels: tuple[str, str | None] = ("D(x)", "D(G(z))")
     needs_real_in_g = False  # G's loss also looks at D(x) (relativistic objectives)
 
     track_sign = False  # set by an adaptive augmentation (ADA), which reads stats["ada_r"] of every D step
@@ -257,6 +259,8 @@ class RelativisticAverage(Objective):
         real_rel, fake_rel = self.relative(real_logits, fake_logits)
         return bce_logits(fake_rel, 1.0) + bce_logits(real_rel, 0.0)
 
+    output_labels = ("P(real > the average fake)", "P(fake > the average real)")
+
     def d_stats(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> Stats:
         """The relative probabilities: a real sample more real than the average fake, and vice versa."""
         real_rel, fake_rel = self.relative(real_logits, fake_logits)
@@ -270,6 +274,7 @@ class RelativisticPairing(Objective):
     local minima (Sun et al. 2020), so it suits mode-coverage benchmarks; pair it with R1 and R2."""
 
     needs_real_in_g = True
+    output_labels = ("P(a real looks more real than its paired fake)", None)
 
     def d_terms(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
         return bce_logits(real_logits - fake_logits, 1.0 - self.cfg.label_smoothing)

@@ -264,7 +264,10 @@ def _train(cfg: Config | dict | str | Path, run_dir: str | Path | None, resume: 
     finally:
         logger.close()
     if ctx.is_main and cfg.log.plot:
-        plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss_curves.png")
+        from gankit.objectives import OBJECTIVES
+
+        labels = OBJECTIVES.get(cfg.objective.name).output_labels
+        plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss_curves.png", labels=labels)
     return TrainResult(run_dir, trainer.step, last_ckpt, stopped_by, row)
 
 

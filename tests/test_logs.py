@@ -37,3 +37,18 @@ def test_loss_curves_need_one_row(tmp_path):
         fh.write('{"step": 2, "loss_d": 0.9, "loss_g": 0.8, "d_real": 0.55, "d_fake": 0.45}\n')
     out = plot_loss_curves(path, tmp_path / "curves.png")
     assert out == tmp_path / "curves.png" and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_relativistic_objectives_outputs_are_named_for_what_they_are():
+    """rpgan's d_real and d_fake always sum to 1: one line, named, not 'D(x)' and 'D(G(z))'."""
+    from gankit.objectives import OBJECTIVES
+    from gankit.logs import loss_curves_figure
+
+    rows = [{"step": s, "loss_d": 0.5, "loss_g": 1.0, "d_real": 0.6, "d_fake": 0.4} for s in range(3)]
+    legend = lambda fig: [t.get_text() for t in fig.axes[1].get_legend().get_texts()]  # noqa: E731
+    paired = loss_curves_figure(rows, OBJECTIVES.get("rpgan").output_labels, "run")
+    assert legend(paired) == ["P(a real looks more real than its paired fake)"]
+    assert paired.axes[1].get_ylabel() == "D's relative probability"
+    assert legend(loss_curves_figure(rows, OBJECTIVES.get("ns").output_labels, "run")) == ["D(x)", "D(G(z))"]
+    assert legend(loss_curves_figure(rows, OBJECTIVES.get("rals").output_labels, "run")) == [
+        "P(real > the average fake)", "P(fake > the average real)"]
