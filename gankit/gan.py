@@ -22,6 +22,7 @@ from gankit.clustering import Clusters, cluster_images, prior_rows
 from gankit.config import Config, ConfigError, from_dict
 from gankit.data import BatchStream, Source, TensorSource, build_dataset
 from gankit.distributed import Dist
+from gankit.data.toy2d import mixture_modes
 from gankit.ema import EMA, scheduled_decay
 from gankit.game import GAMES
 from gankit.health import nearest_neighbour_spread
@@ -244,7 +245,7 @@ class Trainer:
             if logger is not None:
                 logger.image(self.step, image_grid(samples, self.cfg.data.normalize, nrow), path)
         else:
-            save_points_plot(samples, path)
+            save_points_plot(samples, path, self.source.data[:2500].float().cpu(), mixture_modes(self.cfg.data.name))
             if logger is not None:
                 logger.image(self.step, None, path)  # the scatter plot, for the trackers
 

@@ -146,24 +146,38 @@ def save_image_grid(images: torch.Tensor, normalize: str, path: str | Path, nrow
     return path
 
 
-def save_points_plot(points: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None) -> Path:
-    """Scatter plot of 2D samples (over the real data in grey when given)."""
-    import matplotlib
+def save_points_plot(points: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None,
+                     modes: torch.Tensor | None = None) -> Path:
+    """Scatter plot of 2D samples, over the real data in grey and the mixture's modes as crosses when given."""
+    # a Figure of its own, not pyplot: switching pyplot's backend would stop a notebook's own plots
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    fig = Figure(figsize=(4, 4), dpi=100)
+    ax = fig.subplots()
     if reference is not None:
         ax.scatter(reference[:, 0], reference[:, 1], s=2, c="0.75", label="real")
     ax.scatter(points[:, 0], points[:, 1], s=2, c="tab:blue", label="generated")
+    if modes is not None:
+        ax.scatter(modes[:, 0], modes[:, 1], s=40, c="tab:red", marker="x", linewidths=1.2, label="real modes")
     ax.set_aspect("equal")
-    ax.legend(loc="upper right", fontsize=7, markerscale=4)
+    ax.legend(loc="upper right", fontsize=7, markerscale=2)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
     atomic_write_bytes(Path(path), buf.getvalue())
     return Path(path)
+
+
+def points_reference(data: Any, num: int = 2500) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The real points (up to ``num`` of the training set) and a mixture's modes, to draw under samples of a
+    2D run whose data is ``data`` (its DataConfig); (None, None) when the data cannot be rebuilt."""
+    from gankit.data import build_dataset
+    from gankit.data.toy2d import mixture_modes
+
+    try:
+        source = build_dataset(data)
+    except Exception:  # a plot's background is a nicety: an unreadable data.points file must not stop sampling
+        return None, mixture_modes(data.name)
+    return source.data[:num].float().cpu(), mixture_modes(data.name)
 
 
 @dataclass
@@ -344,7 +358,7 @@ def write_samples(gen: LoadedGenerator, num: int, out: str | Path, seed: int = 0
     if suffix == ".png":
         if gen.is_image:
             return save_image_grid(samples, gen.config.data.normalize, out, nrow, scale)
-        return save_points_plot(samples, out)
+        return save_points_plot(samples, out, *points_reference(gen.config.data))
     if suffix == ".npz":
         buf = io.BytesIO()
         key = "clusters" if gen.self_conditioned else "labels"

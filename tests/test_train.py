@@ -296,8 +296,14 @@ def test_ring_training_writes_point_plots(tmp_path, ring_cfg):
     assert plots == ["step_000005.png", "step_000010.png"]
     from PIL import Image
 
+    import numpy as np
+
     with Image.open(tmp_path / "run" / "samples" / "step_000010.png") as img:
         assert img.size[0] > 100 and img.size[1] > 100
+        pixels = np.asarray(img.convert("RGB")).reshape(-1, 3).astype(int)
+    # the real points in grey and the ring's 8 modes as red crosses under G's samples
+    assert (np.abs(pixels - [214, 39, 40]).sum(1) < 30).sum() > 20  # matplotlib's tab:red
+    assert (np.abs(pixels - [191, 191, 191]).sum(1) < 6).sum() > 20  # the real points, grey 0.75
     gen = load_generator(tmp_path / "run")
     points = gen.sample(50, seed=0)
     assert points.shape == (50, 2) and torch.isfinite(points).all()

@@ -30,6 +30,11 @@ MIXTURES = {"ring": (ring_modes, 0.01), "grid": (grid_modes, 0.05), "gaussians":
 TRAIN_SEED = 1234  # the fixed training set; evaluation draws its test points with another seed
 
 
+def mixture_modes(name: str) -> torch.Tensor | None:
+    """The centres of a named mixture (ring, grid, gaussians); None for a dataset without modes."""
+    return MIXTURES[name][0]() if name in MIXTURES else None
+
+
 def mixture_points(modes: torch.Tensor, std: float, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     which = torch.randint(len(modes), (n,), generator=gen)
