@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -154,8 +155,28 @@ CASES = [
     ("resume-truncated-latest", ["train", "{w}/tiny.yaml", "--run-dir", "{w}/two_ckpts", "--resume",
                                  "--set", "checkpoint.every=1"],
      ["step_00000002.safetensors is damaged", "previous checkpoint step_00000001.safetensors is intact"]),
+    # issue 27: hf folders are checked as checkpoints are, and exports neither overwrite nor shadow
+    ("sample-hf-export-inside-a-run", ["sample", "{w}/shadowed", "--no-ema"] + SAMPLE,
+     ["{w}/shadowed holds both a training run's checkpoints and an hf export", "{w}/shadowed/checkpoints"]),
+    ("sample-hf-int64-weights", ["sample", "{w}/hf_int64"] + SAMPLE,
+     ["{w}/hf_int64/model.safetensors does not fit", "dtype mismatch", "file int64 vs model float32"]),
+    ("sample-hf-float64-weights", ["sample", "{w}/hf_float64"] + SAMPLE, ["hf_float64/model.safetensors", "float64"]),
+    ("sample-hf-missing-tensor", ["sample", "{w}/hf_missing"] + SAMPLE, ["hf_missing/model.safetensors", "missing"]),
+    ("sample-hf-extra-tensor", ["sample", "{w}/hf_extra"] + SAMPLE, ["hf_extra/model.safetensors", "unexpected extra"]),
+    ("sample-hf-config-wider-than-its-weights", ["sample", "{w}/hf_wide"] + SAMPLE,
+     ["hf_wide/model.safetensors does not fit the generator config.json describes", "shape mismatch"]),
+    ("sample-hf-step-1e300", ["sample", "{w}/hf_step_huge"] + SAMPLE,
+     ["{w}/hf_step_huge/config.json: step must be a whole number", "1e+300"]),
+    ("sample-hf-step-text", ["sample", "{w}/hf_step_text"] + SAMPLE, ["{w}/hf_step_text/config.json: step", "'abc'"]),
+    ("sample-hf-prior-object", ["sample", "{w}/hf_prior_object"] + SAMPLE, ["hf_prior_object/config.json: prior"]),
+    ("sample-hf-prior-text", ["sample", "{w}/hf_prior_text"] + SAMPLE, ["hf_prior_text/config.json: prior", "'0.5'"]),
+    ("sample-hf-data-shape-text", ["sample", "{w}/hf_shape_text"] + SAMPLE,
+     ["hf_shape_text/config.json: data_shape", "'1x28x28'"]),
+    ("sample-hf-version-text", ["sample", "{w}/hf_version_text"] + SAMPLE,
+     ["hf_version_text/config.json: invalid version '1'"]),
 ]
-SUBPROCESS_CASES = ["yaml-syntax-error", "sample-pickle", "yaml-alias-bomb", "sample-deeply-nested-header"]
+SUBPROCESS_CASES = ["yaml-syntax-error", "sample-pickle", "yaml-alias-bomb", "sample-deeply-nested-header",
+                    "sample-hf-prior-object"]
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +211,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     latest = CheckpointDir(w / "damaged" / "checkpoints").latest()
     latest.write_bytes(_flip_tensor_byte(latest.read_bytes()))
     _issue_16_inputs(w)
+    _issue_27_inputs(w)
     return w
 
 
@@ -255,6 +277,46 @@ def _issue_16_inputs(w: Path) -> None:
                  "--set", "checkpoint.every=1"]) == 0
     latest = CheckpointDir(w / "two_ckpts" / "checkpoints").latest()
     latest.write_bytes(latest.read_bytes()[:-100])
+
+
+def _issue_27_inputs(w: Path) -> None:
+    """An hf export of the run, copies of it each with one defect, and the run with an export inside."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from gankit.export import export
+    from gankit.sampling import load_generator
+
+    export(load_generator(w / "run", ema=False, device="cpu"), "hf", w / "hf")
+    shutil.copytree(w / "run", w / "shadowed")
+    for name in ("config.json", "model.safetensors"):  # what `gankit export RUN --format hf --out RUN` wrote
+        shutil.copy(w / "hf" / name, w / "shadowed" / name)
+
+    def edited(name: str, edit: Any) -> None:
+        shutil.copytree(w / "hf", w / name)
+        meta = json.loads((w / name / "config.json").read_text())
+        edit(meta)
+        (w / name / "config.json").write_text(json.dumps(meta))
+
+    def reweighted(name: str, edit: Any) -> None:
+        shutil.copytree(w / "hf", w / name)
+        weights = load_file(w / name / "model.safetensors")
+        edit(weights)
+        save_file(weights, w / name / "model.safetensors", metadata={"format": "pt"})
+
+    key = "net.stem.1.weight"
+    edited("hf_step_huge", lambda m: m.update(step=1e300))
+    edited("hf_step_text", lambda m: m.update(step="abc"))
+    edited("hf_prior_object", lambda m: m.update(prior={"a": 1}))
+    edited("hf_prior_text", lambda m: m.update(prior="0.5"))
+    edited("hf_shape_text", lambda m: m.update(data_shape="1x28x28"))
+    edited("hf_version_text", lambda m: m.update(version="1"))
+    edited("hf_wide", lambda m: m["run_config"]["model"]["generator"].update(width=4096))
+    reweighted("hf_int64", lambda t: t.update({key: (t[key] * 100).long()}))
+    reweighted("hf_float64", lambda t: t.update({key: t[key].double()}))
+    reweighted("hf_missing", lambda t: t.pop(key))
+    reweighted("hf_extra", lambda t: t.update({"net.extra": torch.ones(2)}))
 
 
 def _flip_tensor_byte(raw: bytes) -> bytes:

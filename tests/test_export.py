@@ -3,6 +3,7 @@ loads with gankit and with huggingface_hub's own loader; non-finite weights and 
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -174,3 +175,46 @@ def test_every_generator_family_exports_to_onnx(tmp_path, spec, shape):
     gen = LoadedGenerator(build_generator(spec, 16, shape, None), cfg, shape, 0, False)
     path, diff = export(gen, "onnx", tmp_path / "g.onnx")
     assert path.is_file() and diff <= 1e-4
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 27: hf folders are read with every check, whichever loader reads them
+
+
+@pytest.fixture(scope="module")
+def ring_folder(tmp_path_factory):
+    """An hf export of a tiny MLP generator on 2D points (config.json, model.safetensors, card, samples)."""
+    from conftest import TINY_RING
+
+    root = tmp_path_factory.mktemp("ring")
+    run = train(make_cfg(TINY_RING), root / "run").run_dir
+    return export(load_generator(run, ema=False, device="cpu"), "hf", root / "hf")[0]
+
+
+@pytest.mark.skipif(not os.path.isfile("/proc/self/status"), reason="reads the peak memory in /proc (Linux)")
+def test_a_config_is_checked_against_the_weights_header_before_anything_is_allocated(tmp_path, ring_folder):
+    """Defect 11: a 2 KB config.json describing a 20000 x 20000 layer built it (1.6 GB) before the shapes
+    were compared; the header is compared with the generator built on the meta device first."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder = tmp_path / "wide"
+    shutil.copytree(ring_folder, folder)
+    meta = json.loads((folder / "config.json").read_text())
+    meta["run_config"]["model"]["generator"]["widths"] = [20000, 20000]
+    (folder / "config.json").write_text(json.dumps(meta))
+    assert (folder / "config.json").stat().st_size < 4000
+    # VmHWM: this process's own peak (ru_maxrss would include the forking pytest process's, kept across exec)
+    code = ("import re, sys\nfrom gankit.checkpoint import CheckpointError\nfrom gankit.sampling import load_generator"
+            "\ntry:\n    load_generator(sys.argv[1])\nexcept CheckpointError as exc:\n    print(exc)\n"
+            "print(re.search(r'VmHWM:\\s*(\\d+) kB', open('/proc/self/status').read()).group(1))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]) + os.pathsep
+           + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", code, str(folder)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    error, peak_kib = proc.stdout.strip().splitlines()[-2:]
+    assert f"{folder / 'model.safetensors'} does not fit the generator config.json describes" in error
+    assert "shape mismatch" in error and int(peak_kib) < 1024 * 1024, proc.stdout  # one such layer: 1.5 GiB
