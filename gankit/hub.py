@@ -1,9 +1,10 @@
 """Generator folders in the layout of huggingface_hub's ``PyTorchModelHubMixin``: ``config.json``,
 ``model.safetensors`` and a model card ``README.md``.
 
-The same folder loads three ways: ``gankit.load_generator(folder)`` (gankit's sampling tools, no
-huggingface_hub needed), ``GankitGenerator.from_pretrained(folder or repo id)`` (huggingface_hub's
-loader) and ``gankit sample folder``. The package's model zoo (``zoo:NAME``) is made of such folders.
+The same folder loads three ways, all through the same checks: ``gankit.load_generator(folder)``
+(gankit's sampling tools, no huggingface_hub needed), ``GankitGenerator.from_pretrained(folder or repo
+id)`` (huggingface_hub's API) and ``gankit sample folder``. The package's model zoo (``zoo:NAME``) is
+made of such folders.
 """
 from __future__ import annotations
 
@@ -59,6 +60,32 @@ class GankitGenerator(*_BASES, **_HUB):  # type: ignore[misc]
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(z, y)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *, force_download: bool = False,
+                        token: str | bool | None = None, cache_dir: str | Path | None = None,
+                        local_files_only: bool = False, revision: str | None = None,
+                        map_location: str | torch.device = "cpu") -> GankitGenerator:
+        """A generator folder or Hub repository, loaded by gankit's checked loader (huggingface_hub's own would
+        load non-strictly, leaving missing tensors random, casting dtypes, and unpickle pytorch_model.bin):
+        every config value, tensor name, shape and dtype is checked and non-finite weights are refused."""
+        from gankit.sampling import load_generator
+
+        folder = Path(pretrained_model_name_or_path)
+        if not folder.is_dir():
+            import huggingface_hub
+
+            folder = Path(huggingface_hub.snapshot_download(
+                str(pretrained_model_name_or_path), allow_patterns=[CONFIG_NAME, WEIGHTS_NAME], revision=revision,
+                cache_dir=cache_dir, force_download=force_download, token=token, local_files_only=local_files_only))
+        if not is_generator_folder(folder):
+            raise CheckpointError(f"{pretrained_model_name_or_path}: not a gankit generator folder (it needs "
+                                  f"{CONFIG_NAME} and {WEIGHTS_NAME}; gankit never unpickles pytorch_model.bin)")
+        gen = load_generator(folder, device=map_location)
+        with torch.device("meta"):  # the checked generator replaces the one the constructor builds
+            model = cls(**folder_meta(gen))
+        model.net = gen.net
+        return model.eval()
 
 
 def folder_meta(gen: LoadedGenerator) -> dict[str, Any]:

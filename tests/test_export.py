@@ -218,3 +218,65 @@ def test_a_config_is_checked_against_the_weights_header_before_anything_is_alloc
     error, peak_kib = proc.stdout.strip().splitlines()[-2:]
     assert f"{folder / 'model.safetensors'} does not fit the generator config.json describes" in error
     assert "shape mismatch" in error and int(peak_kib) < 1024 * 1024, proc.stdout  # one such layer: 1.5 GiB
+
+
+def _damaged_copy(folder, tmp_path, damage):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / damage
+    shutil.copytree(folder, out)
+    weights = load_file(out / "model.safetensors")
+    key = next(k for k, v in weights.items() if v.is_floating_point() and v.numel() > 1)
+    if damage == "missing":
+        weights.pop(key)
+    elif damage == "extra":
+        weights["net.extra"] = torch.zeros(3)
+    elif damage == "nan":
+        weights[key].view(-1)[0] = float("nan")
+    elif damage == "int64":
+        weights[key] = (weights[key] * 1000).long()
+    elif damage == "float64-overflowing":  # finite in the file, infinite once cast to the model's float32
+        weights[key] = weights[key].double() * 1e300
+    if damage == "pickle":
+        torch.save({k: v for k, v in weights.items()}, out / "pytorch_model.bin")
+        (out / "model.safetensors").unlink()
+    else:
+        save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    return out
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("missing", "does not fit the generator config.json describes: missing "),
+    ("extra", "does not fit the generator config.json describes: unexpected extra"),
+    ("nan", "NaN or Inf"),
+    ("int64", "dtype mismatch .*: file int64 vs model float32"),
+    ("float64-overflowing", "dtype mismatch .*: file float64 vs model float32"),
+    ("pickle", "not a gankit generator folder .* never unpickles pytorch_model.bin"),
+])
+def test_from_pretrained_is_gankit_s_checked_loader(tmp_path, ring_folder, monkeypatch, damage, message):
+    """Defect 5: huggingface_hub's loader (strict=False) loaded a missing tensor as random, an extra one,
+    NaN and cast weights, and unpickled pytorch_model.bin; GankitGenerator.from_pretrained is gankit's loader."""
+    from gankit.hub import GankitGenerator
+
+    folder = _damaged_copy(ring_folder, tmp_path, damage)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("a pickle was loaded"))
+    with pytest.raises(CheckpointError, match=message):
+        GankitGenerator.from_pretrained(str(folder))
+    if damage != "pickle":
+        with pytest.raises(CheckpointError, match=message):
+            load_generator(folder)
+
+
+def test_from_pretrained_of_a_good_folder_is_the_generator_gankit_loads(ring_folder):
+    from gankit.hub import GankitGenerator
+
+    net = GankitGenerator.from_pretrained(ring_folder, map_location="cpu")
+    gen = load_generator(ring_folder, device="cpu")
+    assert not net.training and net.step == gen.step and net.data_shape == (2,) and net.prior is None
+    for (k, a), (k2, b) in zip(net.net.state_dict().items(), gen.net.state_dict().items()):
+        assert k == k2 and a.device.type == "cpu" and torch.equal(a, b)
+    z = latents(5, gen.latent_dim, seed=1)
+    with torch.no_grad():
+        assert torch.equal(net(z), gen.net(z))
