@@ -26,6 +26,7 @@ FORMAT = "gankit-generator"
 VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"  # huggingface_hub.constants.SAFETENSORS_SINGLE_FILE
+FOLDER_FILES = (CONFIG_NAME, WEIGHTS_NAME, "README.md", "samples.png")  # what gankit export --format hf writes
 ZOO = Path(__file__).resolve().parent / "zoo"
 
 try:  # an optional extra: the folder format itself needs only safetensors

@@ -174,6 +174,22 @@ CASES = [
      ["hf_shape_text/config.json: data_shape", "'1x28x28'"]),
     ("sample-hf-version-text", ["sample", "{w}/hf_version_text"] + SAMPLE,
      ["hf_version_text/config.json: invalid version '1'"]),
+    ("export-hf-over-an-earlier-export", ["export", "{w}/hf", "--format", "hf", "--out", "{w}/hf"],
+     ["{w}/hf/config.json exists", "pass --force"]),
+    ("export-hf-into-its-run", ["export", "{w}/run", "--no-ema", "--format", "hf", "--out", "{w}/run", "--force"],
+     ["--out {w}/run is a training run's directory"]),
+    ("export-hf-into-checkpoints", ["export", "{w}/run", "--no-ema", "--format", "hf", "--out",
+                                    "{w}/run/checkpoints"], ["--out {w}/run/checkpoints is a training run's"]),
+    ("export-hf-overflowing-generator", ["export", "{w}/hf_overflow", "--format", "hf", "--out", "{o}/hf"],
+     ["generator's outputs hold NaN or Inf", "nothing written"]),
+    ("export-onnx-overflowing-generator", ["export", "{w}/hf_overflow", "--format", "onnx", "--out", "{o}/g.onnx"],
+     ["generator's outputs hold NaN or Inf", "nothing written"]),
+    ("export-onnx-into-proc", ["export", "{w}/hf", "--format", "onnx", "--out", "/proc/gankit.onnx"],
+     ["error: /proc/gankit.onnx: "]),
+    ("export-metrics-info-a-list", ["export", "{w}/hf", "--format", "hf", "--out", "{o}/hf", "--metrics",
+                                    "{w}/info_list.json"], ["--metrics {w}/info_list.json: 'info' must be an object"]),
+    ("export-metrics-deeply-nested", ["export", "{w}/hf", "--format", "hf", "--out", "{o}/hf", "--metrics",
+                                      "{w}/deep.json"], ["--metrics {w}/deep.json", "nested too deeply"]),
 ]
 SUBPROCESS_CASES = ["yaml-syntax-error", "sample-pickle", "yaml-alias-bomb", "sample-deeply-nested-header",
                     "sample-hf-prior-object"]
@@ -317,6 +333,10 @@ def _issue_27_inputs(w: Path) -> None:
     reweighted("hf_float64", lambda t: t.update({key: t[key].double()}))
     reweighted("hf_missing", lambda t: t.pop(key))
     reweighted("hf_extra", lambda t: t.update({"net.extra": torch.ones(2)}))
+    # finite weights whose outputs overflow to Inf and NaN
+    reweighted("hf_overflow", lambda t: t.update({k: v * 1e30 for k, v in t.items() if k.endswith("weight")}))
+    (w / "info_list.json").write_text('{"fid": 12.5, "info": [1]}')
+    (w / "deep.json").write_text('{"info": ' + "[" * 100_000 + "]" * 100_000 + "}")
 
 
 def _flip_tensor_byte(raw: bytes) -> bytes:

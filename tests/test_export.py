@@ -280,3 +280,23 @@ def test_from_pretrained_of_a_good_folder_is_the_generator_gankit_loads(ring_fol
     z = latents(5, gen.latent_dim, seed=1)
     with torch.no_grad():
         assert torch.equal(net(z), gen.net(z))
+
+
+def test_an_hf_export_overwrites_an_earlier_one_only_with_force(tmp_path, ring_folder, capsys):
+    """Defect 3: `export --format hf` silently replaced README.md, config.json, model.safetensors and
+    samples.png in an existing folder; now it refuses unless --force, and leaves other files alone."""
+    out = tmp_path / "shared"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "README.md").write_text("my own readme")
+    argv = ["export", str(ring_folder), "--format", "hf", "--out", str(out)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (f"gankit: error: {out / 'README.md'} exists; an hf export would overwrite it "
+                                       "(pass --force to replace the config.json, model.safetensors, README.md, "
+                                       "samples.png of an earlier export)\n")
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "notes.txt"]
+    assert main(argv + ["--force"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors", "notes.txt",
+                                                     "samples.png"]
+    assert (out / "notes.txt").read_text() == "mine" and (out / "README.md").read_text().startswith("---")
+    assert load_generator(out).step == load_generator(ring_folder).step
