@@ -263,13 +263,20 @@ def push(gen: LoadedGenerator, repo_id: str, *, metrics: dict[str, Any] | None =
 
     try:
         import huggingface_hub as hub
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
     except ImportError:
         raise ExportError("push needs huggingface_hub: pip install 'gankit[export]'") from None
+    try:  # before anything is written: the id names no folder of this machine, but a Hub repository
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ExportError(f"push: {reprlib.repr(repo_id)} is not a Hub repository id ({first})") from None
     token = token or hub.get_token()
     if not token:
         raise ExportError("push needs a Hugging Face token: run `hf auth login` or set HF_TOKEN")
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = export_hf(gen, Path(tmp) / repo_id.split("/")[-1], name=repo_id, metrics=metrics, source=source)
+    check_exportable(gen)
+    with tempfile.TemporaryDirectory(prefix="gankit-push-") as tmp:  # removed with what it holds, however it ends
+        folder = export_hf(gen, Path(tmp) / "model", name=repo_id, metrics=metrics, source=source)
         try:
             api = hub.HfApi(token=token)
             url = api.create_repo(repo_id, private=private, exist_ok=True)

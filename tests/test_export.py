@@ -300,3 +300,43 @@ def test_an_hf_export_overwrites_an_earlier_one_only_with_force(tmp_path, ring_f
                                                      "samples.png"]
     assert (out / "notes.txt").read_text() == "mine" and (out / "README.md").read_text().startswith("---")
     assert load_generator(out).step == load_generator(ring_folder).step
+
+
+def test_push_checks_the_repo_id_first_and_uploads_a_fresh_folder_it_removes(tmp_path, ring_folder, capsys,
+                                                                            monkeypatch):
+    """Defect 14: `gankit push X 'user/..'` exported into $TMPDIR itself (the folder was named after the id's
+    last part) and left the four files there."""
+    import tempfile
+    from pathlib import Path
+
+    import huggingface_hub
+
+    from gankit.hub import FOLDER_FILES
+
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: "hf_x")
+    uploads = []
+
+    class Hub:  # no network: what would be uploaded, and from where
+        def __init__(self, token):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, *, repo_id, folder_path, **kwargs):
+            uploads.append((repo_id, Path(folder_path), sorted(p.name for p in Path(folder_path).iterdir())))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", Hub)
+    for bad in ("me/..", "me/a/b", "..", "me/x y"):
+        assert main(["push", str(ring_folder), bad]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith(f"gankit: error: push: {bad!r} is not a Hub repository id ("), err
+    assert uploads == [] and list(tmpdir.iterdir()) == []
+    assert main(["push", str(ring_folder), "me/ring-gan"]) == 0
+    (repo, folder, names), = uploads
+    assert repo == "me/ring-gan" and names == sorted(FOLDER_FILES)
+    assert folder.parent.parent == tmpdir and folder.parent.name.startswith("gankit-push-")
+    assert list(tmpdir.iterdir()) == []  # removed after the upload
