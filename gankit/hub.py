@@ -220,9 +220,9 @@ def _run_config(meta: dict[str, Any], file: Path) -> Config:
     except ConfigError as exc:
         raise CheckpointError(f"{file}: run_config: {str(exc).removeprefix('config: ')}") from None
     conditioned = bool(cfg.model.conditional) or cfg.model.self_condition > 0
-    if conditioned and meta["num_classes"] is None:
-        raise CheckpointError(f"{file}: a conditional generator (run_config model.conditional or "
-                              "model.self_condition) with num_classes null")
+    if conditioned != (meta["num_classes"] is not None):
+        raise CheckpointError(f"{file}: num_classes must be given exactly when run_config sets "
+                              f"model.conditional or model.self_condition; it is {_short(meta['num_classes'])}")
     if (meta["prior"] is not None) != (cfg.model.self_condition > 0):
         raise CheckpointError(f"{file}: prior (the cluster shares) must be given exactly when run_config sets "
                               f"model.self_condition; it is {'null' if meta['prior'] is None else 'a list'}")
@@ -234,11 +234,10 @@ def _expected_state(cfg: Config, meta: dict[str, Any], file: Path) -> dict[str, 
     from gankit.config import ConfigError
     from gankit.models import build_generator
 
-    conditioned = bool(cfg.model.conditional) or cfg.model.self_condition > 0
     try:
         with torch.device("meta"):
             net = build_generator(cfg.model.generator, cfg.model.latent_dim, tuple(meta["data_shape"]),
-                                  meta["num_classes"] if conditioned else None)
+                                  meta["num_classes"])
     except ConfigError as exc:
         raise CheckpointError(f"{file}: run_config: {str(exc).removeprefix('config: ')}") from None
     return net.state_dict()

@@ -340,3 +340,109 @@ def test_push_checks_the_repo_id_first_and_uploads_a_fresh_folder_it_removes(tmp
     assert repo == "me/ring-gan" and names == sorted(FOLDER_FILES)
     assert folder.parent.parent == tmpdir and folder.parent.name.startswith("gankit-push-")
     assert list(tmpdir.iterdir()) == []  # removed after the upload
+
+
+# ---------------------------------------------------------------------------------------------
+# Fuzzing (issue 27): random mutations of a real hf folder
+
+
+@pytest.fixture(scope="module")
+def small_folder(tmp_path_factory):
+    """An hf export of a 1-step DCGAN a few hundred weights large (BatchNorm: int64 buffers too)."""
+    root = tmp_path_factory.mktemp("small")
+    run = train(make_cfg(TINY, "train.steps=1", "model.latent_dim=4", "model.generator.width=2",
+                         "model.discriminator.widths=[4]", "log.sample_every=0"), root / "run").run_dir
+    return export(load_generator(run, ema=False, device="cpu"), "hf", root / "hf")[0]
+
+
+_VALUES = [None, True, False, 0, -1, 1, 2, 3, 28, 4096, 0.5, 1.5, 1e300, -1e300, 10**30, 2**63, float("nan"),
+           float("inf"), "", "abc", "1", "gankit-generator", [], [1], [2], [1, 28, 28], [3, 64, 64], [0.5, "a"], {},
+           {"a": 1}, {"name": "mlp"}]
+
+
+def _nodes(obj, path=()):
+    """Every (container, key) of a parsed JSON document, depth first."""
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for key, value in items:
+        yield obj, key
+        yield from _nodes(value, (*path, key))
+
+
+def _mutated_config(meta, rng):
+    """A deep copy of ``meta`` with one change: a value of another type or size, a key removed or added, or a
+    value nested up to 5,000 levels."""
+    import copy
+
+    meta = copy.deepcopy(meta)
+    # half of them at the top level: run_config would otherwise take nearly all
+    parent, key = (meta, rng.choice(list(meta))) if rng.random() < 0.5 else rng.choice(list(_nodes(meta)))
+    kind = rng.randrange(4)
+    if kind == 0:
+        parent[key] = copy.deepcopy(rng.choice(_VALUES))
+    elif kind == 1:
+        del parent[key]
+    elif kind == 2:
+        target = parent if isinstance(parent, dict) else meta
+        target[rng.choice(["extra", "zzz", "name", "step", "width"]) + rng.choice(["", "_"])] = rng.choice(_VALUES)
+    else:  # written as text: Python's json cannot build it
+        parent[key] = "<nested>"
+        depth = rng.choice([2, 50, 5000])
+        return json.dumps(meta).replace('"<nested>"', "[" * depth + "1" + "]" * depth).encode()
+    return json.dumps(meta).encode()
+
+
+def _mutated_bytes(raw, rng, header_end=None):
+    """``raw`` cut short, or with 1-3 bytes replaced (for weights: half of them inside the header)."""
+    if rng.random() < 0.25:
+        return raw[:rng.randrange(len(raw))]
+    out = bytearray(raw)
+    for _ in range(rng.randint(1, 3)):
+        pos = rng.randrange(header_end if header_end and rng.random() < 0.5 else len(raw))
+        out[pos] = rng.choice([rng.randrange(256), out[pos] ^ (1 << rng.randrange(8)),
+                               ord(rng.choice('[]{}",:0123456789.e-tfn '))])
+    return bytes(out)
+
+
+def test_fuzzed_hf_folders_are_refused_in_one_line_or_load_with_every_check(tmp_path, small_folder):
+    """1,000 mutations of an hf export (bytes of config.json and model.safetensors flipped or cut, JSON values
+    of other types, huge, nested, missing or extra): each is refused with one CheckpointError line naming the
+    folder, by gankit's loader and by from_pretrained alike, or loads a generator that passes every check."""
+    import random
+    import shutil
+    import struct
+    import time
+
+    from gankit.hub import GankitGenerator
+    from gankit.models import build_generator
+
+    config, weights = (small_folder / "config.json").read_bytes(), (small_folder / "model.safetensors").read_bytes()
+    meta = json.loads(config)
+    header_end = 8 + struct.unpack("<Q", weights[:8])[0]
+    folder = tmp_path / "fuzzed"
+    shutil.copytree(small_folder, folder)
+    rng = random.Random(27)
+    outcomes = {"refused": 0, "loaded": 0}
+    for i in range(1000):
+        kind = i % 4
+        (folder / "config.json").write_bytes(_mutated_config(meta, rng) if kind == 0 else
+                                             _mutated_bytes(config, rng) if kind == 1 else config)
+        (folder / "model.safetensors").write_bytes(_mutated_bytes(weights, rng, header_end) if kind >= 2 else weights)
+        t0 = time.process_time()  # CPU time: a busy shared machine must not fail it
+        try:
+            gen = load_generator(folder, device="cpu")
+        except CheckpointError as exc:
+            assert "\n" not in str(exc) and str(folder) in str(exc), str(exc)
+            with pytest.raises(CheckpointError):
+                GankitGenerator.from_pretrained(folder)
+            outcomes["refused"] += 1
+        else:  # a change nothing checks (a JSON space, another training setting): still the checked generator
+            own = build_generator(gen.config.model.generator, gen.latent_dim, gen.data_shape, gen.num_classes)
+            state = gen.net.state_dict()
+            assert {k: (v.shape, v.dtype) for k, v in own.state_dict().items()} == \
+                {k: (v.shape, v.dtype) for k, v in state.items()}
+            assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+            assert isinstance(gen.step, int) and gen.step >= 0 and isinstance(gen.is_ema, bool)
+            assert isinstance(GankitGenerator.from_pretrained(folder), GankitGenerator)
+            outcomes["loaded"] += 1
+        assert time.process_time() - t0 < 10
+    assert outcomes["refused"] > 600, outcomes
