@@ -269,6 +269,25 @@ def test_from_pretrained_is_gankit_s_checked_loader(tmp_path, ring_folder, monke
             load_generator(folder)
 
 
+def test_from_pretrained_of_a_repo_id_downloads_only_the_safetensors_folder(tmp_path, ring_folder, monkeypatch):
+    import huggingface_hub
+
+    from gankit.hub import GankitGenerator
+
+    asked = []
+
+    def snapshot_download(repo_id, *, allow_patterns, **kwargs):  # no network: the folder the Hub would give
+        asked.append((repo_id, sorted(allow_patterns)))
+        return str(ring_folder if repo_id == "me/ring" else tmp_path)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    assert GankitGenerator.from_pretrained("me/ring").step == load_generator(ring_folder).step
+    with pytest.raises(CheckpointError, match="me/pickled: not a gankit generator folder"):
+        GankitGenerator.from_pretrained("me/pickled")
+    assert asked == [("me/ring", ["config.json", "model.safetensors"]),
+                     ("me/pickled", ["config.json", "model.safetensors"])]
+
+
 def test_from_pretrained_of_a_good_folder_is_the_generator_gankit_loads(ring_folder):
     from gankit.hub import GankitGenerator
 
