@@ -3,6 +3,8 @@ measured with the protocol of its literature, printed next to the published numb
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from gankit.checkpoint import atomic_write_bytes
 from gankit.config import ConfigError, load
+from gankit.runlock import RunDirBusy, RunLock
 
 if TYPE_CHECKING:
     import torch
@@ -73,8 +76,6 @@ def run_benchmark(bench: Benchmark, *, configs_dir: Path, out_dir: Path, seed: i
     """Train ``bench``'s preset for ``seconds`` with ``seed`` in a fresh run directory, then measure it
     (and, with ``drs``, the samples rejection sampling keeps: the row's ``drs`` entry; with ``density``,
     a percentile, the samples the density filter keeps: ``density``)."""
-    import shutil
-
     from gankit.metrics.api import calculate_metrics
     from gankit.train import train
 
@@ -84,8 +85,7 @@ def run_benchmark(bench: Benchmark, *, configs_dir: Path, out_dir: Path, seed: i
     cfg = load(path, [f"train.seed={seed}", f"train.max_seconds={seconds}",
                       "log.progress=false", "log.plot=false", "log.sample_every=0", *(overrides or [])])
     run_dir = out_dir / f"{bench.name}-seed{seed}"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
+    remove_previous_run(run_dir)
     t0 = time.perf_counter()
     result = train(cfg, run_dir)
     wall = time.perf_counter() - t0
@@ -97,6 +97,51 @@ def run_benchmark(bench: Benchmark, *, configs_dir: Path, out_dir: Path, seed: i
     if density is not None:
         row["density"] = _density_metrics(bench, run_dir, cfg.data.name, seed, density)
     return row
+
+
+# What a training run writes into its directory (gankit.train, gankit.logs, gankit.checkpoint), and the
+# temporaries of killed atomic writes: the only files a new bench run may delete
+_RUN_FOLDERS = ("checkpoints", "samples", "tensorboard")
+_RUN_OUTPUT = re.compile(r"config\.yaml|metrics\.jsonl|events\.jsonl|loss_curves\.png"
+                         r"|checkpoints/(step_\d{8,}\.safetensors|best\.safetensors|latest\.json)"
+                         r"|samples/step_\d{6,}\.png|tensorboard/events\.out\.tfevents\.[^/]+"
+                         r"|([a-z]+/)?\.[^/]+\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_previous_run(run_dir: Path) -> None:
+    """Delete an earlier run in ``run_dir`` so the benchmark starts fresh, holding its run lock meanwhile.
+
+    Refused, with nothing deleted, while another process holds the directory or when it holds anything
+    a gankit run does not write (the user's files, a symlink)."""
+    from gankit.train import TrainError
+
+    if not run_dir.exists() and not run_dir.is_symlink():
+        return
+    if run_dir.is_symlink() or not run_dir.is_dir():
+        raise TrainError(f"bench: {run_dir} is not the folder of an earlier benchmark run; move it away or "
+                         "choose another --out-dir")
+    try:
+        with RunLock(run_dir):
+            foreign = _foreign_entry(run_dir)
+            if foreign is not None:
+                raise TrainError(f"bench: {foreign} was not written by a gankit run, and bench replaces {run_dir} "
+                                 "with a fresh run; move it away or choose another --out-dir")
+            shutil.rmtree(run_dir)
+    except RunDirBusy:
+        raise TrainError(f"bench: the run directory {run_dir} is in use by another gankit process; wait until it "
+                         "ends, or choose another --out-dir") from None
+
+
+def _foreign_entry(run_dir: Path) -> Path | None:
+    """The first entry of ``run_dir`` that a training run does not write (None: it holds a run's files only)."""
+    for top in sorted(run_dir.iterdir()):
+        if top.is_dir() and not top.is_symlink() and top.name in _RUN_FOLDERS:
+            for path in sorted(top.iterdir()):
+                if path.is_symlink() or not path.is_file() or not _RUN_OUTPUT.fullmatch(f"{top.name}/{path.name}"):
+                    return path
+        elif top.is_symlink() or not top.is_file() or not _RUN_OUTPUT.fullmatch(top.name):
+            return top
+    return None
 
 
 def _kept_metrics(bench: Benchmark, gen: Any, ref: str, seed: int,

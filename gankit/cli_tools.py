@@ -15,6 +15,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--metrics", metavar="JSON", help="hf: a `gankit eval --json` result for the model card "
                    "(default: none, the card says not measured)")
     x.add_argument("--no-ema", action="store_true", help="export the raw generator, not its EMA")
+    x.add_argument("--force", action="store_true", help="hf: overwrite the files of an earlier export in --out "
+                   "(default: refuse)")
 
     p = sub.add_parser("push", help="upload a trained generator to the Hugging Face Hub as an hf folder")
     p.add_argument("source", help="run directory, checkpoint file, generator folder or zoo:NAME")
@@ -39,7 +41,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     metrics = read_metrics(args.metrics)
     gen = load_generator(args.source, ema=not args.no_ema, device="cpu")
-    out, diff = export(gen, args.format, args.out, metrics=metrics)
+    out, diff = export(gen, args.format, args.out, force=args.force, metrics=metrics)
     checked = f"; outputs match PyTorch to {diff:.1e} on a batch of 5" if diff is not None else ""
     print(f"gankit: exported the {'EMA ' if gen.is_ema else ''}generator at step {gen.step} as {args.format} "
           f"to {out}{checked}")

@@ -6,6 +6,8 @@ with PyTorch, and the export is refused when they disagree (or when the weights 
 from __future__ import annotations
 
 import json
+import reprlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,28 +59,43 @@ def _reference(sampler: nn.Module, inputs: tuple[torch.Tensor, ...]) -> np.ndarr
 def _compare(got: np.ndarray, want: np.ndarray, what: str) -> float:
     if got.shape != want.shape:
         raise ExportError(f"the {what} export returns shape {got.shape}, PyTorch {want.shape}")
+    if not np.isfinite(got).all():
+        raise ExportError(f"the {what} export returns NaN or Inf where PyTorch's outputs are finite; not written")
     diff = float(np.abs(got - want).max())
     if not diff <= TOLERANCE:
         raise ExportError(f"the {what} export differs from PyTorch by {diff:.2e} (> {TOLERANCE:g}); not written")
     return diff
 
 
-def export(gen: LoadedGenerator, fmt: str, out: str | Path, **card: Any) -> tuple[Path, float | None]:
-    """Write ``gen`` as ``fmt`` to ``out``; returns (path, max |difference| to PyTorch of the check)."""
+def export(gen: LoadedGenerator, fmt: str, out: str | Path, *, force: bool = False,
+           **card: Any) -> tuple[Path, float | None]:
+    """Write ``gen`` as ``fmt`` to ``out``; returns (path, max |difference| to PyTorch of the check).
+    ``force``: hf only, overwrite the files of an earlier export in the folder ``out``."""
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    check_finite(gen.net, "the generator")
-    gen.net.to("cpu").eval()  # exports are device-independent files; CPU tracing keeps them so
+    check_exportable(gen)
     if fmt == "onnx":
         return export_onnx(gen, Path(out))
     if fmt == "torchscript":
         return export_torchscript(gen, Path(out))
-    return export_hf(gen, Path(out), **card), None
+    return export_hf(gen, Path(out), force=force, **card), None
+
+
+def check_exportable(gen: LoadedGenerator) -> None:
+    """Refuse a generator whose weights or outputs hold NaN or Inf before anything is written; moves it to
+    the CPU (exports are device-independent files; CPU tracing keeps them so)."""
+    check_finite(gen.net, "the generator")
+    gen.net.to("cpu").eval()
+    sampler = _Sampler(gen.net, gen.num_classes is not None).eval()
+    if not np.isfinite(_reference(sampler, _inputs(gen, 5, 1))).all():
+        raise ExportError("the generator's outputs hold NaN or Inf for a batch of 5 latents (finite weights that "
+                          "overflow); nothing written")
 
 
 def export_onnx(gen: LoadedGenerator, out: Path) -> tuple[Path, float]:
     """An ONNX graph with a dynamic batch: inputs ``z`` (N, latent_dim) float32 [and ``labels`` (N,) int64],
     output ``images`` (N, *output_shape) in the model's range; gankit's description in the metadata."""
+    import io
     import warnings
 
     try:
@@ -88,25 +105,21 @@ def export_onnx(gen: LoadedGenerator, out: Path) -> tuple[Path, float]:
         raise ExportError("ONNX export needs onnx and onnxruntime: pip install 'gankit[export]'") from None
     sampler = _Sampler(gen.net, gen.num_classes is not None).eval()
     names = ["z"] if gen.num_classes is None else ["z", "labels"]
-    tmp = out.with_name(f".{out.name}.export")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()  # in memory: the only file written is ``out``, atomically, once checked
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation and tracer notes
-        torch.onnx.export(sampler, _inputs(gen, 2, 0), str(tmp), dynamo=False, input_names=names,
+        torch.onnx.export(sampler, _inputs(gen, 2, 0), buf, dynamo=False, input_names=names,
                           output_names=["images"], opset_version=OPSET,
                           dynamic_axes={**{k: {0: "batch"} for k in names}, "images": {0: "batch"}})
-    try:
-        model = onnx.load(str(tmp))
-        onnx.checker.check_model(model)
-        model.doc_string = "gankit generator; metadata key 'gankit' describes inputs and output range"
-        onnx.helper.set_model_props(model, {"gankit": json.dumps(describe(gen))})
-        data = model.SerializeToString()
-        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-        inputs = _inputs(gen, 5, 1)  # another batch size than the traced one: the batch must be dynamic
-        got = session.run(None, {k: v.numpy() for k, v in zip(names, inputs)})[0]
-        diff = _compare(got, _reference(sampler, inputs), "ONNX")
-    finally:
-        tmp.unlink(missing_ok=True)
+    model = onnx.load_from_string(buf.getvalue())
+    onnx.checker.check_model(model)
+    model.doc_string = "gankit generator; metadata key 'gankit' describes inputs and output range"
+    onnx.helper.set_model_props(model, {"gankit": json.dumps(describe(gen))})
+    data = model.SerializeToString()
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    inputs = _inputs(gen, 5, 1)  # another batch size than the traced one: the batch must be dynamic
+    got = session.run(None, {k: v.numpy() for k, v in zip(names, inputs)})[0]
+    diff = _compare(got, _reference(sampler, inputs), "ONNX")
     atomic_write_bytes(out, data)
     return out, diff
 
@@ -134,18 +147,44 @@ def export_torchscript(gen: LoadedGenerator, out: Path) -> tuple[Path, float]:
 
 
 def export_hf(gen: LoadedGenerator, out: Path, *, name: str | None = None, metrics: dict[str, Any] | None = None,
-              source: str = "", grid: int = 64) -> Path:
+              source: str = "", grid: int = 64, force: bool = False) -> Path:
     """A folder for the Hugging Face Hub: ``config.json``, ``model.safetensors``, ``README.md`` (a model card
     with the config, the metrics and a sample grid) and ``samples.png``. ``name``: how users load it
     (default the folder's name; ``user/repo`` for the Hub, ``zoo:NAME`` for the zoo); ``source``: how it
-    was trained, for the card."""
+    was trained, for the card. ``force``: overwrite those files where ``out`` holds them (default: refuse)."""
+    import shutil
+
     from gankit.hub import save_folder
 
-    out.mkdir(parents=True, exist_ok=True)
-    write_samples(gen, grid if gen.is_image else 2500, out / "samples.png", seed=0, scale=2 if gen.is_image else 1)
-    name = name or out.resolve().name
-    save_folder(gen, out, model_card(gen, name, metrics, source, "samples.png"))
+    check_hf_destination(out, force)
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_samples(gen, grid if gen.is_image else 2500, out / "samples.png", seed=0,
+                      scale=2 if gen.is_image else 1)
+        save_folder(gen, out, model_card(gen, name or out.resolve().name, metrics, source, "samples.png"))
+    except BaseException:
+        if created:  # every file in it is this export's: leave no half-written folder
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     return out
+
+
+def check_hf_destination(out: Path, force: bool) -> None:
+    """Refuse an hf export into a run directory (the folder would shadow the run for sample and eval), and
+    over the files of an earlier export unless ``force``."""
+    from gankit.checkpoint import CheckpointDir
+    from gankit.hub import FOLDER_FILES
+
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; an hf export is a folder")
+    if (out / "checkpoints").exists() or CheckpointDir(out).all():
+        raise ExportError(f"--out {out} is a training run's directory (it holds checkpoints); an hf export there "
+                          "would be taken for the run by gankit sample and eval: choose a folder of its own")
+    existing = [out / f for f in FOLDER_FILES if (out / f).exists()]
+    if existing and not force:
+        raise ExportError(f"{existing[0]} exists; an hf export would overwrite it (pass --force to replace the "
+                          f"{', '.join(FOLDER_FILES)} of an earlier export)")
 
 
 def model_card(gen: LoadedGenerator, name: str, metrics: dict[str, Any] | None, source: str,
@@ -202,11 +241,18 @@ def read_metrics(path: str | Path | None) -> dict[str, Any] | None:
     if path is None:
         return None
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_bytes())
+    except RecursionError:
+        raise ExportError(f"--metrics {path}: not a gankit eval JSON (nested too deeply)") from None
     except (OSError, ValueError) as exc:
         raise ExportError(f"--metrics {path}: cannot read a gankit eval JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ExportError(f"--metrics {path}: expected the JSON object `gankit eval --json` writes")
+    if not isinstance(data.get("info", {}), dict):
+        raise ExportError(f"--metrics {path}: 'info' must be an object, as `gankit eval --json` writes it")
+    for key, value in data.items():  # the card formats numbers as floats
+        if isinstance(value, int) and abs(value) > sys.float_info.max:
+            raise ExportError(f"--metrics {path}: {reprlib.repr(key)} is an integer too large for a metric value")
     return data
 
 
@@ -217,13 +263,20 @@ def push(gen: LoadedGenerator, repo_id: str, *, metrics: dict[str, Any] | None =
 
     try:
         import huggingface_hub as hub
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
     except ImportError:
         raise ExportError("push needs huggingface_hub: pip install 'gankit[export]'") from None
+    try:  # before anything is written: the id names no folder of this machine, but a Hub repository
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ExportError(f"push: {reprlib.repr(repo_id)} is not a Hub repository id ({first})") from None
     token = token or hub.get_token()
     if not token:
         raise ExportError("push needs a Hugging Face token: run `hf auth login` or set HF_TOKEN")
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = export_hf(gen, Path(tmp) / repo_id.split("/")[-1], name=repo_id, metrics=metrics, source=source)
+    check_exportable(gen)
+    with tempfile.TemporaryDirectory(prefix="gankit-push-") as tmp:  # removed with what it holds, however it ends
+        folder = export_hf(gen, Path(tmp) / "model", name=repo_id, metrics=metrics, source=source)
         try:
             api = hub.HfApi(token=token)
             url = api.create_repo(repo_id, private=private, exist_ok=True)

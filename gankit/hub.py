@@ -1,28 +1,32 @@
 """Generator folders in the layout of huggingface_hub's ``PyTorchModelHubMixin``: ``config.json``,
 ``model.safetensors`` and a model card ``README.md``.
 
-The same folder loads three ways: ``gankit.load_generator(folder)`` (gankit's sampling tools, no
-huggingface_hub needed), ``GankitGenerator.from_pretrained(folder or repo id)`` (huggingface_hub's
-loader) and ``gankit sample folder``. The package's model zoo (``zoo:NAME``) is made of such folders.
+The same folder loads three ways, all through the same checks: ``gankit.load_generator(folder)``
+(gankit's sampling tools, no huggingface_hub needed), ``GankitGenerator.from_pretrained(folder or repo
+id)`` (huggingface_hub's API) and ``gankit sample folder``. The package's model zoo (``zoo:NAME``) is
+made of such folders.
 """
 from __future__ import annotations
 
 import json
+import reprlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 
-from gankit.checkpoint import CheckpointError, atomic_write_bytes
+from gankit.checkpoint import CheckpointDir, CheckpointError, atomic_write_bytes, state_mismatch
 
 if TYPE_CHECKING:
+    from gankit.config import Config
     from gankit.sampling import LoadedGenerator
 
 FORMAT = "gankit-generator"
 VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"  # huggingface_hub.constants.SAFETENSORS_SINGLE_FILE
+FOLDER_FILES = (CONFIG_NAME, WEIGHTS_NAME, "README.md", "samples.png")  # what gankit export --format hf writes
 ZOO = Path(__file__).resolve().parent / "zoo"
 
 try:  # an optional extra: the folder format itself needs only safetensors
@@ -58,6 +62,32 @@ class GankitGenerator(*_BASES, **_HUB):  # type: ignore[misc]
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(z, y)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *, force_download: bool = False,
+                        token: str | bool | None = None, cache_dir: str | Path | None = None,
+                        local_files_only: bool = False, revision: str | None = None,
+                        map_location: str | torch.device = "cpu") -> GankitGenerator:
+        """A generator folder or Hub repository, loaded by gankit's checked loader (huggingface_hub's own would
+        load non-strictly, leaving missing tensors random, casting dtypes, and unpickle pytorch_model.bin):
+        every config value, tensor name, shape and dtype is checked and non-finite weights are refused."""
+        from gankit.sampling import load_generator
+
+        folder = Path(pretrained_model_name_or_path)
+        if not folder.is_dir():
+            import huggingface_hub
+
+            folder = Path(huggingface_hub.snapshot_download(
+                str(pretrained_model_name_or_path), allow_patterns=[CONFIG_NAME, WEIGHTS_NAME], revision=revision,
+                cache_dir=cache_dir, force_download=force_download, token=token, local_files_only=local_files_only))
+        if not is_generator_folder(folder):
+            raise CheckpointError(f"{pretrained_model_name_or_path}: not a gankit generator folder (it needs "
+                                  f"{CONFIG_NAME} and {WEIGHTS_NAME}; gankit never unpickles pytorch_model.bin)")
+        gen = load_generator(folder, device=map_location)
+        with torch.device("meta"):  # the checked generator replaces the one the constructor builds
+            model = cls(**folder_meta(gen))
+        model.net = gen.net
+        return model.eval()
+
 
 def folder_meta(gen: LoadedGenerator) -> dict[str, Any]:
     """The ``config.json`` of a generator: the constructor arguments of :class:`GankitGenerator`."""
@@ -87,31 +117,165 @@ def save_folder(gen: LoadedGenerator, out: str | Path, card: str | None = None) 
     return out
 
 
-def read_folder(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(generator weights without the ``net.`` prefix, meta) of a generator folder; damage is named."""
-    from safetensors.torch import load
+def read_folder(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], Config]:
+    """(generator weights without the ``net.`` prefix, checked meta, its run config) of a generator folder.
 
+    Every value of ``config.json`` is checked, then the names, shapes and dtypes of the tensors in the
+    ``model.safetensors`` header against the generator the config describes, built on the meta device,
+    before any tensor is read or any weight allocated. Damage is refused with the file named."""
     path = Path(path)
+    if CheckpointDir(path / "checkpoints").latest() is not None:
+        # a run directory an hf export was written into: its checkpoints may be newer than the export
+        raise CheckpointError(f"{path} holds both a training run's checkpoints and an hf export ({CONFIG_NAME}, "
+                              f"{WEIGHTS_NAME}); use {path / 'checkpoints'} for the run, or move the export's "
+                              "files into a folder of their own")
+    meta = read_config(path)
+    cfg = _run_config(meta, path / CONFIG_NAME)
+    weights = _read_weights(path / WEIGHTS_NAME, _expected_state(cfg, meta, path / CONFIG_NAME))
+    return weights, meta, cfg
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a generator folder, every key present with a value of its type and range."""
+    file = Path(path) / CONFIG_NAME
     try:
-        meta = json.loads((path / CONFIG_NAME).read_text())
+        meta = json.loads(file.read_bytes())
+    except RecursionError:
+        raise CheckpointError(f"{file}: not a gankit config (nested too deeply)") from None
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path / CONFIG_NAME}: not a readable gankit config ({exc})") from None
+        raise CheckpointError(f"{file}: not a readable gankit config ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
-        raise CheckpointError(f"{path / CONFIG_NAME} is not a gankit generator (format {found!r})")
-    if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
-        raise CheckpointError(f"{path / CONFIG_NAME}: version {meta.get('version')!r}; this gankit reads up "
-                              f"to {VERSION} (upgrade gankit)")
-    missing = [k for k in ("run_config", "data_shape", "step") if k not in meta]
+        raise CheckpointError(f"{file} is not a gankit generator (format {_short(found)})")
+    version = meta.get("version")
+    if not _is_int(version) or version < 1:
+        raise CheckpointError(f"{file}: invalid version {_short(version)} (a whole number from 1)")
+    if version > VERSION:
+        raise CheckpointError(f"{file}: version {version}; this gankit reads up to {VERSION} (upgrade gankit)")
+    missing = [k for k in _META_KEYS if k not in meta]
     if missing:
-        raise CheckpointError(f"{path / CONFIG_NAME} lacks {', '.join(missing)}")
+        raise CheckpointError(f"{file} lacks {', '.join(missing)}")
+    unknown = [k for k in meta if k not in _META_KEYS]
+    if unknown:
+        raise CheckpointError(f"{file}: unknown key {_short(unknown[0])} (gankit writes {', '.join(_META_KEYS)})")
+    problem = _meta_problem(meta)
+    if problem:
+        raise CheckpointError(f"{file}: {problem}")
+    return meta
+
+
+_META_KEYS = ("format", "version", "run_config", "data_shape", "num_classes", "prior", "step", "is_ema")
+_MAX_SIDE = 65536  # of a data_shape entry: far beyond data.resolution's 2048, small enough to multiply safely
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short(value: Any) -> str:
+    """A value from a file for an error line: its repr, cut short (files can hold huge or nested values)."""
+    return reprlib.repr(value)
+
+
+def _share(value: Any) -> bool:
+    """A cluster share: a number in [0, 1] (JSON also parses NaN, Infinity and integers of any size)."""
+    return (isinstance(value, float) or _is_int(value)) and 0 <= value <= 1
+
+
+def _meta_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with the values of a ``config.json`` (None: nothing)."""
+    if not isinstance(meta["run_config"], dict):
+        return f"run_config must be an object (the run's config), got {_short(meta['run_config'])}"
+    shape = meta["data_shape"]
+    if not (isinstance(shape, list) and len(shape) in (1, 3) and all(_is_int(n) and 1 <= n <= _MAX_SIDE
+                                                                     for n in shape)):
+        return (f"data_shape must be [dimensions] (points) or [channels, height, width] (images) of whole numbers "
+                f"from 1 to {_MAX_SIDE}, got {_short(shape)}")
+    classes = meta["num_classes"]
+    if classes is not None and not (_is_int(classes) and 1 <= classes <= _MAX_SIDE):
+        return f"num_classes must be null or a whole number from 1 to {_MAX_SIDE}, got {_short(classes)}"
+    prior = meta["prior"]
+    if prior is not None:
+        if not (isinstance(prior, list) and prior and all(_share(p) for p in prior) and sum(prior) > 0):
+            return f"prior must be null or a list of cluster shares in [0, 1], not all 0, got {_short(prior)}"
+        if len(prior) != classes:
+            return f"prior holds {len(prior)} cluster shares for num_classes {classes}"
+    step = meta["step"]
+    if not (_is_int(step) and 0 <= step < 2**63):
+        return f"step must be a whole number >= 0, got {_short(step)}"
+    if not isinstance(meta["is_ema"], bool):
+        return f"is_ema must be true or false, got {_short(meta['is_ema'])}"
+    return None
+
+
+def _run_config(meta: dict[str, Any], file: Path) -> Config:
+    """The run config of a checked ``config.json``, consistent with its num_classes and prior."""
+    from gankit.config import ConfigError, from_dict
+
     try:
-        raw = load((path / WEIGHTS_NAME).read_bytes())
-    except Exception as exc:  # safetensors raises its own types for truncated files
-        raise CheckpointError(f"{path / WEIGHTS_NAME} is damaged ({exc})") from None
-    if any(not k.startswith("net.") for k in raw):
-        raise CheckpointError(f"{path / WEIGHTS_NAME}: tensors outside net.* (not written by gankit export)")
-    return {k[len("net."):]: v for k, v in raw.items()}, meta
+        cfg = from_dict(meta["run_config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{file}: run_config: {str(exc).removeprefix('config: ')}") from None
+    conditioned = bool(cfg.model.conditional) or cfg.model.self_condition > 0
+    if conditioned != (meta["num_classes"] is not None):
+        raise CheckpointError(f"{file}: num_classes must be given exactly when run_config sets "
+                              f"model.conditional or model.self_condition; it is {_short(meta['num_classes'])}")
+    if (meta["prior"] is not None) != (cfg.model.self_condition > 0):
+        raise CheckpointError(f"{file}: prior (the cluster shares) must be given exactly when run_config sets "
+                              f"model.self_condition; it is {'null' if meta['prior'] is None else 'a list'}")
+    return cfg
+
+
+def _expected_state(cfg: Config, meta: dict[str, Any], file: Path) -> dict[str, torch.Tensor]:
+    """The state dict of the generator ``config.json`` describes, on the meta device: shapes, no memory."""
+    from gankit.config import ConfigError
+    from gankit.models import build_generator
+
+    try:
+        with torch.device("meta"):
+            net = build_generator(cfg.model.generator, cfg.model.latent_dim, tuple(meta["data_shape"]),
+                                  meta["num_classes"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{file}: run_config: {str(exc).removeprefix('config: ')}") from None
+    return net.state_dict()
+
+
+def _read_weights(file: Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of ``file``, once the names, shapes and dtypes of its header match ``expected``."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), "pt") as f:
+            header = {k: (f.get_slice(k).get_dtype(), tuple(f.get_slice(k).get_shape())) for k in f.keys()}
+            problem = _header_problem(header, expected)
+            if problem:
+                raise CheckpointError(f"{file} does not fit the generator {CONFIG_NAME} describes: {problem}")
+            return {k[len("net."):]: f.get_tensor(k) for k in header}
+    except CheckpointError:
+        raise
+    except Exception as exc:  # safetensors raises its own types for truncated or malformed files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{file} is damaged ({first})") from None
+
+
+def _header_problem(header: dict[str, tuple[str, tuple[int, ...]]], expected: dict[str, torch.Tensor]) -> str | None:
+    """What keeps tensors of these (dtype, shape)s from loading into a module whose state is ``expected``."""
+    if any(not k.startswith("net.") for k in header):
+        return "tensors outside net.* (not written by gankit export)"
+    unknown = sorted(dtype for dtype, _ in header.values() if dtype not in _DTYPES)
+    if unknown:
+        return f"unsupported dtype {unknown[0]}"
+    described = {k[len("net."):]: torch.empty(shape, dtype=_DTYPES[dtype], device="meta")
+                 for k, (dtype, shape) in header.items()}
+    mismatch = state_mismatch(expected, described)
+    if mismatch:
+        return mismatch
+    wrong = [f"{k}: file {str(described[k].dtype).removeprefix('torch.')} vs model "
+             f"{str(t.dtype).removeprefix('torch.')}" for k, t in expected.items() if described[k].dtype != t.dtype]
+    return f"dtype mismatch {', '.join(wrong[:3])}" if wrong else None
 
 
 def zoo_path(name: str) -> Path:

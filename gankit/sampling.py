@@ -254,10 +254,9 @@ def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.de
     if str(path).startswith("zoo:"):
         path = zoo_path(str(path)[len("zoo:"):])
     if is_generator_folder(path):
-        weights, meta = read_folder(path)
-        use_ema = bool(meta.get("is_ema", False))
-        prior = None if meta.get("prior") is None else torch.tensor(meta["prior"], dtype=torch.float32)
-        cfg = from_dict(meta["run_config"])
+        weights, meta, cfg = read_folder(path)  # checked against the config before any weight is allocated
+        use_ema = meta["is_ema"]
+        prior = None if meta["prior"] is None else torch.tensor(meta["prior"], dtype=torch.float32)
     else:
         file = resolve(path)
         state, meta = load_checkpoint(file)

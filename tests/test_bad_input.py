@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -161,9 +162,45 @@ CASES = [
      ["192.0.2.1 is not an address of this machine", "--host"]),
     ("playground-allow-host-with-port", ["playground", "--allow-host", "mybox:8765"],
      ["--allow-host", "'mybox:8765' is not a host name"]),
+    # issue 27: hf folders are checked as checkpoints are, and exports neither overwrite nor shadow
+    ("sample-hf-export-inside-a-run", ["sample", "{w}/shadowed", "--no-ema"] + SAMPLE,
+     ["{w}/shadowed holds both a training run's checkpoints and an hf export", "{w}/shadowed/checkpoints"]),
+    ("sample-hf-int64-weights", ["sample", "{w}/hf_int64"] + SAMPLE,
+     ["{w}/hf_int64/model.safetensors does not fit", "dtype mismatch", "file int64 vs model float32"]),
+    ("sample-hf-float64-weights", ["sample", "{w}/hf_float64"] + SAMPLE, ["hf_float64/model.safetensors", "float64"]),
+    ("sample-hf-missing-tensor", ["sample", "{w}/hf_missing"] + SAMPLE, ["hf_missing/model.safetensors", "missing"]),
+    ("sample-hf-extra-tensor", ["sample", "{w}/hf_extra"] + SAMPLE, ["hf_extra/model.safetensors", "unexpected extra"]),
+    ("sample-hf-config-wider-than-its-weights", ["sample", "{w}/hf_wide"] + SAMPLE,
+     ["hf_wide/model.safetensors does not fit the generator config.json describes", "shape mismatch"]),
+    ("sample-hf-step-1e300", ["sample", "{w}/hf_step_huge"] + SAMPLE,
+     ["{w}/hf_step_huge/config.json: step must be a whole number", "1e+300"]),
+    ("sample-hf-step-text", ["sample", "{w}/hf_step_text"] + SAMPLE, ["{w}/hf_step_text/config.json: step", "'abc'"]),
+    ("sample-hf-prior-object", ["sample", "{w}/hf_prior_object"] + SAMPLE, ["hf_prior_object/config.json: prior"]),
+    ("sample-hf-prior-text", ["sample", "{w}/hf_prior_text"] + SAMPLE, ["hf_prior_text/config.json: prior", "'0.5'"]),
+    ("sample-hf-data-shape-text", ["sample", "{w}/hf_shape_text"] + SAMPLE,
+     ["hf_shape_text/config.json: data_shape", "'1x28x28'"]),
+    ("sample-hf-version-text", ["sample", "{w}/hf_version_text"] + SAMPLE,
+     ["hf_version_text/config.json: invalid version '1'"]),
+    ("export-hf-over-an-earlier-export", ["export", "{w}/hf", "--format", "hf", "--out", "{w}/hf"],
+     ["{w}/hf/config.json exists", "pass --force"]),
+    ("export-hf-into-its-run", ["export", "{w}/run", "--no-ema", "--format", "hf", "--out", "{w}/run", "--force"],
+     ["--out {w}/run is a training run's directory"]),
+    ("export-hf-into-checkpoints", ["export", "{w}/run", "--no-ema", "--format", "hf", "--out",
+                                    "{w}/run/checkpoints"], ["--out {w}/run/checkpoints is a training run's"]),
+    ("export-hf-overflowing-generator", ["export", "{w}/hf_overflow", "--format", "hf", "--out", "{o}/hf"],
+     ["generator's outputs hold NaN or Inf", "nothing written"]),
+    ("export-onnx-overflowing-generator", ["export", "{w}/hf_overflow", "--format", "onnx", "--out", "{o}/g.onnx"],
+     ["generator's outputs hold NaN or Inf", "nothing written"]),
+    ("export-onnx-into-proc", ["export", "{w}/hf", "--format", "onnx", "--out", "/proc/gankit.onnx"],
+     ["error: /proc/gankit.onnx: "]),
+    ("export-metrics-info-a-list", ["export", "{w}/hf", "--format", "hf", "--out", "{o}/hf", "--metrics",
+                                    "{w}/info_list.json"], ["--metrics {w}/info_list.json: 'info' must be an object"]),
+    ("export-metrics-deeply-nested", ["export", "{w}/hf", "--format", "hf", "--out", "{o}/hf", "--metrics",
+                                      "{w}/deep.json"], ["--metrics {w}/deep.json", "nested too deeply"]),
+
 ]
 SUBPROCESS_CASES = ["yaml-syntax-error", "sample-pickle", "yaml-alias-bomb", "sample-deeply-nested-header",
-                    "playground-port-70000"]
+                    "playground-port-70000", "sample-hf-prior-object"]
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +235,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     latest = CheckpointDir(w / "damaged" / "checkpoints").latest()
     latest.write_bytes(_flip_tensor_byte(latest.read_bytes()))
     _issue_16_inputs(w)
+    _issue_27_inputs(w)
     return w
 
 
@@ -263,6 +301,50 @@ def _issue_16_inputs(w: Path) -> None:
                  "--set", "checkpoint.every=1"]) == 0
     latest = CheckpointDir(w / "two_ckpts" / "checkpoints").latest()
     latest.write_bytes(latest.read_bytes()[:-100])
+
+
+def _issue_27_inputs(w: Path) -> None:
+    """An hf export of the run, copies of it each with one defect, and the run with an export inside."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from gankit.export import export
+    from gankit.sampling import load_generator
+
+    export(load_generator(w / "run", ema=False, device="cpu"), "hf", w / "hf")
+    shutil.copytree(w / "run", w / "shadowed")
+    for name in ("config.json", "model.safetensors"):  # what `gankit export RUN --format hf --out RUN` wrote
+        shutil.copy(w / "hf" / name, w / "shadowed" / name)
+
+    def edited(name: str, edit: Any) -> None:
+        shutil.copytree(w / "hf", w / name)
+        meta = json.loads((w / name / "config.json").read_text())
+        edit(meta)
+        (w / name / "config.json").write_text(json.dumps(meta))
+
+    def reweighted(name: str, edit: Any) -> None:
+        shutil.copytree(w / "hf", w / name)
+        weights = load_file(w / name / "model.safetensors")
+        edit(weights)
+        save_file(weights, w / name / "model.safetensors", metadata={"format": "pt"})
+
+    key = "net.stem.1.weight"
+    edited("hf_step_huge", lambda m: m.update(step=1e300))
+    edited("hf_step_text", lambda m: m.update(step="abc"))
+    edited("hf_prior_object", lambda m: m.update(prior={"a": 1}))
+    edited("hf_prior_text", lambda m: m.update(prior="0.5"))
+    edited("hf_shape_text", lambda m: m.update(data_shape="1x28x28"))
+    edited("hf_version_text", lambda m: m.update(version="1"))
+    edited("hf_wide", lambda m: m["run_config"]["model"]["generator"].update(width=4096))
+    reweighted("hf_int64", lambda t: t.update({key: (t[key] * 100).long()}))
+    reweighted("hf_float64", lambda t: t.update({key: t[key].double()}))
+    reweighted("hf_missing", lambda t: t.pop(key))
+    reweighted("hf_extra", lambda t: t.update({"net.extra": torch.ones(2)}))
+    # finite weights whose outputs overflow to Inf and NaN
+    reweighted("hf_overflow", lambda t: t.update({k: v * 1e30 for k, v in t.items() if k.endswith("weight")}))
+    (w / "info_list.json").write_text('{"fid": 12.5, "info": [1]}')
+    (w / "deep.json").write_text('{"info": ' + "[" * 100_000 + "]" * 100_000 + "}")
 
 
 def _flip_tensor_byte(raw: bytes) -> bytes:
