@@ -517,3 +517,21 @@ def _flip(raw: bytes, pos: int) -> bytes:
     out = bytearray(raw)
     out[pos] ^= 0x01
     return bytes(out)
+
+
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
+    """An hf export, a grid or a checkpoint is readable as any file the user writes (was 0600)."""
+    import os
+    import stat
+
+    from gankit.checkpoint import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.bin", b"x")
+        assert stat.S_IMODE((tmp_path / "a.bin").stat().st_mode) == 0o644
+        os.umask(0o077)
+        atomic_write_bytes(tmp_path / "b.bin", b"x")
+        assert stat.S_IMODE((tmp_path / "b.bin").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
