@@ -231,7 +231,8 @@ class HealthConfig:
 @dataclass
 class PerfConfig:
     amp: str = opt("auto", "mixed precision of G's and D's forward passes (losses stay float32): auto = bf16 on "
-                   "CUDA GPUs with native bfloat16, fp16 on older ones, fp32 (off) on CPU and MPS; fp32, bf16, "
+                   "CUDA GPUs with native bfloat16, fp16 on older ones, bf16 for conv models on CPUs with native "
+                   "bfloat16 (AVX512-BF16 or AMX), fp32 (off) otherwise; fp32, bf16, "
                    "or fp16 (with a gradient scaler, checkpointed)", choices=("auto", "fp32", "bf16", "fp16"),
                    resumable=True)
     channels_last: bool | None = opt(None, "NHWC layout of conv weights and image batches (tensor cores); "

@@ -189,7 +189,8 @@ def _train(cfg: Config | dict | str | Path, run_dir: str | Path | None, resume: 
     logger.message(start_line(trainer, run_dir, start_step, threads_how))
     for tracker in logger.trackers:
         logger.message(tracker.describe())
-    if ctx.enabled or trainer.perf.active:
+    if ctx.enabled or trainer.perf.channels_last or trainer.perf.compile != "off" or (
+            trainer.perf.amp != "fp32" and trainer.device.type != "cpu"):  # a CPU's autocast: in the start line
         logger.message(game.describe(trainer))
     if resume and start_step == 0:
         logger.message(f"gankit: --resume: {ckpts.root} holds no checkpoint yet; starting the run at step 0")
@@ -306,6 +307,9 @@ def start_line(trainer: Game, run_dir: Path, start_step: int, threads_how: str =
     n = torch.get_num_threads()
     how = f" ({threads_how})" if threads_how else ""
     threads = f", {n} thread{'s' * (n > 1)}{how}" if trainer.device.type == "cpu" else ""
+    if trainer.device.type == "cpu" and trainer.perf.amp != "fp32":
+        native = " (auto: the CPU has native bfloat16)" if cfg.perf.amp == "auto" else ""
+        threads += f", {trainer.perf.amp} autocast{native}"
     data = f"{cfg.data.name}: {len(source):,} " + ("x".join(map(str, source.shape)) + " images"
                                                    if source.is_image else f"{source.shape[-1]}-D points")
     begin = f"resuming at step {start_step}" if start_step else "training"

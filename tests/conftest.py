@@ -29,6 +29,9 @@ TINY: dict[str, Any] = {
     "log": {"every": 5, "sample_every": 10, "grid": 2, "progress": False, "tensorboard": False,
             "plot": False},
     "checkpoint": {"every": 10, "keep": 2},
+    # float32 where a CPU with native bfloat16 would autocast: the tiny runs are compared bit for bit with
+    # references computed in float32 (plain PyTorch, one process against two); tests/test_perf.py covers bf16
+    "perf": {"amp": "fp32"},
 }
 
 # The 8-Gaussian ring with MLPs of one hidden layer.
@@ -43,6 +46,7 @@ TINY_RING: dict[str, Any] = {
     "train": {"device": "cpu", "threads": 2, "seed": 0, "batch_size": 64, "steps": 10},
     "log": {"every": 5, "sample_every": 0, "progress": False, "tensorboard": False, "plot": False},
     "checkpoint": {"every": 100},
+    "perf": {"amp": "fp32"},  # as TINY's
 }
 
 TINY_YAML = """\
@@ -55,6 +59,7 @@ objective: {label_smoothing: 0.1}
 train: {device: cpu, threads: 2, seed: 0, batch_size: 32, steps: 4, d_steps: 2, ema_decay: 0.9}
 log: {every: 2, sample_every: 0, grid: 2, progress: false, tensorboard: false, plot: false}
 checkpoint: {every: 100, keep: 2}
+perf: {amp: fp32}
 """
 
 

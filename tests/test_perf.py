@@ -19,11 +19,33 @@ CONV = make_cfg(TINY, "model.discriminator={name: dcgan, width: 8}", "objective.
                 "objective.instance_noise=0", "train.ema_decay=0", "train.d_steps=1")
 
 
-def test_cpu_defaults_leave_the_step_alone():
-    trainer = prepare(from_dict(TINY))
-    assert trainer.perf.describe() == {"amp": "fp32", "channels_last": False, "compile": "off"}
-    assert trainer.g_train is trainer.g and trainer.d_train is trainer.d  # the plain networks: bit for bit
-    assert "scaler" not in trainer.state_dict()
+def test_cpu_defaults_autocast_to_bf16_only_where_the_cpu_has_it_and_fp32_leaves_the_step_alone(monkeypatch):
+    import gankit.perf
+
+    for native in (True, False):
+        monkeypatch.setattr(gankit.perf, "cpu_has_native_bf16", lambda: native)
+        trainer = prepare(from_dict(make_cfg(TINY, "perf.amp=auto")))
+        assert trainer.perf.describe() == {"amp": "bf16" if native else "fp32", "channels_last": False,
+                                           "compile": "off"}
+        assert (trainer.g_train is trainer.g) is not native  # fp32: the plain networks, bit for bit
+        assert "scaler" not in trainer.state_dict()
+    # no convolution (the 2D MLPs): float32 even where the CPU has bfloat16
+    monkeypatch.setattr(gankit.perf, "cpu_has_native_bf16", lambda: True)
+    mlps = prepare(from_dict(make_cfg(TINY, "perf.amp=auto", "model.generator={name: mlp, widths: [16]}")))
+    assert mlps.perf.amp == "fp32"
+
+
+def test_the_cpus_bfloat16_is_read_from_its_flags(tmp_path, monkeypatch):
+    import builtins
+
+    import gankit.perf
+
+    real_open = builtins.open
+    for flags, native in (("fpu avx512f avx512_bf16 sse", True), ("fpu amx_bf16", True), ("fpu avx512f", False)):
+        (tmp_path / "cpuinfo").write_text(f"processor : 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(builtins, "open", lambda f, *a, **k: real_open(tmp_path / "cpuinfo" if f == "/proc/cpuinfo"
+                                                                          else f, *a, **k))
+        assert gankit.perf.cpu_has_native_bf16() is native
 
 
 def test_bf16_autocast_runs_the_networks_in_bf16_and_the_losses_in_float32():
