@@ -17,7 +17,7 @@ from gankit.checkpoint import (CheckpointError, atomic_write_bytes, load_checkpo
 from gankit.clustering import prior_rows
 from gankit.config import Config, from_dict
 from gankit.data import to_uint8
-from gankit.data.source import physical_memory
+from gankit.data.source import memory_shortfall
 from gankit.ema import ema_initial_share
 
 if TYPE_CHECKING:
@@ -29,10 +29,9 @@ MAX_FRAMES = 2000  # a walk longer than this is a typo (--steps 100000), not an 
 
 def check_memory(num: int, floats_each: int, what: str) -> None:
     """Refuse ``num`` items of ``floats_each`` float32 values when they cannot fit in this machine's memory."""
-    need, have = num * floats_each * 4, physical_memory()
-    if have is not None and need > have // 2:
-        raise ValueError(f"{num:,} {what} need {need / 2**30:.1f} GiB in memory, more than half of this "
-                         f"machine's {have / 2**30:.1f} GiB; ask for fewer")
+    short = memory_shortfall(num * floats_each * 4)
+    if short:
+        raise ValueError(f"{num:,} {what} {short}; ask for fewer")
 
 
 def finite_samples(samples: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_YAML
+from conftest import TINY_YAML, png_claiming
 from gankit.checkpoint import CheckpointDir, save_checkpoint
 from gankit.cli import main
 from gankit.train import train
@@ -193,21 +193,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return w
 
 
-def _png_header(width: int, height: int) -> bytes:
-    """A small real PNG whose header is rewritten to claim ``width`` x ``height`` pixels."""
-    import io
-    import zlib
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.zeros((4, 4), np.uint8)).save(buf, "PNG")
-    raw = bytearray(buf.getvalue())
-    raw[16:24] = struct.pack(">II", width, height)  # after the signature, the IHDR length and its type
-    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])))
-    return bytes(raw)
-
-
 def _issue_16_inputs(w: Path) -> None:
     from safetensors.torch import save_file
 
@@ -241,7 +226,7 @@ def _issue_16_inputs(w: Path) -> None:
     (w / "set.yaml").write_text("train: !!set {a, b}\n")
     (w / "duplicate.yaml").write_text("train: {seed: 1}\ntrain: {seed: 2}\n")
     (w / "bombpng").mkdir()
-    (w / "bombpng" / "huge.png").write_bytes(_png_header(100_000, 100_000))
+    (w / "bombpng" / "huge.png").write_bytes(png_claiming(100_000, 100_000))
     np.savez(w / "two_images.npz", images=np.zeros((2, 28, 28, 1), np.uint8))
     np.save(w / "array.npy", np.zeros((10, 28, 28, 1), np.uint8))
     (w / "array.npy").rename(w / "array.npz")

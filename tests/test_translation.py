@@ -16,7 +16,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import assert_states_equal, make_cfg
+from conftest import assert_states_equal, make_cfg, png_claiming
 from gankit.checkpoint import CheckpointDir, load_checkpoint
 from gankit.cli import main
 from gankit.config import from_dict
@@ -262,6 +262,7 @@ def test_folder_layouts(tmp_path):
 
 @pytest.mark.parametrize("layout, message", [
     ("corrupt", "cannot read image"),
+    ("bomb", "decompression-bomb limit"),
     ("unequal", "a pair must have one size"),
     ("lonely", "has no partner"),
     ("odd", "two halves of equal width"),
@@ -276,6 +277,8 @@ def test_folder_errors_are_one_line(tmp_path, capsys, layout, message):
         _png(root / "B" / "0.png", 24, 20 if layout == "unequal" else 24)
         if layout == "corrupt":
             (root / "B" / "0.png").write_bytes(b"not a png")
+        if layout == "bomb":
+            (root / "B" / "0.png").write_bytes(png_claiming(100_000, 100_000))
         if layout == "lonely":
             _png(root / "A" / "1.png", 24, 24)
     config = tmp_path / "c.yaml"
@@ -283,6 +286,49 @@ def test_folder_errors_are_one_line(tmp_path, capsys, layout, message):
     assert main(["train", str(config), "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+def test_folder_tasks_decode_through_the_folder_readers_decoder(tmp_path, monkeypatch):
+    """Issue 27, defect 8: 16-bit PNGs are scaled (30000 -> 117), as the GAN folder dataset reads them, and an
+    unpaired folder holding a decompression bomb is one line naming it."""
+    from gankit.data import folder as folder_module
+    from gankit.data.source import DataError
+
+    for side in "AB":
+        (tmp_path / "paired" / side).mkdir(parents=True)
+        Image.fromarray(np.full((16, 16), 30000, np.uint16)).save(tmp_path / "paired" / side / "0.png")
+    cfg = from_dict({**_folder_cfg(tmp_path / "paired", "pix2pix", "paired").to_dict(), "data": {
+        "root": str(tmp_path / "paired"), "resolution": 16, "channels": 1}})
+    task = build_task(cfg)
+    assert task.inputs.unique().tolist() == [117] == folder_module.read_image(
+        tmp_path / "paired" / "A" / "0.png", 16, 1).unique().tolist()
+    _png(tmp_path / "unpaired" / "trainA" / "0.png", 16, 16)
+    (tmp_path / "unpaired" / "trainB").mkdir()
+    (tmp_path / "unpaired" / "trainB" / "bomb.png").write_bytes(png_claiming(100_000, 100_000))
+    with pytest.raises(DataError, match="bomb.png: it claims more than"):
+        build_task(_folder_cfg(tmp_path / "unpaired", "cyclegan", "unpaired"))
+
+
+@pytest.mark.parametrize("game, task", [("pix2pix", "aligned"), ("pix2pix", "paired"), ("cyclegan", "unpaired")])
+def test_folder_tasks_that_cannot_fit_in_memory_are_refused_before_decoding(tmp_path, monkeypatch, capsys, game,
+                                                                             task):
+    """Issue 27, defect 10: the images' total size at data.resolution is checked against this machine's memory
+    first (here a machine of 64 MiB: 2 x 3 images of 3 x 2048 x 2048 bytes are 72 MiB)."""
+    from gankit.data import source
+
+    root = tmp_path / "data"
+    for i in range(3):
+        for sub in {"aligned": [""], "paired": ["A", "B"], "unpaired": ["trainA", "trainB"]}[task]:
+            _png(root / sub / f"{i}.png", 40 if task == "aligned" else 20, 20)
+    monkeypatch.setattr(source, "physical_memory", lambda: 64 << 20)
+    monkeypatch.setattr("gankit.translation.folders.decode_image", lambda *a: pytest.fail("decoded first"))
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**_folder_cfg(root, game, task).to_dict(),
+                                      "data": {"root": str(root), "resolution": 2048}}))
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("gankit: error: data.resolution 2048: 6 images of 2048 x 2048")
+    assert "0.1 GiB in memory, more than half of this machine's 0.1 GiB; lower data.resolution" in err and not (tmp_path / "run").exists()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from gankit.checkpoint import atomic_write_bytes
-from gankit.data.folder import list_images
-from gankit.data.source import DataError
+from gankit.data.folder import decode_image, image_header, list_images
+from gankit.data.source import DataError, memory_shortfall
 from gankit.sampling import png_bytes
 
 
@@ -26,16 +26,16 @@ def read_inputs(path: str | Path, shape: tuple[int, int, int]) -> tuple[torch.Te
     path = Path(path)
     c, h, w = shape
     if path.is_dir():
-        from gankit.translation.folders import decode
-
-        images = []
         files = list_images(path)
-        for f in files:
-            x = decode(f, 1 if c == 1 else 3)
-            if tuple(x.shape[1:]) != (h, w):
-                raise DataError(f"{f} is {x.shape[2]}x{x.shape[1]}; this run translates {w}x{h} images")
-            images.append(x)
-        return _fit_channels(torch.stack(images), c, str(path)), None, [f.stem for f in files]
+        short = memory_shortfall(len(files) * c * h * w)
+        if short:
+            raise DataError(f"--input {path}: {len(files):,} images of {w}x{h} pixels {short}")
+        for f in files:  # every size from the headers first: a wrong one is refused before any decoding
+            _, size = image_header(f)
+            if size != (w, h):
+                raise DataError(f"{f} is {size[0]}x{size[1]}; this run translates {w}x{h} images")
+        images = torch.stack([decode_image(f, 1 if c == 1 else 3) for f in files])
+        return _fit_channels(images, c, str(path)), None, [f.stem for f in files]
     if path.suffix != ".npz":
         raise DataError(f"{path}: --input must be an .npz file or a directory of images")
     try:
