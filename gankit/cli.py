@@ -507,8 +507,9 @@ def _eval_translation(args: argparse.Namespace) -> int:
 def cmd_translate(args: argparse.Namespace) -> int:
     from gankit.device import select_device
     from gankit.translation.evaluate import load_translator
-    from gankit.translation.files import read_inputs, write_outputs
+    from gankit.translation.files import check_output, read_inputs, write_outputs
 
+    check_output(args.out)  # before the run is loaded: a wrong --out costs nothing
     device = select_device(args.device, "--device")
     translator = load_translator(args.source, device)
     images, masks, names = read_inputs(args.input, translator.input_shape(args.direction))

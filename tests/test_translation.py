@@ -159,6 +159,10 @@ def test_translate_npz_and_folders(runs, tmp_path, capsys):
         Image.fromarray(img).save(folder / f"d{i}.png")
     assert main(["translate", str(runs["superres4"]), "--input", str(folder), "--out", str(tmp_path / "o")]) == 0
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [f"d{i}.png" for i in range(5)]
+    assert main(["translate", str(runs["superres4"]), "--input", str(src.rename(tmp_path / "in.NPZ")), "--out",
+                 str(tmp_path / "OUT.NPZ")]) == 0  # suffixes in any case, as the GAN commands take them
+    with np.load(tmp_path / "OUT.NPZ") as npz:
+        assert npz["images"].shape == (5, 28, 28, 1)
     # inpainting: the preset's fixed mask, or the caller's; known pixels are kept
     full = images[-5:, 0].numpy()
     masks = np.zeros_like(full)
@@ -175,6 +179,49 @@ def test_translate_npz_and_folders(runs, tmp_path, capsys):
         with np.load(tmp_path / f"{direction}.npz") as npz:
             assert npz["images"].shape == (5, 28, 28, 3)
     capsys.readouterr()
+
+
+def test_translate_folder_keeps_relative_paths_and_reads_like_the_folder_dataset(runs, tmp_path, capsys):
+    """Issue 27, defects 2 and 8: ``one/x.png`` and ``two/x.png`` are two outputs, not one written twice; a
+    16-bit PNG is scaled (30000 -> 117) as the GAN folder reader scales it; a file claiming 100000 x 100000
+    pixels is one line naming it."""
+    folder, out = tmp_path / "in", tmp_path / "out"
+    for sub, value in (("one", 40), ("two", 200)):
+        (folder / sub).mkdir(parents=True)
+        Image.fromarray(np.full((7, 7), value, np.uint8)).save(folder / sub / "x.png")
+    Image.fromarray(np.full((7, 7), 30000, np.uint16)).save(folder / "wide.png")
+    Image.fromarray(np.full((7, 7), 117, np.uint8)).save(folder / "narrow.png")
+    assert main(["translate", str(runs["superres4"]), "--input", str(folder), "--out", str(out)]) == 0
+    assert "translated 4 images" in capsys.readouterr().out
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == ["narrow.png", "one/x.png", "two/x.png", "wide.png"]
+    assert not np.array_equal(np.asarray(Image.open(out / "one" / "x.png")), np.asarray(Image.open(out / "two" / "x.png")))
+    assert np.array_equal(np.asarray(Image.open(out / "wide.png")), np.asarray(Image.open(out / "narrow.png")))
+    (folder / "bomb.png").write_bytes(png_claiming(100_000, 100_000))
+    assert main(["translate", str(runs["superres4"]), "--input", str(folder), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{folder / 'bomb.png'}: it claims more than" in err
+
+
+@pytest.mark.parametrize("files, out, message", [
+    (["a.png", "a.jpg"], "o", "{i}/a.jpg and {i}/a.png would both be translated to a.png; rename one"),
+    (["x.png"], "t.png", "--out {t}/t.png: translations are written to an .npz file or a folder of PNGs"),
+    (["x.png"], "t.JPG", "t.JPG names a file; use {t}/t.npz or a folder such as {t}/t"),
+    (["x.png"], "file", "--out {t}/file is a file"),
+])
+def test_translate_refuses_outputs_that_would_be_lost_or_misnamed(runs, tmp_path, capsys, files, out, message):
+    """Issue 27, defects 2 and 23: two inputs with one output name, or a folder output named like a file,
+    are refused before anything is written."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in files:
+        Image.fromarray(np.full((7, 7), 9, np.uint8)).save(folder / name)
+    (tmp_path / "file").write_text("mine")
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["translate", str(runs["superres4"]), "--input", str(folder), "--out", str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message.format(i=folder, t=tmp_path) in err, err
+    assert sorted(tmp_path.rglob("*")) == before and (tmp_path / "file").read_text() == "mine"
 
 
 @pytest.mark.parametrize("arrays, message", [
