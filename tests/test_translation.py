@@ -378,6 +378,54 @@ def test_folder_tasks_that_cannot_fit_in_memory_are_refused_before_decoding(tmp_
     assert "0.1 GiB in memory, more than half of this machine's 0.1 GiB; lower data.resolution" in err and not (tmp_path / "run").exists()
 
 
+def test_a_folder_run_translates_without_its_training_data(tmp_path, capsys, monkeypatch):
+    """Issue 27, defect 9: the checkpoint holds what translating needs (shapes, channels, the task's kind), so
+    translate works after the data moved, without decoding the folder again; eval and sample, which need
+    held-out pairs a folder task does not have, say so without reading it; a checkpoint saved before the task
+    was stored still loads while its data is there, and says why it needs it when it is not."""
+    from gankit.checkpoint import save_checkpoint
+    from gankit.translation import evaluate
+
+    root = tmp_path / "data"
+    for i in range(4):
+        _png(root / "A" / f"{i}.png", 20, 20, 10 * i)
+        _png(root / "B" / f"{i}.png", 20, 20, 200)
+    run = tmp_path / "run"
+    train(make_cfg(_folder_cfg(root, "pix2pix", "paired").to_dict(), "train.steps=1"), run)
+    capsys.readouterr()
+    root.rename(tmp_path / "moved")
+    monkeypatch.setattr(evaluate, "build_task", lambda cfg: pytest.fail("the task was rebuilt from its data"))
+    src = _npz(tmp_path / "in.npz", images=np.zeros((2, 16, 16, 3), np.uint8))
+    assert main(["translate", str(run), "--input", str(src), "--out", str(tmp_path / "out.npz")]) == 0
+    assert "translated 2 images (pix2pix paired, AtoB)" in capsys.readouterr().out
+    for argv in (["eval", str(run)], ["sample", str(run), "--out", str(tmp_path / "s.png")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "the paired task has no held-out images" in err
+    monkeypatch.undo()
+    old = tmp_path / "old.safetensors"
+    state, meta = load_checkpoint(CheckpointDir(run / "checkpoints").latest())
+    save_checkpoint(old, state, {k: v for k, v in meta.items() if k != "task"})
+    assert main(["translate", str(old), "--input", str(src), "--out", str(tmp_path / "out.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "saved before gankit stored a run's task" in err and f"{root / 'A'}" in err
+    (tmp_path / "moved").rename(root)
+    assert main(["translate", str(old), "--input", str(src), "--out", str(tmp_path / "out.npz")]) == 0
+
+
+def test_eval_says_when_a_digit_tasks_held_out_images_cannot_be_made(runs, monkeypatch, capsys):
+    from gankit.data.source import DataError
+    from gankit.translation import tasks
+
+    def gone():
+        raise DataError("mnist10k: the bundled digits are missing")
+
+    monkeypatch.setattr(tasks, "digits", gone)
+    assert main(["eval", str(runs["superres4"])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the superres4 task's held-out images cannot be made: mnist10k" in err
+
+
 # ---------------------------------------------------------------------------------------------
 # Processes
 
