@@ -157,8 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(see `gankit zoo`)")
     s.add_argument("--num", type=_positive_int, default=64, help="number of samples (default 64)")
     s.add_argument("--out", required=True, help="grid .png, array .npz, or a directory ending in /")
-    s.add_argument("--seed", type=int, default=0, help="latent seed (default 0)")
-    s.add_argument("--batch-size", type=_positive_int, default=256, help="generator batch size (default 256)")
+    s.add_argument("--seed", type=int, help="latent seed (default 0)")
+    s.add_argument("--batch-size", type=_positive_int, help="generator batch size (default 256)")
     s.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
     s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.add_argument("--class", dest="class_index", type=_non_negative_int, metavar="K",
@@ -196,13 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "for image-to-image runs, which are measured against their known targets (default: none)")
     e.add_argument("--metrics", help="comma-separated: fid,kid,pr,dc,classes,modes2d,stacked "
                    "(default: fid,kid,pr,dc, plus classes for classifier extractors)")
-    e.add_argument("--num", type=_positive_int, default=10_000, help="number of samples (default 10000)")
-    e.add_argument("--split", default="train", help="reference split: train, test or holdout (default train)")
+    e.add_argument("--num", type=_positive_int, help="number of samples (default 10000)")
+    e.add_argument("--split", help="reference split: train, test or holdout (default train)")
     e.add_argument("--num-reference", type=_positive_int, help="use the first N reference items (default all)")
     e.add_argument("--extractor", help="mnist-cnn, inception, inception:PATH or classifier:PATH "
                    "(default: mnist-cnn for MNIST, points for 2D data, inception otherwise)")
-    e.add_argument("--root", default="data", help="directory of the reference dataset's files (default data)")
-    e.add_argument("--seed", type=int, default=0, help="latent seed of the samples and KID subsets (default 0)")
+    e.add_argument("--root", help="directory of the reference dataset's files (default data)")
+    e.add_argument("--seed", type=int, help="latent seed of the samples and KID subsets (default 0)")
     e.add_argument("--json", help="write the result, with its info block, to this JSON file (default: print only)")
     e.add_argument("--device", default="auto", help="device for sampling and features: " + DEVICE_HELP)
     e.add_argument("--no-ema", action="store_true", help="runs and checkpoints: sample the raw generator, "
@@ -376,13 +376,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from gankit.device import select_device
 
     _check_rejection(args)
-    if _is_translation_run(args.source):
+    game = _translation_game(args.source)
+    if game:
         from gankit.translation.evaluate import load_translator, write_grid
 
-        out = write_grid(load_translator(args.source, select_device(args.device, "--device")), args.num, args.out,
-                         args.scale)
-        print(f"gankit: wrote input | output | target rows of {args.num} held-out images to {out}")
+        _refuse_for_translation(args, game, SAMPLE_GAN_OPTIONS, "its samples are input | output | target rows of "
+                                "its task's held-out images")
+        out, shown = write_grid(load_translator(args.source, select_device(args.device, "--device")), args.num,
+                                args.out, args.scale)
+        every = f" (all there are; --num asked for {args.num})" if shown < args.num else ""
+        print(f"gankit: wrote input | output | target rows of {shown} held-out images{every} to {out}")
         return 0
+    args.seed = 0 if args.seed is None else args.seed
+    args.batch_size = args.batch_size or 256
     gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device, "--device"))
     rejection = None
     if args.drs is not None:
@@ -448,15 +454,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from gankit.metrics.api import calculate_metrics, format_table
     from gankit.device import select_device
 
-    if _is_translation_run(args.source):
+    game = _translation_game(args.source)
+    if game:
+        _refuse_for_translation(args, game, EVAL_GAN_OPTIONS, "it is measured against its task's known targets "
+                                "on the held-out images")
         return _eval_translation(args)
     if args.ref is None:
         raise ValueError("eval: --ref names the reference dataset the samples are measured against")
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning  # one "gankit: warning:" line, not Python's two-line format
-        result = calculate_metrics(args.source, args.ref, metrics=metrics, num=args.num, extractor=args.extractor,
-                                   split=args.split, root=args.root, seed=args.seed, cache_dir=args.cache_dir,
+        result = calculate_metrics(args.source, args.ref, metrics=metrics, num=args.num or 10_000,
+                                   extractor=args.extractor, split=args.split or "train", root=args.root or "data",
+                                   seed=args.seed or 0, cache_dir=args.cache_dir,
                                    device=select_device(args.device, "--device"), num_reference=args.num_reference,
                                    download=args.download, ema=not args.no_ema)
     info = result["info"]
@@ -471,18 +481,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_translation_run(source: str) -> bool:
-    """Whether ``source`` is a run directory or checkpoint of an image-to-image game."""
+def _translation_game(source: str) -> str | None:
+    """The game of ``source`` when it is a run directory or checkpoint of an image-to-image game, else None."""
     from gankit.checkpoint import read_meta, resolve
 
     path = Path(source)
     if not (path.is_dir() and (path / "checkpoints").is_dir()) and path.suffix != ".safetensors":
-        return False
+        return None
     try:
         meta = read_meta(resolve(path))
     except Exception:  # not a checkpoint: the sample-metrics path reports what is wrong with it
-        return False
-    return meta.get("game", "gan") != "gan"
+        return None
+    game = meta.get("game", "gan")
+    return None if game == "gan" else str(game)
+
+
+# options of noise -> image runs that a translation run has no use for: (attribute, option, its default)
+SAMPLE_GAN_OPTIONS = (("seed", "--seed", None), ("batch_size", "--batch-size", None), ("no_ema", "--no-ema", False),
+                      ("class_index", "--class", None), ("truncation", "--truncation", None), ("drs", "--drs", None),
+                      ("drs_calibrate", "--drs-calibrate", 0), ("density_filter", "--density-filter", None))
+EVAL_GAN_OPTIONS = (("ref", "--ref", None), ("metrics", "--metrics", None), ("num", "--num", None),
+                    ("split", "--split", None), ("num_reference", "--num-reference", None),
+                    ("extractor", "--extractor", None), ("root", "--root", None), ("seed", "--seed", None),
+                    ("no_ema", "--no-ema", False), ("cache_dir", "--cache-dir", None), ("download", "--download", False))
+
+
+def _refuse_for_translation(args: argparse.Namespace, game: str, options: tuple[tuple[str, str, Any], ...],
+                            why: str) -> None:
+    """A noise -> image option given for a translation run would be silently ignored: refuse it by name."""
+    given = [flag for attr, flag, default in options
+             if getattr(args, attr) != default or type(getattr(args, attr)) is not type(default)]  # --class 0 too
+    if given:
+        raise ValueError(f"{given[0]} does not apply to {args.source}, a {game} run: {why}")
 
 
 def _eval_translation(args: argparse.Namespace) -> int:

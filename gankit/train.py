@@ -299,8 +299,9 @@ def start_line(trainer: Game, run_dir: Path, start_step: int, threads_how: str =
     n = torch.get_num_threads()
     how = f" ({threads_how})" if threads_how else ""
     threads = f", {n} thread{'s' * (n > 1)}{how}" if trainer.device.type == "cpu" else ""
-    data = f"{cfg.data.name}: {len(source):,} " + ("x".join(map(str, source.shape)) + " images"
-                                                   if source.is_image else f"{source.shape[-1]}-D points")
+    origin = getattr(trainer, "data_origin", cfg.data.name)  # translation games name their folder
+    data = f"{origin}: {len(source):,} " + ("x".join(map(str, source.shape)) + " images"
+                                            if source.is_image else f"{source.shape[-1]}-D points")
     begin = f"resuming at step {start_step}" if start_step else "training"
     conditioning = getattr(trainer, "conditioning", "")
     return (f"gankit: {begin} on {trainer.device.type}{threads} | G {cfg.model.generator.get('name')} "

@@ -268,6 +268,30 @@ def test_eval_of_translation_runs(runs, tmp_path, capsys):
         load_generator(runs["cyclegan"])
 
 
+@pytest.mark.parametrize("argv, option", [
+    (["eval", "--ref", "mnist10k"], "--ref"), (["eval", "--metrics", "fid"], "--metrics"),
+    (["eval", "--num", "10"], "--num"), (["eval", "--seed", "0"], "--seed"), (["eval", "--split", "test"], "--split"),
+    (["eval", "--num-reference", "5"], "--num-reference"), (["eval", "--no-ema"], "--no-ema"),
+    (["sample", "--drs"], "--drs"), (["sample", "--truncation", "0.5"], "--truncation"),
+    (["sample", "--class", "0"], "--class"), (["sample", "--seed", "3"], "--seed"),
+    (["sample", "--batch-size", "8"], "--batch-size"),
+])
+def test_noise_to_image_options_are_refused_for_translation_runs(runs, tmp_path, capsys, argv, option):
+    """Issue 27, defect 23: they were accepted and silently ignored."""
+    out = ["--out", str(tmp_path / "s.png")] if argv[0] == "sample" else []
+    assert main([argv[0], str(runs["superres4"]), *argv[1:], *out]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"gankit: error: {option} does not apply to ") and "pix2pix run" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sample_of_a_translation_run_says_how_many_images_it_shows(runs, tmp_path, capsys):
+    """Issue 27, defect 23: --num 5000 of a task holding 1,000 said 5000; upper-case suffixes are grids too."""
+    assert main(["sample", str(runs["superres4"]), "--num", "5000", "--scale", "1", "--out", str(tmp_path / "S.PNG")]) == 0
+    assert "rows of 1000 held-out images (all there are; --num asked for 5000)" in capsys.readouterr().out
+    assert Image.open(tmp_path / "S.PNG").size == (1000 * 30 + 2, 3 * 30 + 2)
+
+
 # ---------------------------------------------------------------------------------------------
 # Folder layouts
 
@@ -392,7 +416,7 @@ def test_a_folder_run_translates_without_its_training_data(tmp_path, capsys, mon
         _png(root / "B" / f"{i}.png", 20, 20, 200)
     run = tmp_path / "run"
     train(make_cfg(_folder_cfg(root, "pix2pix", "paired").to_dict(), "train.steps=1"), run)
-    capsys.readouterr()
+    assert f"| paired folder {root}: 4 3x16x16 images |" in capsys.readouterr().err  # defect 23: not mnist10k
     root.rename(tmp_path / "moved")
     monkeypatch.setattr(evaluate, "build_task", lambda cfg: pytest.fail("the task was rebuilt from its data"))
     src = _npz(tmp_path / "in.npz", images=np.zeros((2, 16, 16, 3), np.uint8))

@@ -227,14 +227,15 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_grid(translator: Translator, num: int, out: str | Path, scale: int | None = None) -> Path:
+def write_grid(translator: Translator, num: int, out: str | Path, scale: int | None = None) -> tuple[Path, int]:
     """``gankit sample`` of a translation run: rows input | output | target of the first ``num`` held-out
-    images (CycleGAN: both directions), upscaled ``scale`` times (default: about 128 px per image)."""
+    images (CycleGAN: both directions), upscaled ``scale`` times (default: about 128 px per image); returns
+    the file and how many images each row shows (fewer than ``num`` when the task holds fewer)."""
     from gankit.sampling import default_scale
 
     from gankit.translation.game import write_rows
 
-    if Path(out).suffix != ".png":
+    if Path(out).suffix.lower() != ".png":
         raise ValueError(f"--out {out}: a translation run's samples are an input | output | target grid (.png)")
     task = translator.held_out()
     pairs = [("AtoB", task.holdout)] if isinstance(task, PairedTask) else \
@@ -246,4 +247,4 @@ def write_grid(translator: Translator, num: int, out: str | Path, scale: int | N
         out_u8 = translator.translate(held.inputs[:num], masks, direction)
         rows += [to_float(held.inputs[:num]), to_float(out_u8), to_float(held.targets[:num])]
     write_rows(rows, Path(out), None, translator.step, scale or default_scale(max(r.shape[-1] for r in rows)))
-    return Path(out)
+    return Path(out), len(rows[0])

@@ -44,7 +44,8 @@ def _paired(name: str, a: torch.Tensor, b: torch.Tensor, cfg: Config) -> PairedT
     if cfg.game.direction == "BtoA":
         a, b = b, a
     shape = tuple(b.shape[1:])
-    return PairedTask(name, shape, shape, b, inputs=a)  # type: ignore[arg-type]
+    origin = f"{name} folder {cfg.data.root}"
+    return PairedTask(name, shape, shape, b, inputs=a, origin=origin)  # type: ignore[arg-type]
 
 
 @TASKS.register("aligned")
@@ -102,4 +103,5 @@ def unpaired(cfg: Config) -> UnpairedTask:
     a, b = domains
     if cfg.game.direction == "BtoA":
         a, b = b, a
-    return UnpairedTask("unpaired", (channels, resolution, resolution), a, b)
+    return UnpairedTask("unpaired", (channels, resolution, resolution), a, b,
+                        origin=f"unpaired folder {cfg.data.root} (domain {'B' if cfg.game.direction == 'BtoA' else 'A'})")

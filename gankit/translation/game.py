@@ -79,6 +79,7 @@ class TranslationGame:
             raise ConfigError(f"config: train.batch_size: {exc}") from None
         self.stream = next(iter(self.streams.values()))
         self.source = self.stream.source
+        self.data_origin = self.task.origin  # the start line's name of the data: a folder, not data.name
         self.rng, self.zrng = streams.random_streams(dist, cfg.train.seed, device)
         self.step, self.images_seen, self.lr_scale, self.rollbacks = 0, 0, 1.0, 0
         self.best_fid = math.inf

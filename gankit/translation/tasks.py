@@ -49,6 +49,7 @@ class PairedTask:
     scale: int = 1  # superres: the upscaling factor
     edges: bool = False
     baseline_name: str = "input"
+    origin: str = "mnist10k"  # where the training images come from, for the start line
 
     @property
     def g_channels(self) -> int:
@@ -123,6 +124,7 @@ class UnpairedTask:
     holdout_ba: EvalSet | None = None
     grey: dict[str, str] = field(default_factory=lambda: {"A": "mean", "B": "mean"})  # how a domain reads as grey:
     # mean of the channels, or unbold (bold digits: strongest channel, eroded)
+    origin: str = "mnist10k"
 
 
 def bicubic(x: torch.Tensor, side: int) -> torch.Tensor:
