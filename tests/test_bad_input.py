@@ -154,8 +154,19 @@ CASES = [
     ("resume-truncated-latest", ["train", "{w}/tiny.yaml", "--run-dir", "{w}/two_ckpts", "--resume",
                                  "--set", "checkpoint.every=1"],
      ["step_00000002.safetensors is damaged", "previous checkpoint step_00000001.safetensors is intact"]),
+    # issue 27
+    # 13. .npz headers are checked against the archive before anything is allocated; no pickles
+    ("eval-npz-claims-a-huge-shape", ["eval", "{w}/huge_claim.npz"] + EVAL,
+     ["huge_claim.npz: `images`: the header claims uint8 10000000000 x 28 x 28 x 1", "holds 100 bytes"]),
+    ("eval-npz-object-array", ["eval", "{w}/objects.npz"] + EVAL,
+     ["objects.npz: `images` holds Python objects", "never unpickles"]),
+    ("eval-npz-pickled-labels", ["eval", "{w}/object_labels.npz"] + EVAL, ["object_labels.npz: `labels` holds Python"]),
+    # 24. complex points were read with a warning, their imaginary part dropped
+    ("eval-complex-points", ["eval", "{w}/complex.npz", "--ref", "ring", "--metrics", "fid"],
+     ["complex.npz: `points` must be real numbers", "complex64 100 x 2"]),
 ]
-SUBPROCESS_CASES = ["yaml-syntax-error", "sample-pickle", "yaml-alias-bomb", "sample-deeply-nested-header"]
+SUBPROCESS_CASES = ["yaml-syntax-error", "sample-pickle", "yaml-alias-bomb", "sample-deeply-nested-header",
+                    "eval-npz-claims-a-huge-shape"]
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +201,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     latest = CheckpointDir(w / "damaged" / "checkpoints").latest()
     latest.write_bytes(_flip_tensor_byte(latest.read_bytes()))
     _issue_16_inputs(w)
+    _issue_27_inputs(w)
     return w
 
 
@@ -240,6 +252,22 @@ def _issue_16_inputs(w: Path) -> None:
                  "--set", "checkpoint.every=1"]) == 0
     latest = CheckpointDir(w / "two_ckpts" / "checkpoints").latest()
     latest.write_bytes(latest.read_bytes()[:-100])
+
+
+def _issue_27_inputs(w: Path) -> None:
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                  "shape": (10**10, 28, 28, 1)})
+    with zipfile.ZipFile(w / "huge_claim.npz", "w") as zf:  # 1 KB claiming 7.8 TB
+        zf.writestr("images.npy", header.getvalue() + b"\0" * 100)
+    np.savez(w / "objects.npz", images=np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    np.savez(w / "object_labels.npz", images=np.zeros((10, 28, 28), np.uint8), labels=np.array([None] * 10),
+             allow_pickle=True)
+    points = np.random.default_rng(0).normal(size=(100, 2))
+    np.savez(w / "complex.npz", points=(points + 1j).astype(np.complex64))
 
 
 def _flip_tensor_byte(raw: bytes) -> bytes:

@@ -2,6 +2,7 @@
 two processes, `gankit translate` and `gankit eval` on pix2pix and CycleGAN runs."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -228,9 +229,25 @@ def test_translate_refuses_outputs_that_would_be_lost_or_misnamed(runs, tmp_path
     ({"images": np.zeros((2, 28, 28), np.uint8)}, "`images` must be uint8 N x 7 x 7"),
     ({"images": np.zeros((2, 7, 7), np.float32)}, "`images` must be uint8 N x 7 x 7"),
     ({"pictures": np.zeros((2, 7, 7), np.uint8)}, "holds no `images` array"),
+    ({"images": np.zeros((0, 7, 7), np.uint8)}, "with N >= 1; got uint8 0 x 7 x 7"),
+    # issue 27, defect 13: the header is checked before anything is allocated; objects are never unpickled
+    ({"images": np.array([None, {}], dtype=object)}, "in.npz: `images` holds Python objects"),
+    ("huge", "in.npz: `images`: the header claims uint8 1000000000000 x 7 x 7 (49,000,000,000,000 bytes)"),
+    ({"images": np.zeros((2, 7, 7), np.uint8), "masks": np.zeros((2, 7, 7), np.float32)},
+     "`masks` must be uint8 N x 7 x 7 of 0 and 1 (1 = missing); got float32 2 x 7 x 7"),
 ])
 def test_translate_refuses_wrong_inputs_in_one_line(runs, tmp_path, capsys, arrays, message):
-    src = _npz(tmp_path / "in.npz", **arrays)
+    if arrays == "huge":
+        import zipfile
+
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                      "shape": (10**12, 7, 7)})
+        with zipfile.ZipFile(tmp_path / "in.npz", "w") as zf:
+            zf.writestr("images.npy", header.getvalue() + b"\0" * 100)
+        src = tmp_path / "in.npz"
+    else:
+        src = _npz(tmp_path / "in.npz", **arrays)
     assert main(["translate", str(runs["superres4"]), "--input", str(src), "--out", str(tmp_path / "o.npz")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and not (tmp_path / "o.npz").exists()

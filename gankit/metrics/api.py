@@ -165,36 +165,37 @@ def _as_samples(x: torch.Tensor, what: str) -> torch.Tensor:
                     f"{x.dtype} {tuple(x.shape)}")
 
 
-def _open_npz(path: Path) -> Any:
-    """``np.load`` of an archive; a bare ``.npy`` array (renamed) or another file is refused by name."""
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise EvalError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise EvalError(f"{path} is a single .npy array, not an .npz archive with `images` or `points` "
-                        "(write one with np.savez(path, images=...))")
-    return npz
+def _read_npz(path: Path, num: int, with_labels: bool) -> tuple[torch.Tensor, np.ndarray | None]:
+    """The first ``num`` samples of an ``.npz`` (``images`` N x H x W [x C] uint8, or ``points`` N x D) and,
+    when asked, its first ``num`` ``labels``; each array's header is checked before it is read."""
+    from gankit.data.npz import NpzFile
+    from gankit.data.source import DataError
 
-
-def _read_npz(path: Path) -> torch.Tensor:
     try:
-        with _open_npz(path) as npz:
+        with NpzFile(path) as npz:
             if "images" in npz:
-                arr = npz["images"]
-                if arr.dtype != np.uint8 or arr.ndim not in (3, 4):
-                    raise EvalError(f"{path}: `images` must be uint8 (N, H, W, C), got {arr.dtype} {arr.shape}")
-                if arr.ndim == 4 and arr.shape[3] not in (1, 3):
+                info = npz.info("images")
+                shape = info.shape
+                if info.dtype != np.uint8 or len(shape) not in (3, 4):
+                    raise EvalError(f"{path}: `images` must be uint8 (N, H, W, C), got {info.describe()}")
+                if len(shape) == 4 and shape[3] not in (1, 3):
                     raise EvalError(f"{path}: `images` must have 1 (grayscale) or 3 (RGB) channels, got "
-                                    f"{arr.shape[3]} (shape N, H, W, C = {arr.shape})")
-                x = torch.from_numpy(np.ascontiguousarray(arr))
-                return x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
-            if "points" in npz:
-                return torch.from_numpy(np.asarray(npz["points"], dtype=np.float32))
-            keys = ", ".join(npz.files) or "none"
-    except (OSError, ValueError) as exc:
-        raise EvalError(f"cannot read {path}: {exc}") from None
-    raise EvalError(f"{path} holds neither `images` nor `points` (it has: {keys})")
+                                    f"{shape[3]} (shape N, H, W, C = {shape})")
+                if 0 in shape[1:3]:
+                    raise EvalError(f"{path}: `images` are {shape[1]} x {shape[2]} pixels: no image to measure")
+                x = torch.from_numpy(npz.read("images", num))
+                x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
+            elif "points" in npz:
+                info = npz.info("points")
+                if info.dtype.kind not in "fiu":  # complex points lost their imaginary part with a warning
+                    raise EvalError(f"{path}: `points` must be real numbers (N, D), got {info.describe()}")
+                x = torch.from_numpy(npz.read("points", num).astype(np.float32))
+            else:
+                raise EvalError(f"{path} holds neither `images` nor `points` (it has: {', '.join(npz.keys) or 'none'})")
+            labels = npz.read("labels", num) if with_labels and "labels" in npz else None
+    except DataError as exc:
+        raise EvalError(str(exc)) from None
+    return x, labels
 
 
 def _read_image_dir(path: Path, num: int) -> torch.Tensor:
@@ -233,10 +234,9 @@ def load_labelled_samples(samples: torch.Tensor | np.ndarray | str | Path, num: 
         return _as_samples(samples[:num].cpu(), "tensor"), _as_labels(labels, num), "tensor"
     path = Path(samples).expanduser()
     if path.suffix.lower() == ".npz":
-        if not path.is_file():
-            raise EvalError(f"no such file: {path}")
-        x = _as_samples(_read_npz(path)[:num], str(path))
-        return x, _as_labels(_read_npz_labels(path) if labels is None else labels, num), str(path)
+        x, file_labels = _read_npz(path, num, labels is None)
+        where = f"{path}: `labels`: " if labels is None else ""
+        return _as_samples(x, str(path)), _as_labels(file_labels if labels is None else labels, num, where), str(path)
     if path.is_dir():
         try:
             resolve(path)
@@ -253,26 +253,17 @@ def load_labelled_samples(samples: torch.Tensor | np.ndarray | str | Path, num: 
     return x, y, f"{path} ({which} at step {gen.step}, latent seed {seed})"
 
 
-def _as_labels(labels: torch.Tensor | np.ndarray | None, num: int) -> torch.Tensor | None:
+def _as_labels(labels: torch.Tensor | np.ndarray | None, num: int, where: str = "") -> torch.Tensor | None:
     if labels is None:
         return None
     arr = labels.numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    arr = arr[:num]
+    arr = arr[:num] if arr.ndim else arr
     integral = arr.dtype.kind in "iu" or (arr.dtype.kind == "f" and bool(np.all(np.isfinite(arr)))
                                           and bool(np.all(arr == np.round(arr))))
     if arr.ndim != 1 or not integral or (arr.size and int(arr.min()) < 0):
-        raise EvalError(f"labels must be class indices >= 0, one per sample; got {arr.dtype} {arr.shape}"
+        raise EvalError(f"{where}labels must be class indices >= 0, one per sample; got {arr.dtype} {arr.shape}"
                         + (f" with values {arr.min()!r}..{arr.max()!r}" if arr.size and arr.dtype.kind in "iuf" else ""))
     return torch.as_tensor(arr.astype(np.int64), dtype=torch.long)
-
-
-def _read_npz_labels(path: Path) -> np.ndarray | None:
-    """The ``labels`` array of an .npz written by ``gankit sample`` from a conditional run, if any."""
-    with _open_npz(path) as npz:
-        try:
-            return np.asarray(npz["labels"]) if "labels" in npz else None
-        except (OSError, ValueError) as exc:
-            raise EvalError(f"cannot read the labels of {path}: {exc}") from None
 
 
 def _extractor(spec: str | FeatureExtractor | None, ref: str, download: bool) -> FeatureExtractor:

@@ -8,6 +8,7 @@ import torch
 
 from gankit.checkpoint import atomic_write_bytes
 from gankit.data.folder import EXTENSIONS, decode_image, image_header, list_images
+from gankit.data.npz import NpzFile
 from gankit.data.source import DataError, memory_shortfall
 from gankit.sampling import png_bytes
 
@@ -73,28 +74,25 @@ def read_inputs(path: str | Path, shape: tuple[int, int, int]) -> tuple[torch.Te
         return _fit_channels(images, c, str(path)), None, names
     if path.suffix.lower() != ".npz":
         raise DataError(f"{path}: --input must be an .npz file or a directory of images")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path} is not a readable .npz file: {exc}") from None
-    if "images" not in arrays:
-        raise DataError(f"{path} holds no `images` array (found: {', '.join(arrays) or 'nothing'})")
-    images = arrays["images"]
-    if images.dtype != np.uint8 or images.ndim not in (3, 4) or images.shape[1:3] != (h, w):
-        raise DataError(f"{path}: `images` must be uint8 N x {h} x {w} [x C]; got {images.dtype} "
-                        f"{' x '.join(map(str, images.shape))}")
-    x = torch.from_numpy(np.ascontiguousarray(images))
+    with NpzFile(path) as npz:
+        info = npz.info("images")
+        if info.dtype != np.uint8 or len(info.shape) not in (3, 4) or info.shape[1:3] != (h, w) or not info.shape[0]:
+            raise DataError(f"{path}: `images` must be uint8 N x {h} x {w} [x C] with N >= 1; got "
+                            f"{info.describe()}")
+        mask_info = npz.info("masks") if "masks" in npz else None
+        if mask_info is not None and (mask_info.dtype != np.uint8 or mask_info.shape != info.shape[:3]):
+            raise DataError(f"{path}: `masks` must be uint8 N x {h} x {w} of 0 and 1 (1 = missing); got "
+                            f"{mask_info.describe()}")
+        images = npz.read("images")
+        m = None if mask_info is None else npz.read("masks")
+    x = torch.from_numpy(images)
     x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2).contiguous()
     masks = None
-    if "masks" in arrays:
-        m = arrays["masks"]
-        if m.dtype != np.uint8 or m.shape != images.shape[:3] or m.max(initial=0) > 1:
-            raise DataError(f"{path}: `masks` must be uint8 N x {h} x {w} of 0 and 1 (1 = missing); got {m.dtype} "
-                            f"{' x '.join(map(str, m.shape))}")
-        masks = torch.from_numpy(np.ascontiguousarray(m)).unsqueeze(1)
+    if m is not None:
+        if m.max(initial=0) > 1:
+            raise DataError(f"{path}: `masks` must be uint8 N x {h} x {w} of 0 and 1 (1 = missing); it holds "
+                            f"{int(m.max())}")
+        masks = torch.from_numpy(m).unsqueeze(1)
     return _fit_channels(x, c, str(path)), masks, [f"{i:06d}" for i in range(len(x))]
 
 
