@@ -164,6 +164,18 @@ CASES = [
     # 24. complex points were read with a warning, their imaginary part dropped
     ("eval-complex-points", ["eval", "{w}/complex.npz", "--ref", "ring", "--metrics", "fid"],
      ["complex.npz: `points` must be real numbers", "complex64 100 x 2"]),
+    # 21. tracebacks before: a resize to 0 x 0, kthvalue out of range
+    ("eval-images-of-0x0-pixels", ["eval", "{w}/no_pixels.npz"] + EVAL,
+     ["no_pixels.npz: the images are 0 x 0 pixels"]),
+    ("eval-num-reference-2-for-pr", ["eval", "{w}/images.npz", "--metrics", "pr", "--num-reference", "2"] + EVAL,
+     ["--num-reference 2: 2 reference items are too few for pr: at least 4", "k + 1"]),
+    # 22. messages that did not name the cause ("Array must not contain infs or NaNs", a broadcast error)
+    ("eval-nan-points", ["eval", "{w}/nan_points.npz", "--ref", "ring", "--metrics", "fid"],
+     ["nan_points.npz: 1 of 100 points hold NaN or Inf"]),
+    ("eval-num-reference-1", ["eval", "{w}/points.npz", "--ref", "ring", "--metrics", "fid", "--num-reference", "1"],
+     ["--num-reference 1: 1 reference item is too few for fid: at least 2 are needed"]),
+    ("eval-3d-points-vs-the-ring", ["eval", "{w}/points3d.npz", "--ref", "ring", "--metrics", "fid"],
+     ["points3d.npz: the samples are 3-D points (100, 3) but ring holds 2-D points"]),
 ]
 SUBPROCESS_CASES = ["yaml-syntax-error", "sample-pickle", "yaml-alias-bomb", "sample-deeply-nested-header",
                     "eval-npz-claims-a-huge-shape"]
@@ -268,6 +280,10 @@ def _issue_27_inputs(w: Path) -> None:
              allow_pickle=True)
     points = np.random.default_rng(0).normal(size=(100, 2))
     np.savez(w / "complex.npz", points=(points + 1j).astype(np.complex64))
+    np.savez(w / "no_pixels.npz", images=np.zeros((10, 0, 0), np.uint8))
+    np.savez(w / "points.npz", points=points.astype(np.float32))
+    np.savez(w / "nan_points.npz", points=np.where(np.arange(100)[:, None] == 3, np.nan, points).astype(np.float32))
+    np.savez(w / "points3d.npz", points=np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32))
 
 
 def _flip_tensor_byte(raw: bytes) -> bytes:

@@ -119,8 +119,8 @@ def _class_agreement(x: MetricInputs) -> dict[str, Any]:
 
 
 def _modes2d(x: MetricInputs) -> dict[str, Any]:
-    if x.samples.dim() != 2:
-        raise EvalError("metric 'modes2d' needs 2D points (a ring or grid run)")
+    if x.samples.dim() != 2 or x.samples.shape[1] != 2:
+        raise EvalError(f"metric 'modes2d' needs 2D points (a ring or grid run), got shape {tuple(x.samples.shape)}")
     return dict(pacgan_modes(x.samples, x.dataset))
 
 
@@ -155,6 +155,12 @@ for _name, _metric in {
 
 
 def _as_samples(x: torch.Tensor, what: str) -> torch.Tensor:
+    if x.dim() == 4 and x.dtype == torch.uint8 and 0 in x.shape[2:]:
+        raise EvalError(f"{what}: the images are {x.shape[2]} x {x.shape[3]} pixels: nothing to measure")
+    if x.dim() == 2 and x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).any(1).sum())
+        raise EvalError(f"{what}: {bad} of {len(x)} points hold NaN or Inf (a diverged generator, or a broken file); "
+                        "no metric is defined for them")
     if x.dim() == 4 and x.dtype == torch.uint8:
         # a fresh NCHW copy: a permuted NHWC view with C = 1 passes is_contiguous() but convolves through
         # another kernel, so the same images would give features differing in the last bits
@@ -181,8 +187,6 @@ def _read_npz(path: Path, num: int, with_labels: bool) -> tuple[torch.Tensor, np
                 if len(shape) == 4 and shape[3] not in (1, 3):
                     raise EvalError(f"{path}: `images` must have 1 (grayscale) or 3 (RGB) channels, got "
                                     f"{shape[3]} (shape N, H, W, C = {shape})")
-                if 0 in shape[1:3]:
-                    raise EvalError(f"{path}: `images` are {shape[1]} x {shape[2]} pixels: no image to measure")
                 x = torch.from_numpy(npz.read("images", num))
                 x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
             elif "points" in npz:
@@ -311,9 +315,21 @@ def _check_kinds(x: torch.Tensor, ref: str, ext: FeatureExtractor) -> None:
                         f"(use {'points' if x.dim() == 2 else 'mnist-cnn, inception or classifier:PATH'})")
 
 
+def _needed(names: Sequence[str]) -> int:
+    """Items each set needs for the metrics: a covariance needs 2, the k-NN radii k + 1."""
+    return max([KNN_K + 1 if name in ("pr", "dc") else 2 for name in names] + [1])
+
+
+def _check_reference_count(n: int, names: Sequence[str], what: str) -> None:
+    reference = [name for name in names if get_metric(name).reference and get_metric(name).needs != "samples"]
+    need = _needed(reference)
+    if reference and n < need:
+        raise EvalError(f"{what}: {n} reference item{'s are' if n != 1 else ' is'} too few for {', '.join(reference)}: at "
+                        f"least {need} are needed" + (" (the k-NN radii need k + 1)" if need > 2 else ""))
+
+
 def _check_count(n: int, names: Sequence[str]) -> None:
-    """Enough samples for the metrics: a covariance needs 2, the k-NN radii k + 1."""
-    need = max([KNN_K + 1 if name in ("pr", "dc") else 2 for name in names] + [1])
+    need = _needed(names)
     if n < need:
         raise EvalError(f"{n} sample{'s' * (n != 1)} are too few for {', '.join(names)}: at least {need} are needed")
 
@@ -348,6 +364,8 @@ def calculate_metrics(samples: torch.Tensor | np.ndarray | str | Path, ref: str,
     if names is None:
         names = list(default_metrics(ext, labelled=y is not None))
         chosen = {n: get_metric(n) for n in names}
+    if num_reference is not None:  # before any features: --num-reference 2 with pr was a kthvalue traceback
+        _check_reference_count(num_reference, names, f"--num-reference {num_reference}")
     inputs = MetricInputs(x, ref, seed, labels=y)
     if ext is not None:
         _check_kinds(x, ref, ext)
@@ -362,6 +380,12 @@ def calculate_metrics(samples: torch.Tensor | np.ndarray | str | Path, ref: str,
                 ref, ext, split=split, num=num_reference, root=root, resolution=x.shape[-1] if square else None,
                 channels=x.shape[1] if x.dim() == 4 else None, download=download, cache_dir=cache_dir,
                 device=device)
+            _check_reference_count(len(inputs.ref_features), names, f"the reference {ref} ({split})")
+            if inputs.ref_features.shape[1:] != inputs.features.shape[1:]:
+                mine, theirs = tuple(inputs.features.shape), tuple(inputs.ref_features.shape)
+                raise EvalError(f"{described}: the samples are {mine[1]}-D points {mine} but {ref} holds {theirs[1]}-D "
+                                f"points {theirs}" if x.dim() == 2 else
+                                f"{described}: the samples' features {mine} do not match {ref}'s {theirs}")
         inputs.num_classes = ext.num_classes
     result = run_metrics(names, inputs)
     info: dict[str, Any] = {
