@@ -62,18 +62,39 @@ def _percentile(text: str) -> float:
     return value
 
 
-def _seed_list(text: str) -> list[int]:
-    """``3``, ``1,5,9`` or ``0-4`` (inclusive) -> a list of seeds."""
-    seeds: list[int] = []
+MAX_SEED = 2**63 - 1  # the largest seed torch's and numpy's generators both take
+MAX_SEEDS = 100_000  # seeds one option may list: more than any walk or grid can show
+
+
+def _seed_list(text: str) -> list[range]:
+    """``3``, ``1,5,9`` or ``0-4`` (inclusive) -> ranges of seeds, not expanded: the command checks their
+    count and bounds first (``0-1000000000000`` was a MemoryError inside argparse)."""
+    ranges: list[range] = []
     try:
         for part in filter(None, text.split(",")):
             lo, sep, hi = part.partition("-") if not part.startswith("-") else (part, "", "")
-            seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+            ranges.append(range(int(lo), int(hi) + 1) if sep else range(int(lo), int(lo) + 1))
     except ValueError:
         raise argparse.ArgumentTypeError(f"seeds look like 3, 1,5,9 or 0-4; got {text!r}") from None
-    if not seeds:
+    if not any(ranges):
         raise argparse.ArgumentTypeError(f"no seeds in {text!r}")
-    return seeds
+    return ranges
+
+
+def _seed_ranges(groups: list[list[range]], option: str) -> tuple[list[range], int]:
+    """(the ranges of ``option``, how many seeds they hold), each seed checked to be one the generators take."""
+    ranges = [r for group in groups for r in group if r]
+    for r in ranges:
+        if r.start < 0 or r.stop - 1 > MAX_SEED:
+            raise ValueError(f"{option}: seeds are 0..{MAX_SEED} (2**63 - 1), got {r.start}"
+                             + (f"-{r.stop - 1}" if len(r) > 1 else ""))
+    return ranges, sum(r.stop - r.start for r in ranges)
+
+
+def _expand(ranges: list[range], count: int, option: str) -> list[int]:
+    if count > MAX_SEEDS:
+        raise ValueError(f"{option} names {count:,} seeds, more than {MAX_SEEDS:,}; name fewer")
+    return [s for r in ranges for s in r]
 
 
 DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default auto)"
@@ -172,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("source", help="run directory or checkpoint file")
     i.add_argument("--steps", type=_at_least_two, default=16, help="frames from one seed to the next (default 16)")
     i.add_argument("--out", required=True, help="animation .gif or strip .png")
-    i.add_argument("--seeds", type=_seed_list, nargs="+", default=[[0], [1]], metavar="SEEDS",
+    i.add_argument("--seeds", type=_seed_list, nargs="+", default=[[range(0, 1)], [range(1, 2)]], metavar="SEEDS",
                    help="seeds of the latents visited in order, e.g. 3 7 or 0-4 (default 0 1)")
     i.add_argument("--slerp", action="store_true", help="spherical instead of linear interpolation")
     i.add_argument("--frame-ms", type=_positive_int, default=80, help="GIF frame duration in ms (default 80)")
@@ -421,12 +442,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from gankit.device import select_device
-    from gankit.sampling import check_walk, load_generator, write_interpolation
+    from gankit.sampling import check_frame_ms, load_generator, walk_frames, write_interpolation
 
-    seeds = [s for group in args.seeds for s in group]
-    if len(seeds) < 2:
-        raise ValueError(f"--seeds needs at least two seeds to walk between, got {seeds}")
-    frames = check_walk(seeds, args.steps)  # before loading: a typo is refused before any work or warning
+    ranges, count = _seed_ranges(args.seeds, "--seeds")
+    if count < 2:
+        raise ValueError(f"--seeds needs at least two seeds to walk between, got {[s for r in ranges for s in r]}")
+    frames = walk_frames(count, args.steps)  # before loading or expanding: a typo is refused before any work
+    seeds = _expand(ranges, count, "--seeds")
+    check_frame_ms(args.frame_ms)
     gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device, "--device"))
     out = write_interpolation(gen, seeds, args.steps, args.out, spherical=args.slerp, truncation=args.truncation,
                               class_index=args.class_index, frame_ms=args.frame_ms, scale=_scale(args, gen))
@@ -438,8 +461,9 @@ def cmd_style_mix(args: argparse.Namespace) -> int:
     from gankit.sampling import load_generator, write_style_mix
     from gankit.device import select_device
 
+    rows, cols = (_expand(*_seed_ranges(groups, option), option) for groups, option in ((args.rows, "--rows"),
+                                                                                         (args.cols, "--cols")))
     gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device, "--device"))
-    rows, cols = [s for g in args.rows for s in g], [s for g in args.cols for s in g]
     out = write_style_mix(gen, rows, cols, args.out, coarse=args.coarse, truncation=args.truncation,
                           class_index=args.class_index, scale=_scale(args, gen))
     print(f"gankit: wrote a {len(rows)} x {len(cols)} style-mixing grid to {out}")
@@ -630,6 +654,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "bench": cmd_bench, "config": cmd_config, "interpolate": cmd_interpolate,
                 "style-mix": cmd_style_mix, "playground": cmd_playground, "translate": cmd_translate, **COMMANDS}
     try:
+        seed = getattr(args, "seed", None)  # sample, eval, classifier: torch refused 2**70 as "Overflow ..."
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"--seed {seed}: seeds are 0..{MAX_SEED} (2**63 - 1)")
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning  # one "gankit: warning:" line, not Python's two-line format
             return commands[args.command](args)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 
 MAX_FRAMES = 2000  # a walk longer than this is a typo (--steps 100000), not an animation anyone can watch
+MAX_FRAME_MS = 655_350  # a GIF stores a frame's duration in hundredths of a second, in 16 bits
 
 
 def check_memory(num: int, floats_each: int, what: str) -> None:
@@ -130,10 +131,20 @@ def default_scale(side: int) -> int:
     return max(1, 128 // max(1, side))
 
 
-def upscale(array_hwc: np.ndarray, scale: int) -> np.ndarray:
-    """Nearest-neighbour: every pixel becomes a ``scale`` x ``scale`` block (no blur on tiny images)."""
+def check_upscale(height: int, width: int, channels: int, scale: int, count: int = 1) -> None:
+    """Refuse a ``scale`` whose ``count`` upscaled images would not fit in memory (before they are made)."""
     if scale < 1:
         raise ValueError(f"--scale must be >= 1, got {scale}")
+    short = memory_shortfall(count * height * width * channels * scale * scale)
+    if short:
+        images = f"{count:,} images" if count > 1 else "an image"
+        raise ValueError(f"--scale {scale}: upscaled, {images} of {height * scale:,} x {width * scale:,} pixels "
+                         f"would {short}")
+
+
+def upscale(array_hwc: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour: every pixel becomes a ``scale`` x ``scale`` block (no blur on tiny images)."""
+    check_upscale(*array_hwc.shape[:3], scale)
     return array_hwc if scale == 1 else array_hwc.repeat(scale, 0).repeat(scale, 1)
 
 
@@ -395,11 +406,22 @@ def _single_class(gen: LoadedGenerator, num: int, class_index: int | None) -> to
 
 def check_walk(seeds: list[int], steps: int) -> int:
     """The frame count of a walk through ``seeds``, ``steps`` frames per pair; refuses a walk too long to watch."""
-    frames = (len(seeds) - 1) * (steps - 1) + 1
+    return walk_frames(len(seeds), steps)
+
+
+def walk_frames(count: int, steps: int) -> int:
+    """:func:`check_walk` of ``count`` seeds, before they are listed."""
+    frames = (count - 1) * (steps - 1) + 1
     if frames > MAX_FRAMES:
-        raise ValueError(f"a walk through {len(seeds)} seeds with --steps {steps} has {frames:,} frames, more than "
+        raise ValueError(f"a walk through {count} seeds with --steps {steps} has {frames:,} frames, more than "
                          f"{MAX_FRAMES:,}; use fewer --steps or seeds")
     return frames
+
+
+def check_frame_ms(frame_ms: int) -> None:
+    if not 1 <= frame_ms <= MAX_FRAME_MS:
+        raise ValueError(f"--frame-ms {frame_ms}: a GIF frame lasts 1 to {MAX_FRAME_MS} ms (its duration is "
+                         "stored in hundredths of a second, in 16 bits)")
 
 
 def interpolation_frames(gen: LoadedGenerator, seeds: list[int], steps: int, *, spherical: bool = False,
@@ -426,6 +448,9 @@ def write_interpolation(gen: LoadedGenerator, seeds: list[int], steps: int, out:
     suffix = out.suffix.lower()
     if suffix not in (".gif", ".png"):
         raise ValueError(f"--out must end in .gif (an animation) or .png (a strip), got {str(out)!r}")
+    check_frame_ms(frame_ms)
+    if gen.is_image:  # every frame of a GIF is upscaled and held at once
+        check_upscale(*gen.data_shape[1:], gen.data_shape[0], scale, walk_frames(len(seeds), steps))
     frames = interpolation_frames(gen, seeds, steps, spherical=spherical, truncation=truncation,
                                   class_index=class_index)
     if suffix == ".png":

@@ -176,6 +176,23 @@ CASES = [
      ["--num-reference 1: 1 reference item is too few for fid: at least 2 are needed"]),
     ("eval-3d-points-vs-the-ring", ["eval", "{w}/points3d.npz", "--ref", "ring", "--metrics", "fid"],
      ["points3d.npz: the samples are 3-D points (100, 3) but ring holds 2-D points"]),
+    # 21. numbers too large for what they size: tracebacks (an allocation, a GIF field, MemoryError in argparse)
+    ("sample-scale-1e9", ["sample", "{w}/run", "--scale", "1000000000", "--no-ema"] + SAMPLE,
+     ["--scale 1000000000: upscaled, an image of", "would need"]),
+    ("interpolate-scale-1e9", ["interpolate", "{w}/run", "--scale", "1000000000", "--no-ema", "--out", "{o}/w.png"],
+     ["--scale 1000000000: upscaled, 16 images of 28,000,000,000 x 28,000,000,000 pixels would need"]),
+    ("interpolate-frame-ms-1e8", ["interpolate", "{w}/run", "--frame-ms", "100000000", "--out", "{o}/w.gif"],
+     ["--frame-ms 100000000: a GIF frame lasts 1 to 655350 ms"]),
+    ("interpolate-seeds-0-1e12", ["interpolate", "{w}/run", "--seeds", "0-1000000000000", "--out", "{o}/w.gif"],
+     ["a walk through 1000000000001 seeds with --steps 16 has 15,000,000,000,001 frames"]),
+    ("interpolate-seed-beyond-2-63", ["interpolate", "{w}/run", "--seeds", "0", "9223372036854775808", "--out",
+                                      "{o}/w.gif"], ["--seeds: seeds are 0..9223372036854775807"]),
+    ("style-mix-rows-0-1e12", ["style-mix", "{w}/run", "--rows", "0-1000000000000", "--cols", "1", "--out", "{o}/m.png"],
+     ["--rows names 1,000,000,000,001 seeds, more than 100,000"]),
+    # 22. torch's "Overflow when unpacking long long"
+    ("sample-seed-2-70", ["sample", "{w}/run", "--seed", str(2**70), "--no-ema"] + SAMPLE,
+     [f"--seed {2**70}: seeds are 0..9223372036854775807"]),
+    ("eval-negative-seed", ["eval", "{w}/images.npz", "--seed", "-1"] + EVAL, ["--seed -1: seeds are 0.."]),
 ]
 SUBPROCESS_CASES = ["yaml-syntax-error", "sample-pickle", "yaml-alias-bomb", "sample-deeply-nested-header",
                     "eval-npz-claims-a-huge-shape"]
@@ -317,6 +334,19 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(world, tmp_path, monkeyp
         assert part.format(w=world) in lines[0]
     assert out == ""
     assert list(tmp_path.iterdir()) == [] and _snapshot(world) == before
+
+
+def test_a_seed_range_is_counted_before_it_is_listed(world, tmp_path, capsys):
+    """Issue 27, defect 21: --seeds 0-30000000 cost 2 GB before the walk limit refused it."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        assert main(["interpolate", str(world / "run"), "--seeds", "0-30000000", "--out", str(tmp_path / "w.gif")]) == 2
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "a walk through 30000001 seeds" in capsys.readouterr().err and peak < 16 << 20, peak
 
 
 @pytest.mark.parametrize("case", SUBPROCESS_CASES)
