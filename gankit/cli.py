@@ -640,6 +640,18 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _silence_stdout() -> None:
+    """The reader of our output has gone (``gankit init --list | head``): point stdout at devnull, so that
+    neither the rest of the output nor Python's flush at exit reports the broken pipe (the Python docs' way)."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file (captured): nothing more will reach a pipe
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from gankit.checkpoint import CheckpointError
     from gankit.config import ConfigError
@@ -659,7 +671,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--seed {seed}: seeds are 0..{MAX_SEED} (2**63 - 1)")
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning  # one "gankit: warning:" line, not Python's two-line format
-            return commands[args.command](args)
+            code = commands[args.command](args)
+        sys.stdout.flush()  # a reader that stopped early (| head) shows here, not in Python's exit-time flush
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return 1
     except (ConfigError, DataError, CheckpointError, TrainError, EvalError, ExportError, ValueError) as exc:
         print(f"gankit: error: {exc}", file=sys.stderr)
         return 2

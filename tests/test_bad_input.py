@@ -193,6 +193,8 @@ CASES = [
     ("sample-seed-2-70", ["sample", "{w}/run", "--seed", str(2**70), "--no-ema"] + SAMPLE,
      [f"--seed {2**70}: seeds are 0..9223372036854775807"]),
     ("eval-negative-seed", ["eval", "{w}/images.npz", "--seed", "-1"] + EVAL, ["--seed -1: seeds are 0.."]),
+    ("sample-zoo-with-drs", ["sample", "zoo:mnist", "--drs"] + SAMPLE,
+     ["--drs scores samples with the run's discriminator, and zoo:mnist is a zoo model"]),
 ]
 SUBPROCESS_CASES = ["yaml-syntax-error", "sample-pickle", "yaml-alias-bomb", "sample-deeply-nested-header",
                     "eval-npz-claims-a-huge-shape"]
