@@ -92,6 +92,7 @@ def _seed_ranges(groups: list[list[range]], option: str) -> tuple[list[range], i
 
 
 def _expand(ranges: list[range], count: int, option: str) -> list[int]:
+    """The seeds of ``ranges``, once their ``count`` is known to be small enough to list."""
     if count > MAX_SEEDS:
         raise ValueError(f"{option} names {count:,} seeds, more than {MAX_SEEDS:,}; name fewer")
     return [s for r in ranges for s in r]
@@ -527,7 +528,8 @@ SAMPLE_GAN_OPTIONS = (("seed", "--seed", None), ("batch_size", "--batch-size", N
 EVAL_GAN_OPTIONS = (("ref", "--ref", None), ("metrics", "--metrics", None), ("num", "--num", None),
                     ("split", "--split", None), ("num_reference", "--num-reference", None),
                     ("extractor", "--extractor", None), ("root", "--root", None), ("seed", "--seed", None),
-                    ("no_ema", "--no-ema", False), ("cache_dir", "--cache-dir", None), ("download", "--download", False))
+                    ("no_ema", "--no-ema", False), ("cache_dir", "--cache-dir", None),
+                    ("download", "--download", False))
 
 
 def _refuse_for_translation(args: argparse.Namespace, game: str, options: tuple[tuple[str, str, Any], ...],

@@ -187,7 +187,8 @@ CASES = [
      ["a walk through 1000000000001 seeds with --steps 16 has 15,000,000,000,001 frames"]),
     ("interpolate-seed-beyond-2-63", ["interpolate", "{w}/run", "--seeds", "0", "9223372036854775808", "--out",
                                       "{o}/w.gif"], ["--seeds: seeds are 0..9223372036854775807"]),
-    ("style-mix-rows-0-1e12", ["style-mix", "{w}/run", "--rows", "0-1000000000000", "--cols", "1", "--out", "{o}/m.png"],
+    ("style-mix-rows-0-1e12", ["style-mix", "{w}/run", "--rows", "0-1000000000000", "--cols", "1", "--out",
+                               "{o}/m.png"],
      ["--rows names 1,000,000,000,001 seeds, more than 100,000"]),
     # 22. torch's "Overflow when unpacking long long"
     ("sample-seed-2-70", ["sample", "{w}/run", "--seed", str(2**70), "--no-ema"] + SAMPLE,

@@ -196,7 +196,8 @@ def test_translate_folder_keeps_relative_paths_and_reads_like_the_folder_dataset
     assert "translated 4 images" in capsys.readouterr().out
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert written == ["narrow.png", "one/x.png", "two/x.png", "wide.png"]
-    assert not np.array_equal(np.asarray(Image.open(out / "one" / "x.png")), np.asarray(Image.open(out / "two" / "x.png")))
+    one, two = (np.asarray(Image.open(out / sub / "x.png")) for sub in ("one", "two"))
+    assert not np.array_equal(one, two)
     assert np.array_equal(np.asarray(Image.open(out / "wide.png")), np.asarray(Image.open(out / "narrow.png")))
     (folder / "bomb.png").write_bytes(png_claiming(100_000, 100_000))
     assert main(["translate", str(runs["superres4"]), "--input", str(folder), "--out", str(tmp_path / "o2")]) == 2
@@ -298,15 +299,17 @@ def test_noise_to_image_options_are_refused_for_translation_runs(runs, tmp_path,
     out = ["--out", str(tmp_path / "s.png")] if argv[0] == "sample" else []
     assert main([argv[0], str(runs["superres4"]), *argv[1:], *out]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"gankit: error: {option} does not apply to ") and "pix2pix run" in err
+    assert err.count("\n") == 1 and err.startswith(f"gankit: error: {option} does not apply to ")
+    assert "a pix2pix run" in err
     assert list(tmp_path.iterdir()) == []
 
 
 def test_sample_of_a_translation_run_says_how_many_images_it_shows(runs, tmp_path, capsys):
     """Issue 27, defect 23: --num 5000 of a task holding 1,000 said 5000; upper-case suffixes are grids too."""
-    assert main(["sample", str(runs["superres4"]), "--num", "5000", "--scale", "1", "--out", str(tmp_path / "S.PNG")]) == 0
+    out = tmp_path / "S.PNG"
+    assert main(["sample", str(runs["superres4"]), "--num", "5000", "--scale", "1", "--out", str(out)]) == 0
     assert "rows of 1000 held-out images (all there are; --num asked for 5000)" in capsys.readouterr().out
-    assert Image.open(tmp_path / "S.PNG").size == (1000 * 30 + 2, 3 * 30 + 2)
+    assert Image.open(out).size == (1000 * 30 + 2, 3 * 30 + 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,7 +419,8 @@ def test_folder_tasks_that_cannot_fit_in_memory_are_refused_before_decoding(tmp_
     assert main(["train", str(config), "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("gankit: error: data.resolution 2048: 6 images of 2048 x 2048")
-    assert "0.1 GiB in memory, more than half of this machine's 0.1 GiB; lower data.resolution" in err and not (tmp_path / "run").exists()
+    assert "0.1 GiB in memory, more than half of this machine's 0.1 GiB; lower data.resolution" in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_folder_run_translates_without_its_training_data(tmp_path, capsys, monkeypatch):

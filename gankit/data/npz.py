@@ -73,7 +73,8 @@ class NpzFile:
         except OSError:
             head = b""
         if head == b"\x93NUMPY":
-            return f"{self.name} is a single .npy array, not an .npz archive (write one with np.savez(path, images=...))"
+            return (f"{self.name} is a single .npy array, not an .npz archive (write one with "
+                    "np.savez(path, images=...))")
         return f"{self.name} is not an .npz archive (not a zip file)"
 
     def __enter__(self) -> NpzFile:

@@ -120,7 +120,8 @@ def _class_agreement(x: MetricInputs) -> dict[str, Any]:
 
 def _modes2d(x: MetricInputs) -> dict[str, Any]:
     if x.samples.dim() != 2 or x.samples.shape[1] != 2:
-        raise EvalError(f"metric 'modes2d' needs 2D points (a ring or grid run), got shape {tuple(x.samples.shape)}")
+        raise EvalError(f"metric 'modes2d' needs 2D points (a ring or grid run), got shape "
+                        f"{tuple(x.samples.shape)}")
     return dict(pacgan_modes(x.samples, x.dataset))
 
 
@@ -159,8 +160,8 @@ def _as_samples(x: torch.Tensor, what: str) -> torch.Tensor:
         raise EvalError(f"{what}: the images are {x.shape[2]} x {x.shape[3]} pixels: nothing to measure")
     if x.dim() == 2 and x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).any(1).sum())
-        raise EvalError(f"{what}: {bad} of {len(x)} points hold NaN or Inf (a diverged generator, or a broken file); "
-                        "no metric is defined for them")
+        raise EvalError(f"{what}: {bad} of {len(x)} points hold NaN or Inf (a diverged generator, or a broken "
+                        "file); no metric is defined for them")
     if x.dim() == 4 and x.dtype == torch.uint8:
         # a fresh NCHW copy: a permuted NHWC view with C = 1 passes is_contiguous() but convolves through
         # another kernel, so the same images would give features differing in the last bits
@@ -195,7 +196,8 @@ def _read_npz(path: Path, num: int, with_labels: bool) -> tuple[torch.Tensor, np
                     raise EvalError(f"{path}: `points` must be real numbers (N, D), got {info.describe()}")
                 x = torch.from_numpy(npz.read("points", num).astype(np.float32))
             else:
-                raise EvalError(f"{path} holds neither `images` nor `points` (it has: {', '.join(npz.keys) or 'none'})")
+                keys = ", ".join(npz.keys) or "none"
+                raise EvalError(f"{path} holds neither `images` nor `points` (it has: {keys})")
             labels = npz.read("labels", num) if with_labels and "labels" in npz else None
     except DataError as exc:
         raise EvalError(str(exc)) from None
@@ -240,7 +242,8 @@ def load_labelled_samples(samples: torch.Tensor | np.ndarray | str | Path, num: 
     if path.suffix.lower() == ".npz":
         x, file_labels = _read_npz(path, num, labels is None)
         where = f"{path}: `labels`: " if labels is None else ""
-        return _as_samples(x, str(path)), _as_labels(file_labels if labels is None else labels, num, where), str(path)
+        y = _as_labels(file_labels if labels is None else labels, num, where)
+        return _as_samples(x, str(path)), y, str(path)
     if path.is_dir():
         try:
             resolve(path)
@@ -321,14 +324,17 @@ def _needed(names: Sequence[str]) -> int:
 
 
 def _check_reference_count(n: int, names: Sequence[str], what: str) -> None:
+    """Enough reference items for the metrics that compare against the reference (``what`` names them)."""
     reference = [name for name in names if get_metric(name).reference and get_metric(name).needs != "samples"]
     need = _needed(reference)
     if reference and n < need:
-        raise EvalError(f"{what}: {n} reference item{'s are' if n != 1 else ' is'} too few for {', '.join(reference)}: at "
-                        f"least {need} are needed" + (" (the k-NN radii need k + 1)" if need > 2 else ""))
+        items = f"{n} reference item{'s are' if n != 1 else ' is'}"
+        raise EvalError(f"{what}: {items} too few for {', '.join(reference)}: at least {need} are needed"
+                        + (" (the k-NN radii need k + 1)" if need > 2 else ""))
 
 
 def _check_count(n: int, names: Sequence[str]) -> None:
+    """Enough samples for the metrics."""
     need = _needed(names)
     if n < need:
         raise EvalError(f"{n} sample{'s' * (n != 1)} are too few for {', '.join(names)}: at least {need} are needed")

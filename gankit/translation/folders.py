@@ -103,5 +103,6 @@ def unpaired(cfg: Config) -> UnpairedTask:
     a, b = domains
     if cfg.game.direction == "BtoA":
         a, b = b, a
+    domain = "B" if cfg.game.direction == "BtoA" else "A"
     return UnpairedTask("unpaired", (channels, resolution, resolution), a, b,
-                        origin=f"unpaired folder {cfg.data.root} (domain {'B' if cfg.game.direction == 'BtoA' else 'A'})")
+                        origin=f"unpaired folder {cfg.data.root} (domain {domain})")
