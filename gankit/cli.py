@@ -62,18 +62,40 @@ def _percentile(text: str) -> float:
     return value
 
 
-def _seed_list(text: str) -> list[int]:
-    """``3``, ``1,5,9`` or ``0-4`` (inclusive) -> a list of seeds."""
-    seeds: list[int] = []
+MAX_SEED = 2**63 - 1  # the largest seed torch's and numpy's generators both take
+MAX_SEEDS = 100_000  # seeds one option may list: more than any walk or grid can show
+
+
+def _seed_list(text: str) -> list[range]:
+    """``3``, ``1,5,9`` or ``0-4`` (inclusive) -> ranges of seeds, not expanded: the command checks their
+    count and bounds first (``0-1000000000000`` was a MemoryError inside argparse)."""
+    ranges: list[range] = []
     try:
         for part in filter(None, text.split(",")):
             lo, sep, hi = part.partition("-") if not part.startswith("-") else (part, "", "")
-            seeds += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+            ranges.append(range(int(lo), int(hi) + 1) if sep else range(int(lo), int(lo) + 1))
     except ValueError:
         raise argparse.ArgumentTypeError(f"seeds look like 3, 1,5,9 or 0-4; got {text!r}") from None
-    if not seeds:
+    if not any(ranges):
         raise argparse.ArgumentTypeError(f"no seeds in {text!r}")
-    return seeds
+    return ranges
+
+
+def _seed_ranges(groups: list[list[range]], option: str) -> tuple[list[range], int]:
+    """(the ranges of ``option``, how many seeds they hold), each seed checked to be one the generators take."""
+    ranges = [r for group in groups for r in group if r]
+    for r in ranges:
+        if r.start < 0 or r.stop - 1 > MAX_SEED:
+            raise ValueError(f"{option}: seeds are 0..{MAX_SEED} (2**63 - 1), got {r.start}"
+                             + (f"-{r.stop - 1}" if len(r) > 1 else ""))
+    return ranges, sum(r.stop - r.start for r in ranges)
+
+
+def _expand(ranges: list[range], count: int, option: str) -> list[int]:
+    """The seeds of ``ranges``, once their ``count`` is known to be small enough to list."""
+    if count > MAX_SEEDS:
+        raise ValueError(f"{option} names {count:,} seeds, more than {MAX_SEEDS:,}; name fewer")
+    return [s for r in ranges for s in r]
 
 
 DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default auto)"
@@ -157,8 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(see `gankit zoo`)")
     s.add_argument("--num", type=_positive_int, default=64, help="number of samples (default 64)")
     s.add_argument("--out", required=True, help="grid .png, array .npz, or a directory ending in /")
-    s.add_argument("--seed", type=int, default=0, help="latent seed (default 0)")
-    s.add_argument("--batch-size", type=_positive_int, default=256, help="generator batch size (default 256)")
+    s.add_argument("--seed", type=int, help="latent seed (default 0)")
+    s.add_argument("--batch-size", type=_positive_int, help="generator batch size (default 256)")
     s.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
     s.add_argument("--device", default="auto", help=DEVICE_HELP)
     s.add_argument("--class", dest="class_index", type=_non_negative_int, metavar="K",
@@ -172,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("source", help="run directory or checkpoint file")
     i.add_argument("--steps", type=_at_least_two, default=16, help="frames from one seed to the next (default 16)")
     i.add_argument("--out", required=True, help="animation .gif or strip .png")
-    i.add_argument("--seeds", type=_seed_list, nargs="+", default=[[0], [1]], metavar="SEEDS",
+    i.add_argument("--seeds", type=_seed_list, nargs="+", default=[[range(0, 1)], [range(1, 2)]], metavar="SEEDS",
                    help="seeds of the latents visited in order, e.g. 3 7 or 0-4 (default 0 1)")
     i.add_argument("--slerp", action="store_true", help="spherical instead of linear interpolation")
     i.add_argument("--frame-ms", type=_positive_int, default=80, help="GIF frame duration in ms (default 80)")
@@ -196,13 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "for image-to-image runs, which are measured against their known targets (default: none)")
     e.add_argument("--metrics", help="comma-separated: fid,kid,pr,dc,classes,modes2d,stacked "
                    "(default: fid,kid,pr,dc, plus classes for classifier extractors)")
-    e.add_argument("--num", type=_positive_int, default=10_000, help="number of samples (default 10000)")
-    e.add_argument("--split", default="train", help="reference split: train, test or holdout (default train)")
+    e.add_argument("--num", type=_positive_int, help="number of samples (default 10000)")
+    e.add_argument("--split", help="reference split: train, test or holdout (default train)")
     e.add_argument("--num-reference", type=_positive_int, help="use the first N reference items (default all)")
     e.add_argument("--extractor", help="mnist-cnn, inception, inception:PATH or classifier:PATH "
                    "(default: mnist-cnn for MNIST, points for 2D data, inception otherwise)")
-    e.add_argument("--root", default="data", help="directory of the reference dataset's files (default data)")
-    e.add_argument("--seed", type=int, default=0, help="latent seed of the samples and KID subsets (default 0)")
+    e.add_argument("--root", help="directory of the reference dataset's files (default data)")
+    e.add_argument("--seed", type=int, help="latent seed of the samples and KID subsets (default 0)")
     e.add_argument("--json", help="write the result, with its info block, to this JSON file (default: print only)")
     e.add_argument("--device", default="auto", help="device for sampling and features: " + DEVICE_HELP)
     e.add_argument("--no-ema", action="store_true", help="runs and checkpoints: sample the raw generator, "
@@ -408,13 +430,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from gankit.device import select_device
 
     _check_rejection(args)
-    if _is_translation_run(args.source):
+    game = _translation_game(args.source)
+    if game:
         from gankit.translation.evaluate import load_translator, write_grid
 
-        out = write_grid(load_translator(args.source, select_device(args.device, "--device")), args.num, args.out,
-                         args.scale)
-        print(f"gankit: wrote input | output | target rows of {args.num} held-out images to {out}")
+        _refuse_for_translation(args, game, SAMPLE_GAN_OPTIONS, "its samples are input | output | target rows of "
+                                "its task's held-out images")
+        out, shown = write_grid(load_translator(args.source, select_device(args.device, "--device")), args.num,
+                                args.out, args.scale)
+        every = f" (all there are; --num asked for {args.num})" if shown < args.num else ""
+        print(f"gankit: wrote input | output | target rows of {shown} held-out images{every} to {out}")
         return 0
+    args.seed = 0 if args.seed is None else args.seed
+    args.batch_size = args.batch_size or 256
     gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device, "--device"))
     rejection = None
     if args.drs is not None:
@@ -453,12 +481,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from gankit.device import select_device
-    from gankit.sampling import check_walk, load_generator, write_interpolation
+    from gankit.sampling import check_frame_ms, load_generator, walk_frames, write_interpolation
 
-    seeds = [s for group in args.seeds for s in group]
-    if len(seeds) < 2:
-        raise ValueError(f"--seeds needs at least two seeds to walk between, got {seeds}")
-    frames = check_walk(seeds, args.steps)  # before loading: a typo is refused before any work or warning
+    ranges, count = _seed_ranges(args.seeds, "--seeds")
+    if count < 2:
+        raise ValueError(f"--seeds needs at least two seeds to walk between, got {[s for r in ranges for s in r]}")
+    frames = walk_frames(count, args.steps)  # before loading or expanding: a typo is refused before any work
+    seeds = _expand(ranges, count, "--seeds")
+    check_frame_ms(args.frame_ms)
     gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device, "--device"))
     out = write_interpolation(gen, seeds, args.steps, args.out, spherical=args.slerp, truncation=args.truncation,
                               class_index=args.class_index, frame_ms=args.frame_ms, scale=_scale(args, gen))
@@ -470,8 +500,9 @@ def cmd_style_mix(args: argparse.Namespace) -> int:
     from gankit.sampling import load_generator, write_style_mix
     from gankit.device import select_device
 
+    rows, cols = (_expand(*_seed_ranges(groups, option), option) for groups, option in ((args.rows, "--rows"),
+                                                                                         (args.cols, "--cols")))
     gen = load_generator(args.source, ema=not args.no_ema, device=select_device(args.device, "--device"))
-    rows, cols = [s for g in args.rows for s in g], [s for g in args.cols for s in g]
     out = write_style_mix(gen, rows, cols, args.out, coarse=args.coarse, truncation=args.truncation,
                           class_index=args.class_index, scale=_scale(args, gen))
     print(f"gankit: wrote a {len(rows)} x {len(cols)} style-mixing grid to {out}")
@@ -486,15 +517,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from gankit.metrics.api import calculate_metrics, format_table
     from gankit.device import select_device
 
-    if _is_translation_run(args.source):
+    game = _translation_game(args.source)
+    if game:
+        _refuse_for_translation(args, game, EVAL_GAN_OPTIONS, "it is measured against its task's known targets "
+                                "on the held-out images")
         return _eval_translation(args)
     if args.ref is None:
         raise ValueError("eval: --ref names the reference dataset the samples are measured against")
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning  # one "gankit: warning:" line, not Python's two-line format
-        result = calculate_metrics(args.source, args.ref, metrics=metrics, num=args.num, extractor=args.extractor,
-                                   split=args.split, root=args.root, seed=args.seed, cache_dir=args.cache_dir,
+        result = calculate_metrics(args.source, args.ref, metrics=metrics, num=args.num or 10_000,
+                                   extractor=args.extractor, split=args.split or "train", root=args.root or "data",
+                                   seed=args.seed or 0, cache_dir=args.cache_dir,
                                    device=select_device(args.device, "--device"), num_reference=args.num_reference,
                                    download=args.download, ema=not args.no_ema)
     info = result["info"]
@@ -509,18 +544,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_translation_run(source: str) -> bool:
-    """Whether ``source`` is a run directory or checkpoint of an image-to-image game."""
+def _translation_game(source: str) -> str | None:
+    """The game of ``source`` when it is a run directory or checkpoint of an image-to-image game, else None."""
     from gankit.checkpoint import read_meta, resolve
 
     path = Path(source)
     if not (path.is_dir() and (path / "checkpoints").is_dir()) and path.suffix != ".safetensors":
-        return False
+        return None
     try:
         meta = read_meta(resolve(path))
     except Exception:  # not a checkpoint: the sample-metrics path reports what is wrong with it
-        return False
-    return meta.get("game", "gan") != "gan"
+        return None
+    game = meta.get("game", "gan")
+    return None if game == "gan" else str(game)
+
+
+# options of noise -> image runs that a translation run has no use for: (attribute, option, its default)
+SAMPLE_GAN_OPTIONS = (("seed", "--seed", None), ("batch_size", "--batch-size", None), ("no_ema", "--no-ema", False),
+                      ("class_index", "--class", None), ("truncation", "--truncation", None), ("drs", "--drs", None),
+                      ("drs_calibrate", "--drs-calibrate", 0), ("density_filter", "--density-filter", None))
+EVAL_GAN_OPTIONS = (("ref", "--ref", None), ("metrics", "--metrics", None), ("num", "--num", None),
+                    ("split", "--split", None), ("num_reference", "--num-reference", None),
+                    ("extractor", "--extractor", None), ("root", "--root", None), ("seed", "--seed", None),
+                    ("no_ema", "--no-ema", False), ("cache_dir", "--cache-dir", None),
+                    ("download", "--download", False))
+
+
+def _refuse_for_translation(args: argparse.Namespace, game: str, options: tuple[tuple[str, str, Any], ...],
+                            why: str) -> None:
+    """A noise -> image option given for a translation run would be silently ignored: refuse it by name."""
+    given = [flag for attr, flag, default in options
+             if getattr(args, attr) != default or type(getattr(args, attr)) is not type(default)]  # --class 0 too
+    if given:
+        raise ValueError(f"{given[0]} does not apply to {args.source}, a {game} run: {why}")
 
 
 def _eval_translation(args: argparse.Namespace) -> int:
@@ -545,8 +601,9 @@ def _eval_translation(args: argparse.Namespace) -> int:
 def cmd_translate(args: argparse.Namespace) -> int:
     from gankit.device import select_device
     from gankit.translation.evaluate import load_translator
-    from gankit.translation.files import read_inputs, write_outputs
+    from gankit.translation.files import check_output, read_inputs, write_outputs
 
+    check_output(args.out)  # before the run is loaded: a wrong --out costs nothing
     device = select_device(args.device, "--device")
     translator = load_translator(args.source, device)
     images, masks, names = read_inputs(args.input, translator.input_shape(args.direction))
@@ -659,6 +716,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _silence_stdout() -> None:
+    """The reader of our output has gone (``gankit init --list | head``): point stdout at devnull, so that
+    neither the rest of the output nor Python's flush at exit reports the broken pipe (the Python docs' way)."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file (captured): nothing more will reach a pipe
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from gankit.checkpoint import CheckpointError
     from gankit.config import ConfigError
@@ -676,11 +745,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "style-mix": cmd_style_mix, "playground": cmd_playground, "translate": cmd_translate,
                 "compare": cmd_compare, **COMMANDS}
     try:
+        seed = getattr(args, "seed", None)  # sample, eval, classifier: torch refused 2**70 as "Overflow ..."
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"--seed {seed}: seeds are 0..{MAX_SEED} (2**63 - 1)")
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning  # one "gankit: warning:" line, not Python's two-line format
             for module in args.imports or []:
                 import_module(module)
-            return commands[args.command](args)
+            code = commands[args.command](args)
+        sys.stdout.flush()  # a reader that stopped early (| head) shows here, not in Python's exit-time flush
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return 1
     except (ConfigError, DataError, CheckpointError, TrainError, EvalError, ExportError, PluginError,
             ValueError) as exc:
         print(f"gankit: error: {exc}", file=sys.stderr)

@@ -73,6 +73,13 @@ def load_discriminator(path: str | Path, gen: LoadedGenerator) -> nn.Module:
     """The run's D (from the same checkpoint as ``gen``), in eval mode on G's device."""
     from gankit.models import build_discriminator
 
+    from gankit.hub import is_generator_folder
+
+    if str(path).startswith("zoo:") or is_generator_folder(path):
+        what = "a zoo model" if str(path).startswith("zoo:") else "an exported generator folder"
+        raise ValueError(f"--drs scores samples with the run's discriminator, and {path} is {what}, which holds "
+                         "the generator alone; use --drs with a run directory or checkpoint (or --density-filter, "
+                         "which needs no D)")
     cfg = gen.config
     if cfg.model.pack > 1:
         raise ValueError(f"rejection sampling scores one sample at a time; this run's D judges packs of "

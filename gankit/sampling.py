@@ -17,7 +17,7 @@ from gankit.checkpoint import (CheckpointError, atomic_write_bytes, load_checkpo
 from gankit.clustering import prior_rows
 from gankit.config import Config, from_dict
 from gankit.data import to_uint8
-from gankit.data.source import physical_memory
+from gankit.data.source import memory_shortfall
 from gankit.ema import ema_initial_share
 
 if TYPE_CHECKING:
@@ -26,14 +26,14 @@ if TYPE_CHECKING:
 
 MAX_CLASS_COLUMNS = 32  # more classes than this: rows of a square grid (CIFAR-100's 100 columns would not read)
 MAX_FRAMES = 2000  # a walk longer than this is a typo (--steps 100000), not an animation anyone can watch
+MAX_FRAME_MS = 655_350  # a GIF stores a frame's duration in hundredths of a second, in 16 bits
 
 
 def check_memory(num: int, floats_each: int, what: str) -> None:
     """Refuse ``num`` items of ``floats_each`` float32 values when they cannot fit in this machine's memory."""
-    need, have = num * floats_each * 4, physical_memory()
-    if have is not None and need > have // 2:
-        raise ValueError(f"{num:,} {what} need {need / 2**30:.1f} GiB in memory, more than half of this "
-                         f"machine's {have / 2**30:.1f} GiB; ask for fewer")
+    short = memory_shortfall(num * floats_each * 4)
+    if short:
+        raise ValueError(f"{num:,} {what} {short}; ask for fewer")
 
 
 def finite_samples(samples: torch.Tensor) -> torch.Tensor:
@@ -87,10 +87,16 @@ def truncated(g: nn.Module, z: torch.Tensor, truncation: float | None, y: torch.
     if truncation < 0:
         raise ValueError(f"truncation must be >= 0, got {truncation}")
     if getattr(g, "supports_w_truncation", False):
-        if truncation > 1:  # psi > 1 extrapolates away from the mean style: off the learned distribution
-            raise ValueError(f"--truncation: StyleGAN's psi must be in [0, 1] (1 = off), got {truncation:g}")
+        check_psi(truncation)
         return g(z, y, psi=truncation)
     return g(truncate_latents(z, truncation), y)
+
+
+def check_psi(truncation: float | None) -> None:
+    """StyleGAN's truncation psi must be in [0, 1]: beyond 1 it extrapolates away from the mean style, off the
+    learned distribution."""
+    if truncation is not None and not 0 <= truncation <= 1:
+        raise ValueError(f"--truncation: StyleGAN's psi must be in [0, 1] (1 = off), got {truncation:g}")
 
 
 def truncate_latents(z: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -132,10 +138,20 @@ def default_scale(side: int) -> int:
     return max(1, 128 // max(1, side))
 
 
-def upscale(array_hwc: np.ndarray, scale: int) -> np.ndarray:
-    """Nearest-neighbour: every pixel becomes a ``scale`` x ``scale`` block (no blur on tiny images)."""
+def check_upscale(height: int, width: int, channels: int, scale: int, count: int = 1) -> None:
+    """Refuse a ``scale`` whose ``count`` upscaled images would not fit in memory (before they are made)."""
     if scale < 1:
         raise ValueError(f"--scale must be >= 1, got {scale}")
+    short = memory_shortfall(count * height * width * channels * scale * scale)
+    if short:
+        images = f"{count:,} images" if count > 1 else "an image"
+        raise ValueError(f"--scale {scale}: upscaled, {images} of {height * scale:,} x {width * scale:,} pixels "
+                         f"would {short}")
+
+
+def upscale(array_hwc: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour: every pixel becomes a ``scale`` x ``scale`` block (no blur on tiny images)."""
+    check_upscale(*array_hwc.shape[:3], scale)
     return array_hwc if scale == 1 else array_hwc.repeat(scale, 0).repeat(scale, 1)
 
 
@@ -423,11 +439,22 @@ def _single_class(gen: LoadedGenerator, num: int, class_index: int | None) -> to
 
 def check_walk(seeds: list[int], steps: int) -> int:
     """The frame count of a walk through ``seeds``, ``steps`` frames per pair; refuses a walk too long to watch."""
-    frames = (len(seeds) - 1) * (steps - 1) + 1
+    return walk_frames(len(seeds), steps)
+
+
+def walk_frames(count: int, steps: int) -> int:
+    """:func:`check_walk` of ``count`` seeds, before they are listed."""
+    frames = (count - 1) * (steps - 1) + 1
     if frames > MAX_FRAMES:
-        raise ValueError(f"a walk through {len(seeds)} seeds with --steps {steps} has {frames:,} frames, more than "
+        raise ValueError(f"a walk through {count} seeds with --steps {steps} has {frames:,} frames, more than "
                          f"{MAX_FRAMES:,}; use fewer --steps or seeds")
     return frames
+
+
+def check_frame_ms(frame_ms: int) -> None:
+    if not 1 <= frame_ms <= MAX_FRAME_MS:
+        raise ValueError(f"--frame-ms {frame_ms}: a GIF frame lasts 1 to {MAX_FRAME_MS} ms (its duration is "
+                         "stored in hundredths of a second, in 16 bits)")
 
 
 def interpolation_frames(gen: LoadedGenerator, seeds: list[int], steps: int, *, spherical: bool = False,
@@ -454,6 +481,9 @@ def write_interpolation(gen: LoadedGenerator, seeds: list[int], steps: int, out:
     suffix = out.suffix.lower()
     if suffix not in (".gif", ".png"):
         raise ValueError(f"--out must end in .gif (an animation) or .png (a strip), got {str(out)!r}")
+    check_frame_ms(frame_ms)
+    if gen.is_image:  # every frame of a GIF is upscaled and held at once
+        check_upscale(*gen.data_shape[1:], gen.data_shape[0], scale, walk_frames(len(seeds), steps))
     frames = interpolation_frames(gen, seeds, steps, spherical=spherical, truncation=truncation,
                                   class_index=class_index)
     if suffix == ".png":
@@ -492,17 +522,23 @@ def default_coarse_styles(g: nn.Module) -> int:
     return min(4, g.num_ws - 1)
 
 
-@torch.no_grad()
-def style_mix_grid(g: nn.Module, row_z: torch.Tensor, col_z: torch.Tensor, *, coarse: int | None = None,
-                   truncation: float | None = None, row_y: torch.Tensor | None = None,
-                   col_y: torch.Tensor | None = None, blank: float = -1.0) -> torch.Tensor:
-    """A (rows + 1) x (cols + 1) grid of images, row-major: the top row shows the column latents'
-    images, the left column the row latents', and cell (i, j) the first ``coarse`` styles of row i
-    with the remaining (finer) styles of column j, as in Figure 3 of the StyleGAN paper with the rows
-    as its "source B". The top-left corner is filled with ``blank``. Noise inputs are the fixed ones."""
+def _check_style_mixer(g: nn.Module) -> None:
     if not (hasattr(g, "mapping") and hasattr(g, "synthesis") and hasattr(g, "num_ws")):
         raise ValueError(f"style mixing needs a generator with per-layer styles (model.generator.name: "
                          f"stylegan); this one is a {type(g).__name__}")
+
+
+@torch.no_grad()
+def style_mix_grid(g: nn.Module, row_z: torch.Tensor, col_z: torch.Tensor, *, coarse: int | None = None,
+                   truncation: float | None = None, row_y: torch.Tensor | None = None,
+                   col_y: torch.Tensor | None = None, blank: float = -1.0, batch_size: int = 256) -> torch.Tensor:
+    """A (rows + 1) x (cols + 1) grid of images, row-major: the top row shows the column latents'
+    images, the left column the row latents', and cell (i, j) the first ``coarse`` styles of row i
+    with the remaining (finer) styles of column j, as in Figure 3 of the StyleGAN paper with the rows
+    as its "source B". The top-left corner is filled with ``blank``. Noise inputs are the fixed ones.
+    G runs on at most ``batch_size`` images at once; only the images themselves are held together."""
+    _check_style_mixer(g)
+    check_psi(truncation)
     k = default_coarse_styles(g) if coarse is None else coarse
     if not 0 <= k <= g.num_ws:
         raise ValueError(f"coarse must be in 0..{g.num_ws} (this generator has {g.num_ws} styles), got {k}")
@@ -510,15 +546,27 @@ def style_mix_grid(g: nn.Module, row_z: torch.Tensor, col_z: torch.Tensor, *, co
     g.eval()
     try:
         psi = 1.0 if truncation is None else truncation
-        ws_r, ws_c = g.mapping(row_z, row_y, psi=psi), g.mapping(col_z, col_y, psi=psi)
+
+        def styles(z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+            ys = [None] * len(z.split(batch_size)) if y is None else y.split(batch_size)
+            return torch.cat([g.mapping(chunk, yc, psi=psi) for chunk, yc in zip(z.split(batch_size), ys)])
+
+        def images(ws: torch.Tensor) -> torch.Tensor:
+            return torch.cat([g.synthesis(chunk).cpu() for chunk in ws.split(batch_size)])
+
+        ws_r, ws_c = styles(row_z, row_y), styles(col_z, col_y)
         r, c = len(ws_r), len(ws_c)
-        mixed = torch.cat([ws_r[:, None, :k].expand(r, c, -1, -1), ws_c[None, :, k:].expand(r, c, -1, -1)], 2)
-        rows_img, cols_img = g.synthesis(ws_r).cpu(), g.synthesis(ws_c).cpu()
-        cells = g.synthesis(mixed.flatten(0, 1)).cpu().view(r, c, *rows_img.shape[1:])
+        rows_img, cols_img = images(ws_r), images(ws_c)
+        cells = []
+        for start in range(0, r * c, batch_size):  # the mixed styles of one batch of cells at a time
+            index = torch.arange(start, min(start + batch_size, r * c), device=ws_r.device)
+            mixed = torch.cat([ws_r[index // c, :k], ws_c[index % c, k:]], 1)
+            cells.append(g.synthesis(mixed).cpu())
+        cells_img = torch.cat(cells).view(r, c, *rows_img.shape[1:])
     finally:
         g.train(was_training)
     top = torch.cat([torch.full_like(cols_img[:1], blank), cols_img])
-    body = torch.cat([rows_img[:, None], cells], 1).flatten(0, 1)
+    body = torch.cat([rows_img[:, None], cells_img], 1).flatten(0, 1)
     return torch.cat([top, body]).float()
 
 
@@ -529,6 +577,13 @@ def write_style_mix(gen: LoadedGenerator, rows: list[int], cols: list[int], out:
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must end in .png, got {str(out)!r}")
+    _check_style_mixer(gen.net)
+    check_psi(truncation)
+    # before any image is drawn: the images (and the grid's float copy), then the upscaled grid
+    c, h, w = gen.data_shape
+    cells = (len(rows) + 1) * (len(cols) + 1)
+    check_memory(cells, 2 * c * h * w, "style-mixing images")
+    check_upscale((len(rows) + 1) * (h + 2) + 2, (len(cols) + 1) * (w + 2) + 2, c, scale)
     device = next(gen.net.parameters()).device
     row_z = torch.cat([latents(1, gen.latent_dim, s) for s in rows]).to(device)
     col_z = torch.cat([latents(1, gen.latent_dim, s) for s in cols]).to(device)

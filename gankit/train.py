@@ -310,8 +310,9 @@ def start_line(trainer: Game, run_dir: Path, start_step: int, threads_how: str =
     if trainer.device.type == "cpu" and trainer.perf.amp != "fp32":
         native = " (auto: the CPU has native bfloat16)" if cfg.perf.amp == "auto" else ""
         threads += f", {trainer.perf.amp} autocast{native}"
-    data = f"{cfg.data.name}: {len(source):,} " + ("x".join(map(str, source.shape)) + " images"
-                                                   if source.is_image else f"{source.shape[-1]}-D points")
+    origin = getattr(trainer, "data_origin", cfg.data.name)  # translation games name their folder
+    data = f"{origin}: {len(source):,} " + ("x".join(map(str, source.shape)) + " images"
+                                            if source.is_image else f"{source.shape[-1]}-D points")
     begin = f"resuming at step {start_step}" if start_step else "training"
     conditioning = getattr(trainer, "conditioning", "")
     return (f"gankit: {begin} on {trainer.device.type}{threads} | G {cfg.model.generator.get('name')} "

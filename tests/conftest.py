@@ -137,3 +137,20 @@ def assert_states_equal(a: Any, b: Any, path: str = "state") -> None:
             assert_states_equal(x, y, f"{path}[{i}]")
     else:
         assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small real PNG whose header is rewritten to claim ``width`` x ``height`` pixels."""
+    import io
+    import struct
+    import zlib
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(buf, "PNG")
+    raw = bytearray(buf.getvalue())
+    raw[16:24] = struct.pack(">II", width, height)  # after the signature, the IHDR length and its type
+    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])))
+    return bytes(raw)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_YAML
+from conftest import TINY_YAML, png_claiming
 from gankit.checkpoint import CheckpointDir, save_checkpoint
 from gankit.cli import main
 from gankit.train import train
@@ -198,9 +198,51 @@ CASES = [
     ("export-metrics-deeply-nested", ["export", "{w}/hf", "--format", "hf", "--out", "{o}/hf", "--metrics",
                                       "{w}/deep.json"], ["--metrics {w}/deep.json", "nested too deeply"]),
 
+    # issue 27
+    # 13. .npz headers are checked against the archive before anything is allocated; no pickles
+    ("eval-npz-claims-a-huge-shape", ["eval", "{w}/huge_claim.npz"] + EVAL,
+     ["huge_claim.npz: `images`: the header claims uint8 10000000000 x 28 x 28 x 1", "holds 100 bytes"]),
+    ("eval-npz-object-array", ["eval", "{w}/objects.npz"] + EVAL,
+     ["objects.npz: `images` holds Python objects", "never unpickles"]),
+    ("eval-npz-pickled-labels", ["eval", "{w}/object_labels.npz"] + EVAL, ["object_labels.npz: `labels` holds Python"]),
+    # 24. complex points were read with a warning, their imaginary part dropped
+    ("eval-complex-points", ["eval", "{w}/complex.npz", "--ref", "ring", "--metrics", "fid"],
+     ["complex.npz: `points` must be real numbers", "complex64 100 x 2"]),
+    # 21. tracebacks before: a resize to 0 x 0, kthvalue out of range
+    ("eval-images-of-0x0-pixels", ["eval", "{w}/no_pixels.npz"] + EVAL,
+     ["no_pixels.npz: the images are 0 x 0 pixels"]),
+    ("eval-num-reference-2-for-pr", ["eval", "{w}/images.npz", "--metrics", "pr", "--num-reference", "2"] + EVAL,
+     ["--num-reference 2: 2 reference items are too few for pr: at least 4", "k + 1"]),
+    # 22. messages that did not name the cause ("Array must not contain infs or NaNs", a broadcast error)
+    ("eval-nan-points", ["eval", "{w}/nan_points.npz", "--ref", "ring", "--metrics", "fid"],
+     ["nan_points.npz: 1 of 100 points hold NaN or Inf"]),
+    ("eval-num-reference-1", ["eval", "{w}/points.npz", "--ref", "ring", "--metrics", "fid", "--num-reference", "1"],
+     ["--num-reference 1: 1 reference item is too few for fid: at least 2 are needed"]),
+    ("eval-3d-points-vs-the-ring", ["eval", "{w}/points3d.npz", "--ref", "ring", "--metrics", "fid"],
+     ["points3d.npz: the samples are 3-D points (100, 3) but ring holds 2-D points"]),
+    # 21. numbers too large for what they size: tracebacks (an allocation, a GIF field, MemoryError in argparse)
+    ("sample-scale-1e9", ["sample", "{w}/run", "--scale", "1000000000", "--no-ema"] + SAMPLE,
+     ["--scale 1000000000: upscaled, an image of", "would need"]),
+    ("interpolate-scale-1e9", ["interpolate", "{w}/run", "--scale", "1000000000", "--no-ema", "--out", "{o}/w.png"],
+     ["--scale 1000000000: upscaled, 16 images of 28,000,000,000 x 28,000,000,000 pixels would need"]),
+    ("interpolate-frame-ms-1e8", ["interpolate", "{w}/run", "--frame-ms", "100000000", "--out", "{o}/w.gif"],
+     ["--frame-ms 100000000: a GIF frame lasts 1 to 655350 ms"]),
+    ("interpolate-seeds-0-1e12", ["interpolate", "{w}/run", "--seeds", "0-1000000000000", "--out", "{o}/w.gif"],
+     ["a walk through 1000000000001 seeds with --steps 16 has 15,000,000,000,001 frames"]),
+    ("interpolate-seed-beyond-2-63", ["interpolate", "{w}/run", "--seeds", "0", "9223372036854775808", "--out",
+                                      "{o}/w.gif"], ["--seeds: seeds are 0..9223372036854775807"]),
+    ("style-mix-rows-0-1e12", ["style-mix", "{w}/run", "--rows", "0-1000000000000", "--cols", "1", "--out",
+                               "{o}/m.png"],
+     ["--rows names 1,000,000,000,001 seeds, more than 100,000"]),
+    # 22. torch's "Overflow when unpacking long long"
+    ("sample-seed-2-70", ["sample", "{w}/run", "--seed", str(2**70), "--no-ema"] + SAMPLE,
+     [f"--seed {2**70}: seeds are 0..9223372036854775807"]),
+    ("eval-negative-seed", ["eval", "{w}/images.npz", "--seed", "-1"] + EVAL, ["--seed -1: seeds are 0.."]),
+    ("sample-zoo-with-drs", ["sample", "zoo:mnist", "--drs"] + SAMPLE,
+     ["--drs scores samples with the run's discriminator, and zoo:mnist is a zoo model"]),
 ]
 SUBPROCESS_CASES = ["yaml-syntax-error", "sample-pickle", "yaml-alias-bomb", "sample-deeply-nested-header",
-                    "playground-port-70000", "sample-hf-prior-object"]
+                    "playground-port-70000", "sample-hf-prior-object", "eval-npz-claims-a-huge-shape"]
 
 
 @pytest.fixture(scope="module")
@@ -239,21 +281,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return w
 
 
-def _png_header(width: int, height: int) -> bytes:
-    """A small real PNG whose header is rewritten to claim ``width`` x ``height`` pixels."""
-    import io
-    import zlib
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.zeros((4, 4), np.uint8)).save(buf, "PNG")
-    raw = bytearray(buf.getvalue())
-    raw[16:24] = struct.pack(">II", width, height)  # after the signature, the IHDR length and its type
-    raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])))
-    return bytes(raw)
-
-
 def _issue_16_inputs(w: Path) -> None:
     from safetensors.torch import save_file
 
@@ -287,7 +314,7 @@ def _issue_16_inputs(w: Path) -> None:
     (w / "set.yaml").write_text("train: !!set {a, b}\n")
     (w / "duplicate.yaml").write_text("train: {seed: 1}\ntrain: {seed: 2}\n")
     (w / "bombpng").mkdir()
-    (w / "bombpng" / "huge.png").write_bytes(_png_header(100_000, 100_000))
+    (w / "bombpng" / "huge.png").write_bytes(png_claiming(100_000, 100_000))
     np.savez(w / "two_images.npz", images=np.zeros((2, 28, 28, 1), np.uint8))
     np.save(w / "array.npy", np.zeros((10, 28, 28, 1), np.uint8))
     (w / "array.npy").rename(w / "array.npz")
@@ -304,7 +331,8 @@ def _issue_16_inputs(w: Path) -> None:
 
 
 def _issue_27_inputs(w: Path) -> None:
-    """An hf export of the run, copies of it each with one defect, and the run with an export inside."""
+    """Issue 27's inputs: an hf export of the run, copies of it each with one defect, the run with an export
+    inside; npz files that claim more than they hold, object arrays, complex, empty and 3-D points."""
     import json
 
     from safetensors.torch import load_file, save_file
@@ -345,6 +373,23 @@ def _issue_27_inputs(w: Path) -> None:
     reweighted("hf_overflow", lambda t: t.update({k: v * 1e30 for k, v in t.items() if k.endswith("weight")}))
     (w / "info_list.json").write_text('{"fid": 12.5, "info": [1]}')
     (w / "deep.json").write_text('{"info": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                  "shape": (10**10, 28, 28, 1)})
+    with zipfile.ZipFile(w / "huge_claim.npz", "w") as zf:  # 1 KB claiming 7.8 TB
+        zf.writestr("images.npy", header.getvalue() + b"\0" * 100)
+    np.savez(w / "objects.npz", images=np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    np.savez(w / "object_labels.npz", images=np.zeros((10, 28, 28), np.uint8), labels=np.array([None] * 10),
+             allow_pickle=True)
+    points = np.random.default_rng(0).normal(size=(100, 2))
+    np.savez(w / "complex.npz", points=(points + 1j).astype(np.complex64))
+    np.savez(w / "no_pixels.npz", images=np.zeros((10, 0, 0), np.uint8))
+    np.savez(w / "points.npz", points=points.astype(np.float32))
+    np.savez(w / "nan_points.npz", points=np.where(np.arange(100)[:, None] == 3, np.nan, points).astype(np.float32))
+    np.savez(w / "points3d.npz", points=np.random.default_rng(0).normal(size=(100, 3)).astype(np.float32))
 
 
 def _flip_tensor_byte(raw: bytes) -> bytes:
@@ -378,6 +423,19 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(world, tmp_path, monkeyp
         assert part.format(w=world) in lines[0]
     assert out == ""
     assert list(tmp_path.iterdir()) == [] and _snapshot(world) == before
+
+
+def test_a_seed_range_is_counted_before_it_is_listed(world, tmp_path, capsys):
+    """Issue 27, defect 21: --seeds 0-30000000 cost 2 GB before the walk limit refused it."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        assert main(["interpolate", str(world / "run"), "--seeds", "0-30000000", "--out", str(tmp_path / "w.gif")]) == 2
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "a walk through 30000001 seeds" in capsys.readouterr().err and peak < 16 << 20, peak
 
 
 @pytest.mark.parametrize("case", SUBPROCESS_CASES)

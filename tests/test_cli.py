@@ -323,3 +323,15 @@ def test_second_signal_aborts_the_step_and_says_how_to_resume(tmp_path, tiny_yam
         f"gankit: aborted; the last checkpoint is {latest}; continue with: "
         f"gankit train {tiny_yaml} --run-dir {run} --resume --set checkpoint.every=1")
     assert load_checkpoint(CheckpointDir(run / "checkpoints").latest())[1]["step"] == 2
+
+
+@pytest.mark.parametrize("argv", [["config"], ["init", "--list"]])
+def test_a_reader_that_stops_early_is_no_error(tmp_path, argv):
+    """Issue 27, defect 22: `gankit init --list | head` printed "gankit: error: Broken pipe"; the pipe is
+    closed here before gankit writes a byte, so every write meets it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "gankit", *argv], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1 and err == "", err

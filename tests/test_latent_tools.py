@@ -177,6 +177,36 @@ def test_style_mix_cli(runs, tmp_path, capsys):
     assert "3 x 2 style-mixing grid" in capsys.readouterr().out
 
 
+def test_style_mix_runs_g_in_batches(runs, monkeypatch):
+    """Issue 27, defect 12: every cell went through G at once (--rows 0-99 --cols 0-99: a traceback at 3 GB)."""
+    g = load_generator(runs["stylegan"]).net
+    row_z, col_z = torch.randn(5, Z, generator=torch.Generator().manual_seed(1)), torch.randn(7, Z)
+    whole = style_mix_grid(g, row_z, col_z, batch_size=1000)
+    sizes = []
+    synthesis = g.synthesis
+    monkeypatch.setattr(g, "synthesis", lambda ws: sizes.append(len(ws)) or synthesis(ws))
+    batched = style_mix_grid(g, row_z, col_z, batch_size=3)
+    assert max(sizes) == 3 and sum(sizes) == 5 + 7 + 5 * 7
+    torch.testing.assert_close(batched, whole)
+
+
+def test_style_mix_refuses_what_sample_refuses(runs, tmp_path, capsys, monkeypatch):
+    """Issue 27, defects 12 and 24: no memory guard (sample's now guards it), and psi 2 extrapolated where
+    sample refuses psi > 1."""
+    from gankit.data import source
+
+    out = tmp_path / "mix.png"
+    assert main(["style-mix", str(runs["stylegan"]), "--rows", "1", "--cols", "2", "--out", str(out),
+                 "--truncation", "2", "--no-ema"]) == 2
+    assert capsys.readouterr().err == "gankit: error: --truncation: StyleGAN's psi must be in [0, 1] (1 = off), got 2\n"
+    monkeypatch.setattr(source, "physical_memory", lambda: 8 << 20)
+    assert main(["style-mix", str(runs["stylegan"]), "--rows", "0-99", "--cols", "0-99", "--out", str(out),
+                 "--no-ema"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gankit: error: 10,201 style-mixing images need") and err.endswith("ask for fewer\n")
+    assert not out.exists()
+
+
 def test_style_mix_needs_a_stylegan(runs, tmp_path, capsys):
     out = tmp_path / "mix.png"
     assert main(["style-mix", str(runs["biggan"]), "--rows", "1", "--cols", "2", "--out", str(out)]) == 2

@@ -2,6 +2,7 @@
 two processes, `gankit translate` and `gankit eval` on pix2pix and CycleGAN runs."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import assert_states_equal, make_cfg
+from conftest import assert_states_equal, make_cfg, png_claiming
 from gankit.checkpoint import CheckpointDir, load_checkpoint
 from gankit.cli import main
 from gankit.config import from_dict
@@ -159,6 +160,10 @@ def test_translate_npz_and_folders(runs, tmp_path, capsys):
         Image.fromarray(img).save(folder / f"d{i}.png")
     assert main(["translate", str(runs["superres4"]), "--input", str(folder), "--out", str(tmp_path / "o")]) == 0
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [f"d{i}.png" for i in range(5)]
+    assert main(["translate", str(runs["superres4"]), "--input", str(src.rename(tmp_path / "in.NPZ")), "--out",
+                 str(tmp_path / "OUT.NPZ")]) == 0  # suffixes in any case, as the GAN commands take them
+    with np.load(tmp_path / "OUT.NPZ") as npz:
+        assert npz["images"].shape == (5, 28, 28, 1)
     # inpainting: the preset's fixed mask, or the caller's; known pixels are kept
     full = images[-5:, 0].numpy()
     masks = np.zeros_like(full)
@@ -177,13 +182,73 @@ def test_translate_npz_and_folders(runs, tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_translate_folder_keeps_relative_paths_and_reads_like_the_folder_dataset(runs, tmp_path, capsys):
+    """Issue 27, defects 2 and 8: ``one/x.png`` and ``two/x.png`` are two outputs, not one written twice; a
+    16-bit PNG is scaled (30000 -> 117) as the GAN folder reader scales it; a file claiming 100000 x 100000
+    pixels is one line naming it."""
+    folder, out = tmp_path / "in", tmp_path / "out"
+    for sub, value in (("one", 40), ("two", 200)):
+        (folder / sub).mkdir(parents=True)
+        Image.fromarray(np.full((7, 7), value, np.uint8)).save(folder / sub / "x.png")
+    Image.fromarray(np.full((7, 7), 30000, np.uint16)).save(folder / "wide.png")
+    Image.fromarray(np.full((7, 7), 117, np.uint8)).save(folder / "narrow.png")
+    assert main(["translate", str(runs["superres4"]), "--input", str(folder), "--out", str(out)]) == 0
+    assert "translated 4 images" in capsys.readouterr().out
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert written == ["narrow.png", "one/x.png", "two/x.png", "wide.png"]
+    one, two = (np.asarray(Image.open(out / sub / "x.png")) for sub in ("one", "two"))
+    assert not np.array_equal(one, two)
+    assert np.array_equal(np.asarray(Image.open(out / "wide.png")), np.asarray(Image.open(out / "narrow.png")))
+    (folder / "bomb.png").write_bytes(png_claiming(100_000, 100_000))
+    assert main(["translate", str(runs["superres4"]), "--input", str(folder), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{folder / 'bomb.png'}: it claims more than" in err
+
+
+@pytest.mark.parametrize("files, out, message", [
+    (["a.png", "a.jpg"], "o", "{i}/a.jpg and {i}/a.png would both be translated to a.png; rename one"),
+    (["x.png"], "t.png", "--out {t}/t.png: translations are written to an .npz file or a folder of PNGs"),
+    (["x.png"], "t.JPG", "t.JPG names a file; use {t}/t.npz or a folder such as {t}/t"),
+    (["x.png"], "file", "--out {t}/file is a file"),
+])
+def test_translate_refuses_outputs_that_would_be_lost_or_misnamed(runs, tmp_path, capsys, files, out, message):
+    """Issue 27, defects 2 and 23: two inputs with one output name, or a folder output named like a file,
+    are refused before anything is written."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in files:
+        Image.fromarray(np.full((7, 7), 9, np.uint8)).save(folder / name)
+    (tmp_path / "file").write_text("mine")
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["translate", str(runs["superres4"]), "--input", str(folder), "--out", str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message.format(i=folder, t=tmp_path) in err, err
+    assert sorted(tmp_path.rglob("*")) == before and (tmp_path / "file").read_text() == "mine"
+
+
 @pytest.mark.parametrize("arrays, message", [
     ({"images": np.zeros((2, 28, 28), np.uint8)}, "`images` must be uint8 N x 7 x 7"),
     ({"images": np.zeros((2, 7, 7), np.float32)}, "`images` must be uint8 N x 7 x 7"),
     ({"pictures": np.zeros((2, 7, 7), np.uint8)}, "holds no `images` array"),
+    ({"images": np.zeros((0, 7, 7), np.uint8)}, "with N >= 1; got uint8 0 x 7 x 7"),
+    # issue 27, defect 13: the header is checked before anything is allocated; objects are never unpickled
+    ({"images": np.array([None, {}], dtype=object)}, "in.npz: `images` holds Python objects"),
+    ("huge", "in.npz: `images`: the header claims uint8 1000000000000 x 7 x 7 (49,000,000,000,000 bytes)"),
+    ({"images": np.zeros((2, 7, 7), np.uint8), "masks": np.zeros((2, 7, 7), np.float32)},
+     "`masks` must be uint8 N x 7 x 7 of 0 and 1 (1 = missing); got float32 2 x 7 x 7"),
 ])
 def test_translate_refuses_wrong_inputs_in_one_line(runs, tmp_path, capsys, arrays, message):
-    src = _npz(tmp_path / "in.npz", **arrays)
+    if arrays == "huge":
+        import zipfile
+
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                      "shape": (10**12, 7, 7)})
+        with zipfile.ZipFile(tmp_path / "in.npz", "w") as zf:
+            zf.writestr("images.npy", header.getvalue() + b"\0" * 100)
+        src = tmp_path / "in.npz"
+    else:
+        src = _npz(tmp_path / "in.npz", **arrays)
     assert main(["translate", str(runs["superres4"]), "--input", str(src), "--out", str(tmp_path / "o.npz")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and not (tmp_path / "o.npz").exists()
@@ -219,6 +284,32 @@ def test_eval_of_translation_runs(runs, tmp_path, capsys):
 
     with pytest.raises(Exception, match="gankit translate"):
         load_generator(runs["cyclegan"])
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["eval", "--ref", "mnist10k"], "--ref"), (["eval", "--metrics", "fid"], "--metrics"),
+    (["eval", "--num", "10"], "--num"), (["eval", "--seed", "0"], "--seed"), (["eval", "--split", "test"], "--split"),
+    (["eval", "--num-reference", "5"], "--num-reference"), (["eval", "--no-ema"], "--no-ema"),
+    (["sample", "--drs"], "--drs"), (["sample", "--truncation", "0.5"], "--truncation"),
+    (["sample", "--class", "0"], "--class"), (["sample", "--seed", "3"], "--seed"),
+    (["sample", "--batch-size", "8"], "--batch-size"),
+])
+def test_noise_to_image_options_are_refused_for_translation_runs(runs, tmp_path, capsys, argv, option):
+    """Issue 27, defect 23: they were accepted and silently ignored."""
+    out = ["--out", str(tmp_path / "s.png")] if argv[0] == "sample" else []
+    assert main([argv[0], str(runs["superres4"]), *argv[1:], *out]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"gankit: error: {option} does not apply to ")
+    assert "a pix2pix run" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sample_of_a_translation_run_says_how_many_images_it_shows(runs, tmp_path, capsys):
+    """Issue 27, defect 23: --num 5000 of a task holding 1,000 said 5000; upper-case suffixes are grids too."""
+    out = tmp_path / "S.PNG"
+    assert main(["sample", str(runs["superres4"]), "--num", "5000", "--scale", "1", "--out", str(out)]) == 0
+    assert "rows of 1000 held-out images (all there are; --num asked for 5000)" in capsys.readouterr().out
+    assert Image.open(out).size == (1000 * 30 + 2, 3 * 30 + 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,6 +353,7 @@ def test_folder_layouts(tmp_path):
 
 @pytest.mark.parametrize("layout, message", [
     ("corrupt", "cannot read image"),
+    ("bomb", "decompression-bomb limit"),
     ("unequal", "a pair must have one size"),
     ("lonely", "has no partner"),
     ("odd", "two halves of equal width"),
@@ -276,6 +368,8 @@ def test_folder_errors_are_one_line(tmp_path, capsys, layout, message):
         _png(root / "B" / "0.png", 24, 20 if layout == "unequal" else 24)
         if layout == "corrupt":
             (root / "B" / "0.png").write_bytes(b"not a png")
+        if layout == "bomb":
+            (root / "B" / "0.png").write_bytes(png_claiming(100_000, 100_000))
         if layout == "lonely":
             _png(root / "A" / "1.png", 24, 24)
     config = tmp_path / "c.yaml"
@@ -283,6 +377,98 @@ def test_folder_errors_are_one_line(tmp_path, capsys, layout, message):
     assert main(["train", str(config), "--run-dir", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+def test_folder_tasks_decode_through_the_folder_readers_decoder(tmp_path, monkeypatch):
+    """Issue 27, defect 8: 16-bit PNGs are scaled (30000 -> 117), as the GAN folder dataset reads them, and an
+    unpaired folder holding a decompression bomb is one line naming it."""
+    from gankit.data import folder as folder_module
+    from gankit.data.source import DataError
+
+    for side in "AB":
+        (tmp_path / "paired" / side).mkdir(parents=True)
+        Image.fromarray(np.full((16, 16), 30000, np.uint16)).save(tmp_path / "paired" / side / "0.png")
+    cfg = from_dict({**_folder_cfg(tmp_path / "paired", "pix2pix", "paired").to_dict(), "data": {
+        "root": str(tmp_path / "paired"), "resolution": 16, "channels": 1}})
+    task = build_task(cfg)
+    assert task.inputs.unique().tolist() == [117] == folder_module.read_image(
+        tmp_path / "paired" / "A" / "0.png", 16, 1).unique().tolist()
+    _png(tmp_path / "unpaired" / "trainA" / "0.png", 16, 16)
+    (tmp_path / "unpaired" / "trainB").mkdir()
+    (tmp_path / "unpaired" / "trainB" / "bomb.png").write_bytes(png_claiming(100_000, 100_000))
+    with pytest.raises(DataError, match="bomb.png: it claims more than"):
+        build_task(_folder_cfg(tmp_path / "unpaired", "cyclegan", "unpaired"))
+
+
+@pytest.mark.parametrize("game, task", [("pix2pix", "aligned"), ("pix2pix", "paired"), ("cyclegan", "unpaired")])
+def test_folder_tasks_that_cannot_fit_in_memory_are_refused_before_decoding(tmp_path, monkeypatch, capsys, game,
+                                                                             task):
+    """Issue 27, defect 10: the images' total size at data.resolution is checked against this machine's memory
+    first (here a machine of 64 MiB: 2 x 3 images of 3 x 2048 x 2048 bytes are 72 MiB)."""
+    from gankit.data import source
+
+    root = tmp_path / "data"
+    for i in range(3):
+        for sub in {"aligned": [""], "paired": ["A", "B"], "unpaired": ["trainA", "trainB"]}[task]:
+            _png(root / sub / f"{i}.png", 40 if task == "aligned" else 20, 20)
+    monkeypatch.setattr(source, "physical_memory", lambda: 64 << 20)
+    monkeypatch.setattr("gankit.translation.folders.decode_image", lambda *a: pytest.fail("decoded first"))
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**_folder_cfg(root, game, task).to_dict(),
+                                      "data": {"root": str(root), "resolution": 2048}}))
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("gankit: error: data.resolution 2048: 6 images of 2048 x 2048")
+    assert "0.1 GiB in memory, more than half of this machine's 0.1 GiB; lower data.resolution" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_run_translates_without_its_training_data(tmp_path, capsys, monkeypatch):
+    """Issue 27, defect 9: the checkpoint holds what translating needs (shapes, channels, the task's kind), so
+    translate works after the data moved, without decoding the folder again; eval and sample, which need
+    held-out pairs a folder task does not have, say so without reading it; a checkpoint saved before the task
+    was stored still loads while its data is there, and says why it needs it when it is not."""
+    from gankit.checkpoint import save_checkpoint
+    from gankit.translation import evaluate
+
+    root = tmp_path / "data"
+    for i in range(4):
+        _png(root / "A" / f"{i}.png", 20, 20, 10 * i)
+        _png(root / "B" / f"{i}.png", 20, 20, 200)
+    run = tmp_path / "run"
+    train(make_cfg(_folder_cfg(root, "pix2pix", "paired").to_dict(), "train.steps=1"), run)
+    assert f"| paired folder {root}: 4 3x16x16 images |" in capsys.readouterr().err  # defect 23: not mnist10k
+    root.rename(tmp_path / "moved")
+    monkeypatch.setattr(evaluate, "build_task", lambda cfg: pytest.fail("the task was rebuilt from its data"))
+    src = _npz(tmp_path / "in.npz", images=np.zeros((2, 16, 16, 3), np.uint8))
+    assert main(["translate", str(run), "--input", str(src), "--out", str(tmp_path / "out.npz")]) == 0
+    assert "translated 2 images (pix2pix paired, AtoB)" in capsys.readouterr().out
+    for argv in (["eval", str(run)], ["sample", str(run), "--out", str(tmp_path / "s.png")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "the paired task has no held-out images" in err
+    monkeypatch.undo()
+    old = tmp_path / "old.safetensors"
+    state, meta = load_checkpoint(CheckpointDir(run / "checkpoints").latest())
+    save_checkpoint(old, state, {k: v for k, v in meta.items() if k != "task"})
+    assert main(["translate", str(old), "--input", str(src), "--out", str(tmp_path / "out.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "saved before gankit stored a run's task" in err and f"{root / 'A'}" in err
+    (tmp_path / "moved").rename(root)
+    assert main(["translate", str(old), "--input", str(src), "--out", str(tmp_path / "out.npz")]) == 0
+
+
+def test_eval_says_when_a_digit_tasks_held_out_images_cannot_be_made(runs, monkeypatch, capsys):
+    from gankit.data.source import DataError
+    from gankit.translation import tasks
+
+    def gone():
+        raise DataError("mnist10k: the bundled digits are missing")
+
+    monkeypatch.setattr(tasks, "digits", gone)
+    assert main(["eval", str(runs["superres4"])]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the superres4 task's held-out images cannot be made: mnist10k" in err
 
 
 # ---------------------------------------------------------------------------------------------

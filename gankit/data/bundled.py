@@ -13,9 +13,11 @@ from gankit.data.source import TensorSource, fit_images
 
 def load_mnist10k_arrays() -> tuple[np.ndarray, np.ndarray]:
     """The raw uint8 images (10000, 28, 28) and labels (10000,)."""
+    from gankit.data.npz import read_arrays
+
     with resources.files("gankit.assets").joinpath("mnist10k.npz").open("rb") as fh:
-        with np.load(fh) as npz:
-            return npz["images"], npz["labels"]
+        arrays = read_arrays(fh, ("images", "labels"), "gankit/assets/mnist10k.npz")
+    return arrays["images"], arrays["labels"]
 
 
 def shuffled_mnist10k() -> tuple[np.ndarray, np.ndarray]:

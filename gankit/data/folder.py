@@ -37,12 +37,17 @@ def image_header(path: Path) -> tuple[str, tuple[int, int]]:
     return _open(path, lambda img: (img.mode, img.size))
 
 
-def read_image(path: Path, resolution: int, channels: int) -> torch.Tensor:
-    """Decode one file to uint8 (C, resolution, resolution); an unreadable file is named."""
+def decode_image(path: Path, channels: int) -> torch.Tensor:
+    """Decode one file to uint8 (C, H, W) at its own size, ``channels`` 1 or 3; an unreadable file, a
+    decompression bomb too, is named. Every reader of image files decodes through this one."""
     arr = _open(path, lambda img: _pixels(img, channels))
     x = torch.from_numpy(arr.copy())
-    x = x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
-    return fit_images(x.unsqueeze(0), resolution, channels)[0]
+    return x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1)
+
+
+def read_image(path: Path, resolution: int, channels: int) -> torch.Tensor:
+    """Decode one file to uint8 (C, resolution, resolution); an unreadable file is named."""
+    return fit_images(decode_image(path, channels).unsqueeze(0), resolution, channels)[0]
 
 
 def _open(path: Path, read: Any) -> Any:

@@ -85,13 +85,21 @@ def physical_memory() -> int | None:
         return None
 
 
+def memory_shortfall(need: int) -> str | None:
+    """Why ``need`` bytes cannot be allocated ("need X GiB in memory, more than half of this machine's Y GiB"),
+    or None when they can: checked before allocating, because the OOM killer would not say why."""
+    have = physical_memory()
+    if have is None or need <= have // 2:
+        return None
+    return f"need {need / 2**30:.1f} GiB in memory, more than half of this machine's {have / 2**30:.1f} GiB"
+
+
 def fit_images(images: torch.Tensor, resolution: int | None, channels: int | None) -> torch.Tensor:
     """Center-crop to square, resize and convert channels of uint8 (N, C, H, W) images."""
     n, c, h, w = images.shape
-    need, have = n * (channels or c) * (resolution or min(h, w)) ** 2, physical_memory()
-    if have is not None and need > have // 2:  # before allocating: the OOM killer would not say why
-        raise DataError(f"data.resolution {resolution}: {n:,} images of {resolution} x {resolution} pixels need "
-                        f"{need / 2**30:.1f} GiB in memory, more than half of this machine's {have / 2**30:.1f} GiB")
+    short = memory_shortfall(n * (channels or c) * (resolution or min(h, w)) ** 2)
+    if short:
+        raise DataError(f"data.resolution {resolution}: {n:,} images of {resolution} x {resolution} pixels {short}")
     if channels is not None and channels != c:
         if channels == 3 and c == 1:
             images = images.expand(n, 3, h, w).contiguous()

@@ -119,8 +119,9 @@ def _class_agreement(x: MetricInputs) -> dict[str, Any]:
 
 
 def _modes2d(x: MetricInputs) -> dict[str, Any]:
-    if x.samples.dim() != 2:
-        raise EvalError("metric 'modes2d' needs 2D points (a ring or grid run)")
+    if x.samples.dim() != 2 or x.samples.shape[1] != 2:
+        raise EvalError(f"metric 'modes2d' needs 2D points (a ring or grid run), got shape "
+                        f"{tuple(x.samples.shape)}")
     return dict(pacgan_modes(x.samples, x.dataset))
 
 
@@ -155,6 +156,12 @@ for _name, _metric in {
 
 
 def _as_samples(x: torch.Tensor, what: str) -> torch.Tensor:
+    if x.dim() == 4 and x.dtype == torch.uint8 and 0 in x.shape[2:]:
+        raise EvalError(f"{what}: the images are {x.shape[2]} x {x.shape[3]} pixels: nothing to measure")
+    if x.dim() == 2 and x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).any(1).sum())
+        raise EvalError(f"{what}: {bad} of {len(x)} points hold NaN or Inf (a diverged generator, or a broken "
+                        "file); no metric is defined for them")
     if x.dim() == 4 and x.dtype == torch.uint8:
         # a fresh NCHW copy: a permuted NHWC view with C = 1 passes is_contiguous() but convolves through
         # another kernel, so the same images would give features differing in the last bits
@@ -165,36 +172,36 @@ def _as_samples(x: torch.Tensor, what: str) -> torch.Tensor:
                     f"{x.dtype} {tuple(x.shape)}")
 
 
-def _open_npz(path: Path) -> Any:
-    """``np.load`` of an archive; a bare ``.npy`` array (renamed) or another file is refused by name."""
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise EvalError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise EvalError(f"{path} is a single .npy array, not an .npz archive with `images` or `points` "
-                        "(write one with np.savez(path, images=...))")
-    return npz
+def _read_npz(path: Path, num: int, with_labels: bool) -> tuple[torch.Tensor, np.ndarray | None]:
+    """The first ``num`` samples of an ``.npz`` (``images`` N x H x W [x C] uint8, or ``points`` N x D) and,
+    when asked, its first ``num`` ``labels``; each array's header is checked before it is read."""
+    from gankit.data.npz import NpzFile
+    from gankit.data.source import DataError
 
-
-def _read_npz(path: Path) -> torch.Tensor:
     try:
-        with _open_npz(path) as npz:
+        with NpzFile(path) as npz:
             if "images" in npz:
-                arr = npz["images"]
-                if arr.dtype != np.uint8 or arr.ndim not in (3, 4):
-                    raise EvalError(f"{path}: `images` must be uint8 (N, H, W, C), got {arr.dtype} {arr.shape}")
-                if arr.ndim == 4 and arr.shape[3] not in (1, 3):
+                info = npz.info("images")
+                shape = info.shape
+                if info.dtype != np.uint8 or len(shape) not in (3, 4):
+                    raise EvalError(f"{path}: `images` must be uint8 (N, H, W, C), got {info.describe()}")
+                if len(shape) == 4 and shape[3] not in (1, 3):
                     raise EvalError(f"{path}: `images` must have 1 (grayscale) or 3 (RGB) channels, got "
-                                    f"{arr.shape[3]} (shape N, H, W, C = {arr.shape})")
-                x = torch.from_numpy(np.ascontiguousarray(arr))
-                return x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
-            if "points" in npz:
-                return torch.from_numpy(np.asarray(npz["points"], dtype=np.float32))
-            keys = ", ".join(npz.files) or "none"
-    except (OSError, ValueError) as exc:
-        raise EvalError(f"cannot read {path}: {exc}") from None
-    raise EvalError(f"{path} holds neither `images` nor `points` (it has: {keys})")
+                                    f"{shape[3]} (shape N, H, W, C = {shape})")
+                x = torch.from_numpy(npz.read("images", num))
+                x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)
+            elif "points" in npz:
+                info = npz.info("points")
+                if info.dtype.kind not in "fiu":  # complex points lost their imaginary part with a warning
+                    raise EvalError(f"{path}: `points` must be real numbers (N, D), got {info.describe()}")
+                x = torch.from_numpy(npz.read("points", num).astype(np.float32))
+            else:
+                keys = ", ".join(npz.keys) or "none"
+                raise EvalError(f"{path} holds neither `images` nor `points` (it has: {keys})")
+            labels = npz.read("labels", num) if with_labels and "labels" in npz else None
+    except DataError as exc:
+        raise EvalError(str(exc)) from None
+    return x, labels
 
 
 def _read_image_dir(path: Path, num: int) -> torch.Tensor:
@@ -233,10 +240,10 @@ def load_labelled_samples(samples: torch.Tensor | np.ndarray | str | Path, num: 
         return _as_samples(samples[:num].cpu(), "tensor"), _as_labels(labels, num), "tensor"
     path = Path(samples).expanduser()
     if path.suffix.lower() == ".npz":
-        if not path.is_file():
-            raise EvalError(f"no such file: {path}")
-        x = _as_samples(_read_npz(path)[:num], str(path))
-        return x, _as_labels(_read_npz_labels(path) if labels is None else labels, num), str(path)
+        x, file_labels = _read_npz(path, num, labels is None)
+        where = f"{path}: `labels`: " if labels is None else ""
+        y = _as_labels(file_labels if labels is None else labels, num, where)
+        return _as_samples(x, str(path)), y, str(path)
     if path.is_dir():
         try:
             resolve(path)
@@ -253,26 +260,17 @@ def load_labelled_samples(samples: torch.Tensor | np.ndarray | str | Path, num: 
     return x, y, f"{path} ({which} at step {gen.step}, latent seed {seed})"
 
 
-def _as_labels(labels: torch.Tensor | np.ndarray | None, num: int) -> torch.Tensor | None:
+def _as_labels(labels: torch.Tensor | np.ndarray | None, num: int, where: str = "") -> torch.Tensor | None:
     if labels is None:
         return None
     arr = labels.numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    arr = arr[:num]
+    arr = arr[:num] if arr.ndim else arr
     integral = arr.dtype.kind in "iu" or (arr.dtype.kind == "f" and bool(np.all(np.isfinite(arr)))
                                           and bool(np.all(arr == np.round(arr))))
     if arr.ndim != 1 or not integral or (arr.size and int(arr.min()) < 0):
-        raise EvalError(f"labels must be class indices >= 0, one per sample; got {arr.dtype} {arr.shape}"
+        raise EvalError(f"{where}labels must be class indices >= 0, one per sample; got {arr.dtype} {arr.shape}"
                         + (f" with values {arr.min()!r}..{arr.max()!r}" if arr.size and arr.dtype.kind in "iuf" else ""))
     return torch.as_tensor(arr.astype(np.int64), dtype=torch.long)
-
-
-def _read_npz_labels(path: Path) -> np.ndarray | None:
-    """The ``labels`` array of an .npz written by ``gankit sample`` from a conditional run, if any."""
-    with _open_npz(path) as npz:
-        try:
-            return np.asarray(npz["labels"]) if "labels" in npz else None
-        except (OSError, ValueError) as exc:
-            raise EvalError(f"cannot read the labels of {path}: {exc}") from None
 
 
 def _extractor(spec: str | FeatureExtractor | None, ref: str, download: bool) -> FeatureExtractor:
@@ -320,9 +318,24 @@ def _check_kinds(x: torch.Tensor, ref: str, ext: FeatureExtractor) -> None:
                         f"(use {'points' if x.dim() == 2 else 'mnist-cnn, inception or classifier:PATH'})")
 
 
+def _needed(names: Sequence[str]) -> int:
+    """Items each set needs for the metrics: a covariance needs 2, the k-NN radii k + 1."""
+    return max([KNN_K + 1 if name in ("pr", "dc") else 2 for name in names] + [1])
+
+
+def _check_reference_count(n: int, names: Sequence[str], what: str) -> None:
+    """Enough reference items for the metrics that compare against the reference (``what`` names them)."""
+    reference = [name for name in names if get_metric(name).reference and get_metric(name).needs != "samples"]
+    need = _needed(reference)
+    if reference and n < need:
+        items = f"{n} reference item{'s are' if n != 1 else ' is'}"
+        raise EvalError(f"{what}: {items} too few for {', '.join(reference)}: at least {need} are needed"
+                        + (" (the k-NN radii need k + 1)" if need > 2 else ""))
+
+
 def _check_count(n: int, names: Sequence[str]) -> None:
-    """Enough samples for the metrics: a covariance needs 2, the k-NN radii k + 1."""
-    need = max([KNN_K + 1 if name in ("pr", "dc") else 2 for name in names] + [1])
+    """Enough samples for the metrics."""
+    need = _needed(names)
     if n < need:
         raise EvalError(f"{n} sample{'s' * (n != 1)} are too few for {', '.join(names)}: at least {need} are needed")
 
@@ -357,6 +370,8 @@ def calculate_metrics(samples: torch.Tensor | np.ndarray | str | Path, ref: str,
     if names is None:
         names = list(default_metrics(ext, labelled=y is not None))
         chosen = {n: get_metric(n) for n in names}
+    if num_reference is not None:  # before any features: --num-reference 2 with pr was a kthvalue traceback
+        _check_reference_count(num_reference, names, f"--num-reference {num_reference}")
     inputs = MetricInputs(x, ref, seed, labels=y)
     if ext is not None:
         _check_kinds(x, ref, ext)
@@ -371,6 +386,12 @@ def calculate_metrics(samples: torch.Tensor | np.ndarray | str | Path, ref: str,
                 ref, ext, split=split, num=num_reference, root=root, resolution=x.shape[-1] if square else None,
                 channels=x.shape[1] if x.dim() == 4 else None, download=download, cache_dir=cache_dir,
                 device=device)
+            _check_reference_count(len(inputs.ref_features), names, f"the reference {ref} ({split})")
+            if inputs.ref_features.shape[1:] != inputs.features.shape[1:]:
+                mine, theirs = tuple(inputs.features.shape), tuple(inputs.ref_features.shape)
+                raise EvalError(f"{described}: the samples are {mine[1]}-D points {mine} but {ref} holds {theirs[1]}-D "
+                                f"points {theirs}" if x.dim() == 2 else
+                                f"{described}: the samples' features {mine} do not match {ref}'s {theirs}")
         inputs.num_classes = ext.num_classes
     result = run_metrics(names, inputs)
     info: dict[str, Any] = {

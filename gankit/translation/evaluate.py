@@ -7,7 +7,7 @@ the masked input, the edge map, or the untranslated input for CycleGAN.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,27 +15,47 @@ import torch
 import torch.nn as nn
 
 from gankit.checkpoint import CheckpointError, load_checkpoint, resolve
-from gankit.config import Config, from_dict
+from gankit.config import Config, ConfigError, from_dict
 from gankit.data import to_uint8
+from gankit.data.source import DataError
 from gankit.metrics.errors import EvalError
 from gankit.models.translation import build_translator
 from gankit.sampling import load_weights
 from gankit.translation.cyclegan import CycleGAN
 from gankit.translation.game import run_eval
 from gankit.translation.pix2pix import translate_paired
-from gankit.translation.tasks import EvalSet, PairedTask, UnpairedTask, build_task, to_float
+from gankit.translation.tasks import EvalSet, PairedTask, UnpairedTask, build_task, task_from_meta, to_float
 
 GAME_NETS = {"pix2pix": ("g",), "cyclegan": CycleGAN.g_names}
 
 
 @dataclass
 class Translator:
-    """A trained image-to-image generator (or CycleGAN's two) with its task."""
+    """A trained image-to-image generator (or CycleGAN's two) with its task, as the checkpoint describes it:
+    no images; the held-out ones (built-in digit tasks) are made when a command measures or shows them."""
 
     cfg: Config
     task: PairedTask | UnpairedTask
     nets: dict[str, nn.Module]
     step: int
+    source: str = ""
+    has_holdout: bool = True
+    _full: PairedTask | UnpairedTask | None = field(default=None, repr=False)
+
+    def held_out(self) -> PairedTask | UnpairedTask:
+        """The task with its held-out images and known targets, built from its data now (only `gankit eval`
+        and `gankit sample` need them); EvalError when it has none or its data cannot be read."""
+        if self._full is None:
+            if not self.has_holdout:
+                raise EvalError(f"the {self.task.name} task has no held-out images with known targets; `gankit "
+                                "eval` and `gankit sample` measure and show the built-in digit tasks (use "
+                                "`gankit translate` on your own images)")
+            try:
+                self._full = build_task(self.cfg)
+            except (DataError, ConfigError) as exc:
+                raise EvalError(f"{self.source}: the {self.task.name} task's held-out images cannot be made: "
+                                f"{exc}") from None
+        return self._full
 
     @property
     def game(self) -> str:
@@ -63,13 +83,27 @@ class Translator:
 
 
 def load_translator(path: str | Path, device: str | torch.device = "cpu") -> Translator:
-    """Rebuild a pix2pix or CycleGAN run's generators from a checkpoint file or run directory."""
-    state, meta = load_checkpoint(resolve(path))
+    """Rebuild a pix2pix or CycleGAN run's generators from a checkpoint file or run directory: from the
+    checkpoint alone (its task's shapes and kind are in its metadata), wherever its training data is."""
+    file = resolve(path)
+    state, meta = load_checkpoint(file)
     cfg = from_dict(meta["config"])
     if cfg.game.name not in GAME_NETS:
         raise CheckpointError(f"{path} is a {cfg.game.name} run, not an image-to-image one "
                               "(gankit sample draws from noise -> image runs)")
-    task = build_task(cfg)
+    full = None
+    if "task" in meta:
+        try:
+            task, has_holdout = task_from_meta(meta["task"])
+        except ValueError as exc:
+            raise CheckpointError(f"{file}: the task in its metadata is not one gankit knows ({exc})") from None
+    else:  # saved before the task was stored: only its data can say what it is
+        try:
+            task = full = build_task(cfg)
+        except DataError as exc:
+            raise CheckpointError(f"{file} was saved before gankit stored a run's task in its checkpoints, so "
+                                  f"its training data is needed to rebuild it: {exc}") from None
+        has_holdout = (task.holdout if isinstance(task, PairedTask) else task.holdout_ab) is not None
     if isinstance(task, PairedTask):
         nets = {"g": build_translator(cfg.model.generator, task.g_channels, task.target_shape[0])}
     else:
@@ -77,7 +111,7 @@ def load_translator(path: str | Path, device: str | torch.device = "cpu") -> Tra
     for name, net in nets.items():
         load_weights(net, state[name], name)
         net.to(device).eval()
-    return Translator(cfg, task, nets, int(meta["step"]))
+    return Translator(cfg, task, nets, int(meta["step"]), str(path), has_holdout, full)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,12 +182,10 @@ def _measure(outputs: torch.Tensor, baseline: torch.Tensor, held: EvalSet, grey_
 
 def evaluate(translator: Translator) -> dict[str, Any]:
     """Every metric of a run on its task's held-out images, output beside baseline (and the targets)."""
-    task = translator.task
+    task = translator.held_out()
     if isinstance(task, PairedTask):
         held = task.holdout
-        if held is None:
-            raise EvalError(f"the {task.name} task has no held-out images with known targets; `gankit eval` "
-                            "measures the built-in digit tasks (use `gankit translate` on your own images)")
+        assert held is not None
         out = translator.translate(held.inputs, held.masks)
         baseline = to_uint8(task.baseline(to_float(held.inputs)), "symmetric")
         box = None
@@ -164,9 +196,7 @@ def evaluate(translator: Translator) -> dict[str, Any]:
                                     None if box is not None else held.masks)}
         names = {"AtoB": task.baseline_name}
     else:
-        if task.holdout_ab is None or task.holdout_ba is None:
-            raise EvalError(f"the {task.name} task has no held-out images with known translations; "
-                            "`gankit eval` measures the built-in digit tasks")
+        assert task.holdout_ab is not None and task.holdout_ba is not None
         results = {}
         for direction, held, g_out, g_in in (("AtoB", task.holdout_ab, task.grey["B"], task.grey["A"]),
                                              ("BtoA", task.holdout_ba, task.grey["A"], task.grey["B"])):
@@ -197,24 +227,24 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_grid(translator: Translator, num: int, out: str | Path, scale: int | None = None) -> Path:
+def write_grid(translator: Translator, num: int, out: str | Path, scale: int | None = None) -> tuple[Path, int]:
     """``gankit sample`` of a translation run: rows input | output | target of the first ``num`` held-out
-    images (CycleGAN: both directions), upscaled ``scale`` times (default: about 128 px per image)."""
+    images (CycleGAN: both directions), upscaled ``scale`` times (default: about 128 px per image); returns
+    the file and how many images each row shows (fewer than ``num`` when the task holds fewer)."""
     from gankit.sampling import default_scale
 
     from gankit.translation.game import write_rows
 
-    if Path(out).suffix != ".png":
+    if Path(out).suffix.lower() != ".png":
         raise ValueError(f"--out {out}: a translation run's samples are an input | output | target grid (.png)")
-    task = translator.task
+    task = translator.held_out()
     pairs = [("AtoB", task.holdout)] if isinstance(task, PairedTask) else \
         [("AtoB", task.holdout_ab), ("BtoA", task.holdout_ba)]
     rows = []
     for direction, held in pairs:
-        if held is None:
-            raise EvalError(f"the {task.name} task has no held-out images to show; use gankit translate")
+        assert held is not None
         masks = None if held.masks is None else held.masks[:num]
         out_u8 = translator.translate(held.inputs[:num], masks, direction)
         rows += [to_float(held.inputs[:num]), to_float(out_u8), to_float(held.targets[:num])]
     write_rows(rows, Path(out), None, translator.step, scale or default_scale(max(r.shape[-1] for r in rows)))
-    return Path(out)
+    return Path(out), len(rows[0])

@@ -58,6 +58,7 @@ class TranslationGame:
 
     g_names: tuple[str, ...] = ("g",)
     d_names: tuple[str, ...] = ("d",)
+    task: Any  # PairedTask or UnpairedTask, set by each game before this base's __init__
 
     def __init__(self, cfg: Config, device: torch.device, dist: Dist, nets: dict[str, nn.Module],
                  sources: dict[str, TensorSource]) -> None:
@@ -78,6 +79,7 @@ class TranslationGame:
             raise ConfigError(f"config: train.batch_size: {exc}") from None
         self.stream = next(iter(self.streams.values()))
         self.source = self.stream.source
+        self.data_origin = self.task.origin  # the start line's name of the data: a folder, not data.name
         self.rng, self.zrng = streams.random_streams(dist, cfg.train.seed, device)
         self.step, self.images_seen, self.lr_scale, self.rollbacks = 0, 0, 1.0, 0
         self.best_fid = math.inf
@@ -136,7 +138,10 @@ class TranslationGame:
                 "rng": streams.rng_state(self), **self.extra_state()}
 
     def meta(self, elapsed: float) -> dict[str, Any]:
+        from gankit.translation.tasks import task_meta
+
         return {"config": self.cfg.to_dict(), "game": self.cfg.game.name, "step": self.step,
+                "task": task_meta(self.task),
                 "images_seen": self.images_seen, "data": {k: s.state_dict() for k, s in self.streams.items()},
                 "data_shape": list(self.source.shape), "lr_scale": self.lr_scale, "rollbacks": self.rollbacks,
                 "best_fid": None, "world_size": self.dist.world_size, "perf": self.perf.describe(),

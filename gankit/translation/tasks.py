@@ -9,6 +9,7 @@ baseline its metrics are printed beside.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,6 +49,7 @@ class PairedTask:
     scale: int = 1  # superres: the upscaling factor
     edges: bool = False
     baseline_name: str = "input"
+    origin: str = "mnist10k"  # where the training images come from, for the start line
 
     @property
     def g_channels(self) -> int:
@@ -122,6 +124,7 @@ class UnpairedTask:
     holdout_ba: EvalSet | None = None
     grey: dict[str, str] = field(default_factory=lambda: {"A": "mean", "B": "mean"})  # how a domain reads as grey:
     # mean of the channels, or unbold (bold digits: strongest channel, eroded)
+    origin: str = "mnist10k"
 
 
 def bicubic(x: torch.Tensor, side: int) -> torch.Tensor:
@@ -226,6 +229,50 @@ def bold_digits(cfg: Config) -> UnpairedTask:
     return UnpairedTask("bold", (3, 28, 28), grey(train[:half]), bold(train[half:2 * half]),
                         EvalSet(grey(held), bold(held), held_labels), EvalSet(bold(held), grey(held), held_labels),
                         {"A": "mean", "B": "unbold"})
+
+
+def task_meta(task: PairedTask | UnpairedTask) -> dict[str, Any]:
+    """What translating needs of a task, without its images: stored in the run's checkpoints, so a run
+    translates (and says what it is) without its training data."""
+    if isinstance(task, PairedTask):
+        return {"kind": "paired", "name": task.name, "input_shape": list(task.input_shape),
+                "target_shape": list(task.target_shape), "masks": task.masks, "scale": task.scale,
+                "edges": task.edges, "baseline_name": task.baseline_name, "holdout": task.holdout is not None}
+    return {"kind": "unpaired", "name": task.name, "shape": list(task.shape), "grey": dict(task.grey),
+            "holdout": task.holdout_ab is not None and task.holdout_ba is not None}
+
+
+def task_from_meta(meta: dict[str, Any]) -> tuple[PairedTask | UnpairedTask, bool]:
+    """(the task of :func:`task_meta` with no images, whether it has held-out images); ValueError when
+    ``meta`` is not one."""
+    def shape(key: str) -> tuple[int, int, int]:
+        value = meta[key]
+        if not (isinstance(value, list) and len(value) == 3 and all(type(v) is int and v > 0 for v in value)):
+            raise ValueError(f"{key} {value!r} is not a C x H x W shape")
+        return tuple(value)  # type: ignore[return-value]
+
+    try:
+        kind, name, holdout = meta["kind"], str(meta["name"]), bool(meta["holdout"])
+        if kind == "paired":
+            target = shape("target_shape")
+            masks, scale = str(meta["masks"]), int(meta["scale"])
+            if masks not in ("", "centre", "boxes", "strokes") or scale < 1:
+                raise ValueError(f"masks {masks!r}, scale {scale}")
+            task: PairedTask | UnpairedTask = PairedTask(
+                name, shape("input_shape"), target, torch.empty((0, *target), dtype=torch.uint8), masks=masks,
+                scale=scale, edges=bool(meta["edges"]), baseline_name=str(meta["baseline_name"]))
+        elif kind == "unpaired":
+            c, h, w = shape("shape")
+            grey = {str(k): str(v) for k, v in dict(meta["grey"]).items()}
+            if set(grey) != {"A", "B"} or not set(grey.values()) <= {"mean", "unbold"}:
+                raise ValueError(f"grey {grey!r}")
+            empty = torch.empty((0, c, h, w), dtype=torch.uint8)
+            task = UnpairedTask(name, (c, h, w), empty, empty, grey=grey)
+        else:
+            raise ValueError(f"kind {kind!r}")
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"missing or malformed {exc}") from None
+    return task, holdout
 
 
 def build_task(cfg: Config) -> PairedTask | UnpairedTask:
