@@ -78,6 +78,9 @@ def test_shell_examples_run_as_written(tmp_path, monkeypatch, capsys):
         Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(tmp_path / "my_images" / f"{i}.png")
     # the "translate images" section's low-resolution inputs
     np.savez(tmp_path / "small.npz", images=rng.integers(0, 255, (4, 7, 7), dtype=np.uint8))
+    (tmp_path / "small_digits").mkdir()
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (7, 7), dtype=np.uint8)).save(tmp_path / "small_digits" / f"{i}.png")
     ran = []
     for line in commands():
         argv = shlex.split(line)
@@ -87,6 +90,7 @@ def test_shell_examples_run_as_written(tmp_path, monkeypatch, capsys):
         ran.append(argv[1])
     assert {"zoo", "sample", "train", "interpolate", "eval", "export", "translate", "compare"} <= set(ran)
     assert np.load(tmp_path / "big.npz")["images"].shape == (4, 28, 28, 1)
+    assert sorted(p.name for p in (tmp_path / "big").iterdir()) == ["0.png", "1.png", "2.png"]
     assert (tmp_path / "mnist-gan" / "model.safetensors").is_file() and (tmp_path / "walk.gif").is_file()
     assert (tmp_path / "compare.png").is_file() and len(json.loads((tmp_path / "compare.json").read_text())["runs"]) == 2
 
