@@ -1,0 +1,89 @@
+"""The engine's behaviour, pinned before the redesign of issue 29: every game trains a few steps from
+fixed seeds and must log the same losses and end at the same weights as when this file was recorded.
+
+A change that alters training on purpose re-records it (and says so in its commit):
+
+    GANKIT_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden.py
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from conftest import TINY, TINY_RING, make_cfg
+from gankit.checkpoint import load_checkpoint
+from gankit.logs import read_metrics
+from gankit.train import train
+from test_translation import CYCLE, P2P
+
+GOLDEN = Path(__file__).parent / "golden" / "engine.json"
+STEPS = 6
+# one thread, float32: the figures do not depend on the thread count or on the CPU's bfloat16
+PINNED = [f"train.steps={STEPS}", "train.threads=1", "perf.amp=fp32", "log.every=1", "checkpoint.every=100",
+          "log.sample_every=0"]
+GAMES: dict[str, dict[str, Any]] = {
+    "gan": make_cfg(TINY, "model.discriminator={name: dcgan, width: 8}", "objective.name=rpgan",
+                    "objective.r1_gamma=0.2", "objective.r2_gamma=0.2", "objective.r1_every=2"),
+    "gan_conditional": make_cfg(TINY, "model.conditional=true", "model.discriminator={name: dcgan, width: 8}"),
+    # an unlabelled folder (written by the test): G and D condition on clusters of D's features
+    "gan_self_conditioned": make_cfg(TINY, "model.conditional=auto", "model.self_condition=4",
+                                     "model.recluster_every=3", "data.name=folder", "data.limit=null",
+                                     "data.resolution=28", "data.channels=1"),
+    "ring": TINY_RING,
+    "pix2pix": P2P,
+    "cyclegan": CYCLE,
+}
+
+
+def _digit_folder(folder: Path, count: int = 96) -> Path:
+    """The first ``count`` bundled digits as PNG files, without their labels."""
+    from PIL import Image
+
+    from gankit.data.bundled import load_mnist10k_arrays
+
+    images, _ = load_mnist10k_arrays()
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.fromarray(images[i * 97 % len(images)]).save(folder / f"{i:03d}.png")  # spread over the classes
+    return folder
+
+
+def fingerprint(run_dir: Path, checkpoint: Path) -> dict[str, Any]:
+    """Every loss of every logged step ("step:name") and, per network, the sums of |w| and of w at the end."""
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    state, meta = load_checkpoint(checkpoint)
+    nets = {}
+    for key, value in state.items():
+        if isinstance(value, dict) and value and all(isinstance(v, torch.Tensor) for v in value.values()) \
+                and not key.startswith("opt"):
+            tensors = [v.double() for v in value.values() if v.is_floating_point()]
+            nets[key] = [float(sum(t.abs().sum() for t in tensors)), float(sum(t.sum() for t in tensors))]
+    losses = {f"{r['step']}:{k}": v for r in rows for k, v in r.items() if k.startswith("loss")}
+    return {"step": meta["step"], "losses": losses, "weights": nets}
+
+
+@pytest.mark.parametrize("game", list(GAMES))
+def test_every_game_trains_as_it_did_when_pinned(game, tmp_path):
+    cfg = make_cfg(GAMES[game], *PINNED)
+    if cfg["data"].get("name") == "folder":
+        cfg = make_cfg(cfg, f"data.root={_digit_folder(tmp_path / 'digits')}")
+    result = train(cfg, tmp_path / "run")
+    found = fingerprint(result.run_dir, result.checkpoint)
+    golden = json.loads(GOLDEN.read_text()) if GOLDEN.is_file() else {}
+    if os.environ.get("GANKIT_UPDATE_GOLDEN"):
+        golden[game] = found
+        GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
+        return
+    assert game in golden, f"no golden figures for {game}: record them with GANKIT_UPDATE_GOLDEN=1"
+    expected = golden[game]
+    assert found["step"] == expected["step"] == STEPS
+    assert found["losses"].keys() == expected["losses"].keys() and len(found["losses"]) >= STEPS
+    assert found["losses"] == pytest.approx(expected["losses"], rel=1e-4, abs=1e-6)
+    assert found["weights"].keys() == expected["weights"].keys()
+    for net, sums in expected["weights"].items():
+        assert found["weights"][net] == pytest.approx(sums, rel=1e-4, abs=1e-5), net
