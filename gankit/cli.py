@@ -8,6 +8,10 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+from gankit.cli_args import (DEVICE_HELP, MAX_SEED, TRUNCATION_HELP, _at_least_two, _check_rejection, _expand, _json_value,
+                             _latent_tool_arguments, _non_negative_float, _non_negative_int, _positive_float,
+                             _positive_int, _rejection_arguments, _scale, _scale_argument, _seed_list, _seed_ranges)
+
 
 class StopFlag:
     """Set by SIGINT/SIGTERM; the loop finishes its step, checkpoints and returns. A second signal aborts
@@ -34,117 +38,6 @@ class StopFlag:
         self.requested, self.signum = True, signum
         print(f"\ngankit: {signal.Signals(signum).name} received; finishing the step and saving a "
               "checkpoint (send it again to abort without saving)", file=sys.stderr)
-
-
-def _bounded(kind: type, low: float, strict: bool = False):
-    """An argparse type: ``kind`` (int or float) >= ``low`` (> ``low`` when ``strict``); NaN is refused."""
-    def parse(text: str) -> float:
-        value = kind(text)
-        if not (value > low if strict else value >= low):
-            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low:g}, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value" messages
-    return parse
-
-
-_positive_float = _bounded(float, 0, strict=True)
-_non_negative_float = _bounded(float, 0)
-_non_negative_int = _bounded(int, 0)
-_positive_int = _bounded(int, 1)
-_at_least_two = _bounded(int, 2)
-
-
-def _percentile(text: str) -> float:
-    value = _non_negative_float(text)
-    if value >= 100:
-        raise argparse.ArgumentTypeError(f"must be < 100, got {text}")
-    return value
-
-
-MAX_SEED = 2**63 - 1  # the largest seed torch's and numpy's generators both take
-MAX_SEEDS = 100_000  # seeds one option may list: more than any walk or grid can show
-
-
-def _seed_list(text: str) -> list[range]:
-    """``3``, ``1,5,9`` or ``0-4`` (inclusive) -> ranges of seeds, not expanded: the command checks their
-    count and bounds first (``0-1000000000000`` was a MemoryError inside argparse)."""
-    ranges: list[range] = []
-    try:
-        for part in filter(None, text.split(",")):
-            lo, sep, hi = part.partition("-") if not part.startswith("-") else (part, "", "")
-            ranges.append(range(int(lo), int(hi) + 1) if sep else range(int(lo), int(lo) + 1))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds look like 3, 1,5,9 or 0-4; got {text!r}") from None
-    if not any(ranges):
-        raise argparse.ArgumentTypeError(f"no seeds in {text!r}")
-    return ranges
-
-
-def _seed_ranges(groups: list[list[range]], option: str) -> tuple[list[range], int]:
-    """(the ranges of ``option``, how many seeds they hold), each seed checked to be one the generators take."""
-    ranges = [r for group in groups for r in group if r]
-    for r in ranges:
-        if r.start < 0 or r.stop - 1 > MAX_SEED:
-            raise ValueError(f"{option}: seeds are 0..{MAX_SEED} (2**63 - 1), got {r.start}"
-                             + (f"-{r.stop - 1}" if len(r) > 1 else ""))
-    return ranges, sum(r.stop - r.start for r in ranges)
-
-
-def _expand(ranges: list[range], count: int, option: str) -> list[int]:
-    """The seeds of ``ranges``, once their ``count`` is known to be small enough to list."""
-    if count > MAX_SEEDS:
-        raise ValueError(f"{option} names {count:,} seeds, more than {MAX_SEEDS:,}; name fewer")
-    return [s for r in ranges for s in r]
-
-
-DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default auto)"
-TRUNCATION_HELP = ("truncation trick: StyleGAN: w = w_avg + PSI (w - w_avg), 0 <= PSI <= 1 (0 = the mean "
-                   "image); other models: z from a normal truncated to |z_i| < PSI (0: z = 0); default: off")
-
-
-def _rejection_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--drs", type=_percentile, nargs="?", const=80.0, metavar="PCT",
-                   help="discriminator rejection sampling: keep each sample with a probability set by the "
-                        "run's D (Azadi et al. 2019); PCT in [0, 100) sets the threshold gamma as that "
-                        "percentile of a burn-in set's scores: higher rejects more (default 80)")
-    p.add_argument("--drs-calibrate", type=_non_negative_int, default=0, metavar="STEPS",
-                   help="with --drs: first train a copy of D for STEPS more steps on the run's data against "
-                        "this generator's samples (logistic loss, G fixed), so its logit estimates the "
-                        "density ratio of the G being sampled (default 0: D as saved)")
-
-
-    p.add_argument("--density-filter", type=_percentile, nargs="?", const=5.0, metavar="PCT",
-                   help="drop the samples where G's own density (change of variables through its Jacobian) "
-                        "is below its PCT-th percentile: the bridges a continuous G draws between separate "
-                        "modes; for small latents and deterministic G, e.g. the 2D mixtures (default 5)")
-
-
-def _check_rejection(args: argparse.Namespace) -> None:
-    if args.drs_calibrate and args.drs is None:
-        raise ValueError("--drs-calibrate calibrates D for rejection sampling; add --drs")
-    if args.drs is not None and args.density_filter is not None:
-        raise ValueError("--drs and --density-filter are two ways to drop samples; choose one")
-
-
-def _scale_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scale", type=_positive_int, metavar="N", help="nearest-neighbour upscaling of every image "
-                   "(default: about 128 px per image, e.g. 4 for 28-32 px data, 1 from 128 px)")
-
-
-def _scale(args: argparse.Namespace, gen: object) -> int:
-    from gankit.sampling import default_scale
-
-    return args.scale or (default_scale(gen.data_shape[-1]) if gen.is_image else 1)
-
-
-def _latent_tool_arguments(p: argparse.ArgumentParser) -> None:
-    _scale_argument(p)
-    p.add_argument("--truncation", type=_non_negative_float, metavar="PSI", help=TRUNCATION_HELP)
-    p.add_argument("--class", dest="class_index", type=_non_negative_int, metavar="K",
-                   help="conditional runs: the class of every image (default 0)")
-    p.add_argument("--no-ema", action="store_true", help="use the raw generator, not its EMA")
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,25 +176,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override config values before printing (default: none)")
     c.add_argument("--model", metavar="NAME", help="list the architecture arguments of model NAME (its "
                    "generator and discriminator) with their defaults")
-
-    r = sub.add_parser("compare", help="runs side by side: fresh samples of each in one PNG, their metrics in "
-                       "one table")
-    r.add_argument("runs", nargs="+", metavar="RUN", help="two or more run directories")
-    r.add_argument("--out", help="write every run's samples side by side, labelled with its name and step, to this "
-                   ".png (default: the table only)")
-    r.add_argument("--samples", type=_positive_int, metavar="N", help="samples of each run in --out, drawn fresh "
-                   "from its latest checkpoint (default 64 images, or 2500 2D points)")
-    r.add_argument("--seed", type=int, default=0, help="latent seed of every run's samples (default 0: runs with "
-                   "the same latent size get the same latents)")
-    r.add_argument("--eval", action="store_true", help="also measure every run the same way, as gankit eval does "
-                   "(FID, KID, precision/recall, ... on fresh samples)")
-    r.add_argument("--num", type=_positive_int, help="--eval: samples of each run (default 10000)")
-    r.add_argument("--ref", help="--eval: reference dataset (default: the runs' own data, which must be the same)")
-    r.add_argument("--metrics", help="--eval: comma-separated, as gankit eval's --metrics (default: its default)")
-    r.add_argument("--json", help="write every run's values (and --eval's results) to this JSON file "
-                   "(default: print only)")
-    r.add_argument("--no-ema", action="store_true", help="sample the raw generators, not their EMA")
-    r.add_argument("--device", default="auto", help=DEVICE_HELP)
 
     from gankit.cli_tools import add_parsers
 
@@ -614,12 +488,6 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _json_value(obj: object) -> object:
-    """numpy scalars (from metric code) as plain numbers."""
-    item = getattr(obj, "item", None)
-    return item() if callable(item) else str(obj)
-
-
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: object = None, line: str | None = None) -> None:
     print(f"gankit: warning: {message}", file=sys.stderr)
@@ -681,41 +549,6 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    import json
-
-    from gankit.checkpoint import atomic_write_bytes
-    from gankit.compare import compare
-    from gankit.device import select_device
-
-    if len(args.runs) < 2:
-        raise ValueError(f"compare needs at least two runs, got {len(args.runs)}")
-    for option in ("num", "ref", "metrics"):
-        if getattr(args, option) is not None and not args.eval:
-            raise ValueError(f"--{option} sets how --eval measures the runs; add --eval")
-    if args.out is not None and Path(args.out).suffix.lower() != ".png":
-        raise ValueError(f"--out must end in .png, got {args.out!r}")
-    evaluate_with = None
-    if args.eval:
-        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
-        evaluate_with = {"ref": args.ref, "metrics": metrics, "num": args.num or 10_000, "seed": args.seed}
-    result = compare(args.runs, args.out, num=args.samples, seed=args.seed, evaluate_with=evaluate_with,
-                     ema=not args.no_ema, device=select_device(args.device, "--device"))
-    if result["grid"] is not None:
-        print(f"gankit: wrote fresh samples (seed {args.seed}) of {len(args.runs)} runs side by side to "
-              f"{result['grid']}")
-    if args.eval:
-        info = result["runs"][0]["eval"]["info"]
-        features = f", features {info['extractor']} v{info['extractor_version']}" if info["extractor"] else ""
-        print(f"gankit: --eval: {info['num']} samples of each run vs {info['reference']} ({info['split']}){features}")
-    print(result["table"])
-    if args.json:
-        body = {"runs": result["runs"], "grid": result["grid"]}
-        atomic_write_bytes(Path(args.json), json.dumps(body, indent=2, default=_json_value).encode())
-        print(f"gankit: wrote {args.json}")
-    return 0
-
-
 def _silence_stdout() -> None:
     """The reader of our output has gone (``gankit init --list | head``): point stdout at devnull, so that
     neither the rest of the output nor Python's flush at exit reports the broken pipe (the Python docs' way)."""
@@ -742,8 +575,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     commands = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "classifier": cmd_classifier,
                 "bench": cmd_bench, "config": cmd_config, "interpolate": cmd_interpolate,
-                "style-mix": cmd_style_mix, "playground": cmd_playground, "translate": cmd_translate,
-                "compare": cmd_compare, **COMMANDS}
+                "style-mix": cmd_style_mix, "playground": cmd_playground, "translate": cmd_translate, **COMMANDS}
     try:
         seed = getattr(args, "seed", None)  # sample, eval, classifier: torch refused 2**70 as "Overflow ..."
         if seed is not None and not 0 <= seed <= MAX_SEED:

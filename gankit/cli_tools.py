@@ -1,8 +1,11 @@
-"""Subcommands for sharing and getting started: export, push, init, zoo. ``gankit.cli`` registers them."""
+"""Subcommands for comparing, sharing and getting started: compare, export, push, init, zoo. ``gankit.cli``
+registers them."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from gankit.cli_args import DEVICE_HELP, _json_value, _positive_int
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +36,25 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     z = sub.add_parser("zoo", help="list the pretrained generators shipped with gankit (gankit sample zoo:NAME)")
     z.add_argument("--markdown", action="store_true", help="print the README's zoo table instead")
+
+    r = sub.add_parser("compare", help="runs side by side: fresh samples of each in one PNG, their metrics in "
+                       "one table")
+    r.add_argument("runs", nargs="+", metavar="RUN", help="two or more run directories")
+    r.add_argument("--out", help="write every run's samples side by side, labelled with its name and step, to this "
+                   ".png (default: the table only)")
+    r.add_argument("--samples", type=_positive_int, metavar="N", help="samples of each run in --out, drawn fresh "
+                   "from its latest checkpoint (default 64 images, or 2500 2D points)")
+    r.add_argument("--seed", type=int, default=0, help="latent seed of every run's samples (default 0: runs with "
+                   "the same latent size get the same latents)")
+    r.add_argument("--eval", action="store_true", help="also measure every run the same way, as gankit eval does "
+                   "(FID, KID, precision/recall, ... on fresh samples)")
+    r.add_argument("--num", type=_positive_int, help="--eval: samples of each run (default 10000)")
+    r.add_argument("--ref", help="--eval: reference dataset (default: the runs' own data, which must be the same)")
+    r.add_argument("--metrics", help="--eval: comma-separated, as gankit eval's --metrics (default: its default)")
+    r.add_argument("--json", help="write every run's values (and --eval's results) to this JSON file "
+                   "(default: print only)")
+    r.add_argument("--no-ema", action="store_true", help="sample the raw generators, not their EMA")
+    r.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -85,4 +107,39 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"export": cmd_export, "push": cmd_push, "init": cmd_init, "zoo": cmd_zoo}
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from gankit.checkpoint import atomic_write_bytes
+    from gankit.compare import compare
+    from gankit.device import select_device
+
+    if len(args.runs) < 2:
+        raise ValueError(f"compare needs at least two runs, got {len(args.runs)}")
+    for option in ("num", "ref", "metrics"):
+        if getattr(args, option) is not None and not args.eval:
+            raise ValueError(f"--{option} sets how --eval measures the runs; add --eval")
+    if args.out is not None and Path(args.out).suffix.lower() != ".png":
+        raise ValueError(f"--out must end in .png, got {args.out!r}")
+    evaluate_with = None
+    if args.eval:
+        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+        evaluate_with = {"ref": args.ref, "metrics": metrics, "num": args.num or 10_000, "seed": args.seed}
+    result = compare(args.runs, args.out, num=args.samples, seed=args.seed, evaluate_with=evaluate_with,
+                     ema=not args.no_ema, device=select_device(args.device, "--device"))
+    if result["grid"] is not None:
+        print(f"gankit: wrote fresh samples (seed {args.seed}) of {len(args.runs)} runs side by side to "
+              f"{result['grid']}")
+    if args.eval:
+        info = result["runs"][0]["eval"]["info"]
+        features = f", features {info['extractor']} v{info['extractor_version']}" if info["extractor"] else ""
+        print(f"gankit: --eval: {info['num']} samples of each run vs {info['reference']} ({info['split']}){features}")
+    print(result["table"])
+    if args.json:
+        body = {"runs": result["runs"], "grid": result["grid"]}
+        atomic_write_bytes(Path(args.json), json.dumps(body, indent=2, default=_json_value).encode())
+        print(f"gankit: wrote {args.json}")
+    return 0
+
+
+COMMANDS = {"compare": cmd_compare, "export": cmd_export, "push": cmd_push, "init": cmd_init, "zoo": cmd_zoo}
