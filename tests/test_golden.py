@@ -115,3 +115,42 @@ def test_every_game_trains_as_it_did_when_pinned(game, tmp_path):
         assert found["weights"][net] == pytest.approx(sums, rel=1e-4, abs=1e-5), net
     if found["machine"] == expected["machine"]:  # elsewhere other kernels round differently: the sums decide
         assert found["hash"] == expected["hash"], "same losses, but the final weights are not bit-identical"
+
+
+OLD_RUNS = Path(__file__).parent / "golden" / "runs"  # checkpoints written by the engine before issue 29
+HALF = 4
+
+
+def _old_run(game: str) -> dict[str, Any]:
+    return make_cfg(GAMES[game], *PINNED, f"train.steps={2 * HALF}", f"checkpoint.every={HALF}")
+
+
+@pytest.mark.parametrize("game", ["gan", "gan_self_conditioned", "pix2pix", "cyclegan"])
+def test_checkpoints_of_the_engine_before_the_redesign_resume(game, tmp_path):
+    """A run directory whose step-4 checkpoint the old engine wrote resumes to step 8 exactly as the old engine
+    continued it (its losses at steps 5-8 and the final weights' sums)."""
+    import shutil
+
+    cfg = _old_run(game)
+    if cfg["data"].get("name") == "folder":
+        cfg = make_cfg(cfg, f"data.root={_digit_folder(tmp_path / 'digits')}")
+    fixture = OLD_RUNS / game
+    if os.environ.get("GANKIT_UPDATE_GOLDEN"):
+        result = train(cfg, tmp_path / "full")
+        shutil.rmtree(fixture, ignore_errors=True)
+        (fixture / "checkpoints").mkdir(parents=True)
+        first = sorted((result.run_dir / "checkpoints").glob("*.safetensors"))[0]
+        shutil.copy(first, fixture / "checkpoints" / first.name)
+        found = fingerprint(result.run_dir, result.checkpoint)
+        found["losses"] = {k: v for k, v in found["losses"].items() if int(k.split(":")[0]) > HALF}
+        (fixture / "expected.json").write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
+        return
+    run = tmp_path / "run"
+    shutil.copytree(fixture, run, ignore=shutil.ignore_patterns("expected.json"))
+    result = train(cfg, run, resume=True)
+    found = fingerprint(result.run_dir, result.checkpoint)
+    expected = json.loads((fixture / "expected.json").read_text())
+    assert found["step"] == expected["step"] == 2 * HALF
+    assert found["losses"] == pytest.approx(expected["losses"], rel=1e-4, abs=1e-6)
+    for net, sums in expected["weights"].items():
+        assert found["weights"][net] == pytest.approx(sums, rel=1e-4, abs=1e-5), net
