@@ -36,6 +36,6 @@ def safetensors_metadata(raw: bytes, where: str) -> dict[str, str]:
         raise EvalError(f"{where} is not a safetensors file (no valid header)")
     try:
         meta = json.loads(raw[8:8 + n]).get("__metadata__") or {}
+        return {str(k): str(v) for k, v in meta.items()}  # a list or a string there: AttributeError too
     except (ValueError, AttributeError):
         raise EvalError(f"{where} is not a safetensors file (unreadable header)") from None
-    return {str(k): str(v) for k, v in meta.items()}
