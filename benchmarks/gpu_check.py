@@ -42,6 +42,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from roofline import EXTRA, PRESETS, matmul_peak  # noqa: E402
 from throughput import load_preset, sync  # noqa: E402
 
+from engine_step import run_of  # noqa: E402
+from gankit.games.phases import train_step  # noqa: E402
 from gankit.train import prepare  # noqa: E402
 
 VARIANTS = {"fp32": ["perf.amp=fp32", "perf.channels_last=false", "perf.compile=false"],
@@ -116,14 +118,14 @@ def perf_section(args: argparse.Namespace, report: Report) -> dict[str, Any]:
                 began = time.perf_counter()
                 finite = True
                 for _ in range(args.warmup):
-                    finite &= finite_losses(trainer.train_step(total))
+                    finite &= finite_losses(train_step(trainer, run_of(trainer, total)))
                 sync(device)
                 warmup_s = time.perf_counter() - began
                 with FlopCounterMode(display=False) as counter:
-                    finite &= finite_losses(trainer.train_step(total))
+                    finite &= finite_losses(train_step(trainer, run_of(trainer, total)))
                 began = time.perf_counter()
                 for _ in range(args.steps):
-                    stats = trainer.train_step(total)
+                    stats = train_step(trainer, run_of(trainer, total))
                 sync(device)
                 rate = args.steps / (time.perf_counter() - began)
                 finite &= finite_losses(stats)

@@ -21,6 +21,8 @@ sys.path.insert(0, str(ROOT))
 from gankit import optim  # noqa: E402
 from gankit.config import load  # noqa: E402
 from gankit.playground.settings import Settings  # noqa: E402
+from benchmarks.engine_step import run_of  # noqa: E402
+from gankit.games.phases import train_step  # noqa: E402
 from gankit.train import prepare  # noqa: E402
 
 GAMES = {"playground 2D default (3 x 64 MLPs, batch 128)": lambda: Settings.for_2d().check({}),
@@ -31,7 +33,7 @@ GAMES = {"playground 2D default (3 x 64 MLPs, batch 128)": lambda: Settings.for_
 def rate(trainer: object, seconds: float) -> float:
     t0, n = time.perf_counter(), 0
     while time.perf_counter() - t0 < seconds:
-        trainer.train_step(None)
+        train_step(trainer, run_of(trainer, None))
         n += 1
     return n / (time.perf_counter() - t0)
 

@@ -33,6 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from gankit.playground.frames import Nets, View2D, frame_2d, unpack  # noqa: E402
 from gankit.playground.settings import Settings  # noqa: E402
+from benchmarks.engine_step import run_of  # noqa: E402
+from gankit.games.phases import train_step  # noqa: E402
 from gankit.train import prepare  # noqa: E402
 
 
@@ -108,7 +110,7 @@ def frame_ms(trainer: object, repeats: int = 30) -> float:
 def bare_steps(trainer: object, seconds: float) -> float:
     t0, n = time.perf_counter(), 0
     while time.perf_counter() - t0 < seconds:
-        trainer.train_step(None)
+        train_step(trainer, run_of(trainer, None))
         n += 1
     return n / (time.perf_counter() - t0)
 

@@ -5,7 +5,7 @@
 
 For each preset and variant (``benchmarks/roofline.py``'s: fp32, bf16, cl, compile joined by +, or
 default = as shipped), ``gankit.train.prepare`` builds the Trainer ``gankit train`` runs; after a warm-up,
-``--steps`` calls of ``trainer.train_step`` run under ``torch.profiler`` (CPU activities). The table lists
+``--steps`` calls of ``gankit.games.phases.train_step`` run under ``torch.profiler`` (CPU activities). The table lists
 the operators with the most self CPU time, their share of the step, and the share of the step spent
 outside any operator (Python, the optimiser's bookkeeping, the loop).
 """
@@ -25,17 +25,19 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from roofline import EXTRA, PRESETS, variant_overrides  # noqa: E402
 from throughput import load_preset  # noqa: E402
 
+from engine_step import run_of  # noqa: E402
+from gankit.games.phases import train_step  # noqa: E402
 from gankit.train import prepare  # noqa: E402
 
 
 def profile_steps(trainer, steps: int, rows: int) -> dict:
     total = trainer.cfg.train.steps
     for _ in range(3):
-        trainer.train_step(total)
+        train_step(trainer, run_of(trainer, total))
     began = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
-            trainer.train_step(total)
+            train_step(trainer, run_of(trainer, total))
     wall = (time.perf_counter() - began) / steps
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     ops = sum(e.self_cpu_time_total for e in events) / steps / 1e6

@@ -5,7 +5,7 @@
     python benchmarks/roofline.py --device cuda --threads 16 --json gpu.json
 
 For each preset, ``gankit.train.prepare(cfg)`` builds the Trainer that ``gankit train`` runs. One
-``trainer.train_step`` under ``torch.utils.flop_counter.FlopCounterMode`` counts the step's FLOPs
+``gankit.games.phases.train_step`` under ``torch.utils.flop_counter.FlopCounterMode`` counts the step's FLOPs
 (matrix multiplies and convolutions, forward and backward, D and G; elementwise work is not counted,
 as in every roofline of this kind), on a step without the lazy R1/R2 penalty. Then timed rounds of steps give steps/s (median of ``--rounds``),
 and achieved GFLOP/s = FLOPs per step x steps/s. The peaks are measured in the same process: a
@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from throughput import load_preset, sync  # noqa: E402  (random CIFAR-shaped data when CIFAR-10 is absent)
 
+from engine_step import run_of  # noqa: E402
+from gankit.games.phases import train_step  # noqa: E402
 from gankit.train import prepare  # noqa: E402
 
 PRESETS = {
@@ -84,19 +86,19 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, n: int = 2048) -> floa
 def step_flops(trainer) -> int:
     """FLOPs of one step without the lazy R1/R2 penalty (the counter cannot follow its double backward;
     at every 16th D step it adds a few percent to the average step)."""
-    trainer.train_step(trainer.cfg.train.steps)  # step 0 runs the lazy penalties
+    train_step(trainer, run_of(trainer, trainer.cfg.train.steps))  # step 0 runs the lazy penalties
     with FlopCounterMode(display=False) as counter:
-        trainer.train_step(trainer.cfg.train.steps)
+        train_step(trainer, run_of(trainer, trainer.cfg.train.steps))
     return counter.get_total_flops()
 
 
 def steps_per_second(trainer, device: torch.device, seconds: float, rounds: int) -> float:
     for _ in range(5):  # warm-up: allocator, first-call costs, compilation
-        trainer.train_step(trainer.cfg.train.steps)
+        train_step(trainer, run_of(trainer, trainer.cfg.train.steps))
     sync(device)
     start, n = time.perf_counter(), 0
     while time.perf_counter() - start < 1.0:
-        trainer.train_step(trainer.cfg.train.steps)
+        train_step(trainer, run_of(trainer, trainer.cfg.train.steps))
         n += 1
     sync(device)
     per_round = max(3, int(n / (time.perf_counter() - start) * seconds))
@@ -104,7 +106,7 @@ def steps_per_second(trainer, device: torch.device, seconds: float, rounds: int)
     for _ in range(rounds):
         start = time.perf_counter()
         for _ in range(per_round):
-            trainer.train_step(trainer.cfg.train.steps)
+            train_step(trainer, run_of(trainer, trainer.cfg.train.steps))
         sync(device)
         rates.append(per_round / (time.perf_counter() - start))
     return statistics.median(rates)

@@ -5,7 +5,7 @@
     python benchmarks/throughput.py --device cuda --threads 16
 
 For each preset, ``gankit.train.prepare(cfg)`` builds the Trainer that ``gankit train`` runs, and the
-benchmark calls ``trainer.train_step(total)`` in a loop: exactly the per-step code of the CLI (the CLI
+benchmark calls ``gankit.games.phases.train_step(game, run)`` in a loop: exactly the per-step code of the CLI (the CLI
 adds only logging every ``log.every`` steps, sampling and checkpoints, which are not measured here).
 
 The plain loop is the textbook PyTorch DCGAN-tutorial loop over the SAME networks (built with
@@ -66,7 +66,9 @@ from gankit.data import build_dataset
 from gankit.data.registry import DATASETS
 from gankit.data.source import DataError, TensorSource, to_model_range
 from gankit.models import build_models
-from gankit.gan import Trainer
+from gankit.games.noise_to_image import NoiseToImage as Trainer
+from gankit.games.phases import train_step
+from gankit.run_state import RunState
 from gankit.train import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,7 +217,8 @@ def bench_preset(name: str, args: argparse.Namespace) -> dict:
     plain = PlainLoop(trainer)
     device = trainer.device
     images_per_step = cfg.train.batch_size * cfg.train.d_steps
-    gk = lambda: trainer.train_step(total)  # noqa: E731
+    run = RunState(total=total, noise_horizon=total)
+    gk = lambda: train_step(trainer, run)  # noqa: E731
     pl = plain.step
     # warm-up (allocator, kernels, Adam state), then one timed step of each sets the automatic step count
     timed(gk, args.warmup, device)
@@ -228,7 +231,7 @@ def bench_preset(name: str, args: argparse.Namespace) -> dict:
         for key, fn in order:
             rates[key].append(steps * images_per_step / timed(fn, steps, device))
     if args.profile:
-        profile(gk, args.profile, f"{name} gankit Trainer.train_step", args.profile_rows)
+        profile(gk, args.profile, f"{name} gankit train_step", args.profile_rows)
         profile(pl, args.profile, f"{name} plain loop", args.profile_rows)
     g_med, p_med = statistics.median(rates["gankit"]), statistics.median(rates["plain"])
     return {"preset": name, "config": PRESETS.get(name, name), "batch_size": cfg.train.batch_size,
@@ -253,7 +256,8 @@ def bench_perf(name: str, args: argparse.Namespace) -> dict:
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-        step = lambda: trainer.train_step(cfg.train.steps)  # noqa: E731
+        run = RunState(total=cfg.train.steps, noise_horizon=cfg.train.steps)
+        step = lambda: train_step(trainer, run)  # noqa: E731
         warmup = timed(step, max(args.warmup, 3), device)  # compiles (D step, G step) when compile is on
         steps = steps_for(args, timed(step, 1, device))
         images = steps * cfg.train.batch_size * cfg.train.d_steps
@@ -283,7 +287,8 @@ def _nproc_worker(rank: int, world: int, init: str, cfg_dict: dict, threads: int
     try:
         trainer = prepare(cfg)
         device = trainer.device
-        step = lambda: trainer.train_step(cfg.train.steps)  # noqa: E731
+        run = RunState(total=cfg.train.steps, noise_horizon=cfg.train.steps)
+        step = lambda: train_step(trainer, run)  # noqa: E731
         timed(step, args.warmup, device)
         probe = [timed(step, 1, device)]
         dist.broadcast_object_list(probe, src=0)  # every process runs the same number of steps

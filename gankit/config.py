@@ -17,6 +17,9 @@ from typing import Any
 
 import yaml
 
+from gankit.games.registry import GAMES
+from gankit.registry import Registry, unknown_name_message
+
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the offending key."""
@@ -26,7 +29,7 @@ MAX_SEED = 2**32 - 1  # seeds derived from it (seed + offsets, seed x 1,000,003 
 
 
 def opt(default: Any, help: str, *, gt: float | None = None, ge: float | None = None, le: float | None = None,
-        choices: tuple[str, ...] | None = None, resumable: bool = False) -> Any:
+        choices: tuple[Any, ...] | Registry | None = None, resumable: bool = False) -> Any:
     """A config field with its documentation and range check.
 
     ``resumable`` fields may differ between a checkpoint's config and the config that resumes it.
@@ -246,10 +249,10 @@ class PerfConfig:
 
 @dataclass
 class GameConfig:
-    name: str = opt("gan", "what a training step computes: gan (noise -> image, unconditional or class-conditional), "
-                    "pix2pix (paired image-to-image: U-Net G, PatchGAN D on (input, output), cGAN + L1) or "
-                    "cyclegan (unpaired: two Gs, two Ds, cycle and identity losses)",
-                    choices=("gan", "pix2pix", "cyclegan"))
+    name: str = opt("gan", "what a training step computes, a registered game: gan (noise -> image, unconditional or "
+                    "class-conditional), pix2pix (paired image-to-image: U-Net G, PatchGAN D on (input, output), "
+                    "cGAN + L1), cyclegan (unpaired: two Gs, two Ds, cycle and identity losses), or a plug-in's",
+                    choices=GAMES)
     task: str = opt("", "translation data: built-in digit tasks superres4 (7 -> 28), superres2 (14 -> 28), inpaint "
                     "(centre 14x14 box), inpaint-boxes, inpaint-strokes, edges (pix2pix), bold (cyclegan: digits "
                     "<-> bold coloured digits); or folders under data.root: aligned (A|B side by side), paired "
@@ -343,6 +346,11 @@ def check_range(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
         raise ConfigError(f"config: {key} must be >= {meta['ge']}, got {value!r}")
     if meta.get("le") is not None and not value <= meta["le"]:
         raise ConfigError(f"config: {key} must be <= {meta['le']}, got {value!r}")
+    if isinstance(meta.get("choices"), Registry):  # names that plug-ins extend
+        if value not in meta["choices"]:
+            known = meta["choices"]
+            raise ConfigError(f"config: {key}: {unknown_name_message(known.kind, value, known.names(), plugins=True)}")
+        return
     if meta.get("choices") and value not in meta["choices"]:
         words = ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in meta["choices"])
         raise ConfigError(f"config: {key} must be one of {words}; got {value!r}")

@@ -14,7 +14,7 @@ from gankit.data import to_uint8
 from gankit.sampling import generate, latents
 
 if TYPE_CHECKING:
-    from gankit.gan import Trainer
+    from gankit.games.noise_to_image import NoiseToImage as Trainer
 
 
 @dataclass

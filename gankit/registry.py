@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
@@ -10,9 +11,12 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to factories; duplicate names raise, unknown names suggest the closest."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, builtin: tuple[str, ...] = ()) -> None:
+        """``builtin``: modules of gankit's own entries, imported when the registry is first asked (so the
+        module that holds the registry need not import what registers in it)."""
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._builtin = builtin
 
     def register(self, name: str) -> Callable[[T], T]:
         def decorator(obj: T) -> T:
@@ -29,13 +33,20 @@ class Registry(Generic[T]):
         return self._items[name]
 
     def names(self) -> list[str]:
+        self._load_builtin()
         self._plugins()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        self._load_builtin()
         if name not in self._items:
             self._plugins()
         return name in self._items
+
+    def _load_builtin(self) -> None:
+        modules, self._builtin = self._builtin, ()
+        for module in modules:
+            importlib.import_module(module)
 
     @staticmethod
     def _plugins() -> None:

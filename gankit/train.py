@@ -10,17 +10,17 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed
 import torch.nn as nn
 import yaml
 
-from gankit import distributed, game, streams, trackers
-from gankit import translation  # noqa: F401  (registers the pix2pix and cyclegan games)
+from gankit import __version__, distributed, streams, trackers
 from gankit.checkpoint import (CheckpointDir, CheckpointError, atomic_write_bytes, load_checkpoint,
                                nonfinite_weights, remove_temporaries)
 from gankit.config import Config, ConfigError, from_dict, load, resume_conflicts
@@ -28,13 +28,14 @@ from gankit.data import BatchStream, DataError
 from gankit.device import select_device  # noqa: F401  (re-exported: gankit.train.select_device)
 from gankit.distributed import Dist
 from gankit.evaluator import TrainingEvaluator
-from gankit.game import GAMES, Game
-from gankit.gan import Trainer  # registers the gan game
+from gankit.games.base import Game, ThreadTimed, build_game
+from gankit.games.phases import train_step
 from gankit.health import Alarm, HealthMonitor
 from gankit.logs import NullLogger, RunLogger, plot_loss_curves
+from gankit.run_state import RunState
 from gankit.runlock import RunDirBusy, RunLock
 from gankit.sampling import latents
-from gankit.threads import available_cores, choose_threads, fixed_threads, probe_work
+from gankit.threads import available_cores, choose_threads, fixed_threads
 
 
 class TrainError(RuntimeError):
@@ -72,10 +73,60 @@ def prepare(cfg: Config, dist: Dist | None = None) -> Game:
     if threads is not None:
         torch.set_num_threads(threads)
     torch.manual_seed(cfg.train.seed)
-    return GAMES.get(cfg.game.name)(cfg, device, dist)
+    return build_game(cfg, device, dist)
 
 
-def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, trainer: Trainer,
+def checkpoint_meta(game: Game, run: RunState, elapsed: float) -> dict[str, Any]:
+    """A checkpoint's metadata: the game's part, the run's, and where and when it was written."""
+    return {**game.meta(), **run.meta(), "world_size": game.dist.world_size,
+            "threads": torch.get_num_threads() if game.device.type == "cpu" else None,
+            "elapsed_seconds": elapsed, "gankit_version": __version__, "torch_version": torch.__version__,
+            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def restore(game: Game, run: RunState, state: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Continue ``game`` and ``run`` from a checkpoint's (or a snapshot's) state and metadata."""
+    game.load_state_dict(state, meta)
+    run.restore(meta)
+    game.set_lr(run.lr_scale)
+
+
+def save_checkpoint(game: Game, run: RunState, ckpts: CheckpointDir, elapsed: float) -> Path:
+    """Every process calls this: rank 0 writes the checkpoint (with every process's RNG states), the
+    others wait until it is complete. Returns its path; a failed save raises in every process."""
+    ctx = game.dist
+    path = ckpts.path_for(run.step)
+    if not ctx.enabled:
+        game.sampling_net()  # checkpoints hold sampling-ready EMA statistics
+        return ckpts.save(run.step, game.state_dict(), checkpoint_meta(game, run, elapsed))
+    gathered: list[Any] | None = [None] * ctx.world_size if ctx.is_main else None
+    torch.distributed.gather_object(game.state_dict()["rng"], gathered, dst=0, group=ctx.control)
+    error: BaseException | None = None
+    if ctx.is_main:
+        try:
+            game.sampling_net()
+            state = game.state_dict()
+            state["rng"] = {**state["rng"], "ranks": gathered}
+            path = ckpts.save(run.step, state, checkpoint_meta(game, run, elapsed))
+        except Exception as exc:  # tell the others before raising, or they wait for rank 0 forever
+            error = exc
+    (failed,) = distributed.any_of(ctx, error is not None)
+    if error is not None:
+        raise error
+    if failed:
+        raise TrainError(f"rank 0 could not write the checkpoint of step {run.step}; see its error")
+    return path
+
+
+def describe_speed(game: Game) -> str:
+    """One line with the run's resolved scale and speed settings (printed at the start)."""
+    ctx, perf, bs = game.dist, game.perf, game.cfg.train.batch_size
+    split = f"{ctx.world_size} processes x {bs // ctx.world_size} = {bs} images" if ctx.enabled else f"{bs} images"
+    return (f"gankit: {split} per step on {game.device.type}; amp {perf.amp}, "
+            f"channels_last {'on' if perf.channels_last else 'off'}, compile {perf.compile}")
+
+
+def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, trainer: Game, run: RunState,
                   held: contextlib.ExitStack) -> CheckpointDir:
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainError(f"the run directory {run_dir} is a file")
@@ -91,7 +142,7 @@ def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, trainer: Trainer,
         conflicts = resume_conflicts(meta["config"], cfg)
         if conflicts:
             raise TrainError(f"cannot resume {latest}: the config differs in " + "; ".join(conflicts))
-        trainer.load_state_dict(state, meta)
+        restore(trainer, run, state, meta)
     if not trainer.dist.is_main:  # rank 0 alone writes to the run directory
         return ckpts
     _check_output_folders(ckpts.root, run_dir / "samples")
@@ -168,127 +219,188 @@ def _train(cfg: Config | dict | str | Path, run_dir: str | Path | None, resume: 
         cfg = from_dict(cfg)
     trackers.check_installed(cfg.log)  # before anything is written
     ctx = distributed.setup(select_device(cfg.train.device))  # under torchrun: join the process group
-    trainer = prepare(cfg, ctx)
-    cfg = trainer.cfg  # model.conditional auto resolved against the data
-    total = total_steps(cfg, trainer.stream)
-    evaluator = TrainingEvaluator.build(cfg, trainer) if cfg.eval.every else None
+    game = prepare(cfg, ctx)
+    cfg = game.cfg  # model.conditional auto resolved against the data
+    run = RunState(total=total_steps(cfg, game.stream))
+    evaluator = TrainingEvaluator.build(cfg, game) if cfg.eval.every else None
     evaluator = evaluator if ctx.is_main else None  # rank 0 alone evaluates, samples and writes
     run_dir = Path(distributed.broadcast_object(ctx, str(run_dir) if run_dir is not None else str(default_run_dir())))
-    ckpts = _open_run_dir(cfg, run_dir, resume, trainer, held)
-    trainer.noise_horizon = trainer.noise_horizon or total  # a resumed run keeps the schedule it began with
-    start_step = trainer.step
-    threads_how = settle_threads(trainer)
-    # what a rollback returns to when no checkpoint has been written yet
-    initial = (copy.deepcopy(trainer.state_dict()), trainer.meta(0.0))
-    deadline = None if cfg.train.max_seconds is None else t0 + cfg.train.max_seconds
-    logger = RunLogger(run_dir, start_step=start_step, total_steps=total, progress=cfg.log.progress,
-                       tensorboard=trackers.tensorboard_on(cfg.log),
-                       batch_size=cfg.train.batch_size * cfg.train.d_steps, deadline=deadline, config=cfg.to_dict(),
-                       trackers=trackers.library_trackers(cfg.log)) \
-        if ctx.is_main else NullLogger(start_step=start_step, batch_size=cfg.train.batch_size * cfg.train.d_steps)
-    logger.message(start_line(trainer, run_dir, start_step, threads_how))
-    for tracker in logger.trackers:
-        logger.message(tracker.describe())
-    if ctx.enabled or trainer.perf.channels_last or trainer.perf.compile != "off" or (
-            trainer.perf.amp != "fp32" and trainer.device.type != "cpu"):  # a CPU's autocast: in the start line
-        logger.message(game.describe(trainer))
-    if resume and start_step == 0:
-        logger.message(f"gankit: --resume: {ckpts.root} holds no checkpoint yet; starting the run at step 0")
-    health = HealthMonitor(cfg.health, logistic_d=trainer.logistic_d)
-    fixed_z = latents(cfg.log.grid ** 2 if trainer.source.is_image else 2500, cfg.model.latent_dim,
-                      cfg.train.seed + streams.SAMPLE_GRID, trainer.device)
-    diversity_z = latents(128, cfg.model.latent_dim, cfg.train.seed + streams.DIVERSITY, trainer.device)
-    stopped_by, last_ckpt, saved_step, row = "steps", ckpts.latest(), start_step, {}
-    window = StatWindow()
-
-    def alarm(alarms: list[Alarm]) -> None:
-        for a in alarms:
-            logger.message(a.text())
-            logger.event(a.to_dict())
-
+    ckpts = _open_run_dir(cfg, run_dir, resume, game, run, held)
+    run.noise_horizon = run.noise_horizon or run.total  # a resumed run keeps the schedule it began with
+    loop = Loop(game, run, ckpts, run_dir, evaluator, t0, stop)
     try:
-        while total is None or trainer.step < total:
-            reason = distributed.stop_reason(ctx, t0, cfg.train.max_seconds, stop)  # agreed by all processes
-            if reason is not None:
-                stopped_by = reason
-                break
-            trainer.before_step()
-            try:
-                window.add(trainer.train_step(total))
-            except DataError as exc:  # a file that fails to decode mid-run: keep the steps done so far
-                raise _saved_before_data_error(exc, trainer, ckpts, window, saved_step, t0) from None
-            logger.advance()
-            step = trainer.step
-            at_log, at_ckpt = step % cfg.log.every == 0, step % cfg.checkpoint.every == 0
-            if at_log or at_ckpt:
-                distributed.average_stats(ctx, window.sums)  # global-batch values, the same in every process
-            if (at_log or at_ckpt) and not (window.finite() and trainer.weights_finite()):
-                # never log, sample or checkpoint a diverged model (losses are computed before the update
-                # that may have broken the weights, so both are checked): go back to the last good state
-                back_to = _rollback(trainer, ckpts, initial, cfg)
-                alarm([health.diverged(step, back_to, trainer.lr_scale)])
-                logger.rewind(back_to)
-                window = StatWindow()
-                saved_step = back_to
-                continue
-            if at_log:
-                means = window.means()
-                row = logger.scalars(step, means, {"kimg": trainer.images_seen / 1000,
-                                                   "seconds": time.perf_counter() - t0})
-                window = StatWindow()
-                diversity = trainer.diversity(diversity_z) if cfg.health.alarms else None
-                alarm(health.observe(step, d_fake=means.get("d_fake"), diversity=diversity))
-            if cfg.log.sample_every and step % cfg.log.sample_every == 0 and ctx.is_main:
-                trainer.write_samples(fixed_z, run_dir, logger)
-            if evaluator is not None and step % cfg.eval.every == 0:
-                result = evaluator.evaluate(step)
-                logger.record(step, {f"eval/{k}": v for k, v in result.items()})
-                alarm(health.observe(step, coverage=result.get("class_coverage")))
-                if cfg.eval.keep_best and result.get("fid", math.inf) < trainer.best_fid:
-                    trainer.best_fid = result["fid"]
-                    ckpts.save_best(trainer.state_dict(), trainer.meta(time.perf_counter() - t0))
-            if at_ckpt:
-                last_ckpt = game.save_checkpoint(trainer, ckpts, time.perf_counter() - t0)
-                saved_step = step
-        distributed.average_stats(ctx, window.sums)
-        if not (window.finite() and trainer.weights_finite()):  # diverged after the last check: the last good checkpoint stands
-            _rollback(trainer, ckpts, initial, cfg)
-            saved_step = trainer.step
-            last_ckpt = ckpts.latest()
-        elif window.counts:  # the final step always has its row, however short the run
-            row = logger.scalars(trainer.step, window.means(), {"kimg": trainer.images_seen / 1000,
-                                                                "seconds": time.perf_counter() - t0})
-        if last_ckpt is None or trainer.step != saved_step:
-            last_ckpt = game.save_checkpoint(trainer, ckpts, time.perf_counter() - t0)
-        if ctx.is_main:  # the final grid, in samples/ and TensorBoard alike
-            trainer.write_samples(fixed_z, run_dir, logger)
+        loop.start(settle_threads(game, run), resume)
+        stopped_by = loop.loop()
+        loop.finish()
     finally:
-        logger.close()
+        loop.logger.close()
     if ctx.is_main and cfg.log.plot:
         from gankit.objectives import OBJECTIVES
 
         labels = OBJECTIVES.get(cfg.objective.name).output_labels
         plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss_curves.png", labels=labels)
-    return TrainResult(run_dir, trainer.step, last_ckpt, stopped_by, row)
+    return TrainResult(run_dir, run.step, loop.last_ckpt, stopped_by, loop.row)
+
+
+class Loop:
+    """One training run's loop: steps until a stop condition, then the statistics, health alarms, samples,
+    evaluations and checkpoints each step is due; diverged states roll back to the last good one."""
+
+    def __init__(self, game: Game, run: RunState, ckpts: CheckpointDir, run_dir: Path,
+                 evaluator: TrainingEvaluator | None, t0: float, stop: Any) -> None:
+        cfg, ctx = game.cfg, game.dist
+        self.game, self.run, self.ckpts, self.run_dir, self.evaluator = game, run, ckpts, run_dir, evaluator
+        self.cfg, self.ctx, self.t0, self.stop = cfg, ctx, t0, stop
+        self.start_step = run.step
+        # what a rollback returns to when no checkpoint has been written yet
+        self.initial = (copy.deepcopy(game.state_dict()), checkpoint_meta(game, run, 0.0))
+        deadline = None if cfg.train.max_seconds is None else t0 + cfg.train.max_seconds
+        images = cfg.train.batch_size * cfg.train.d_steps
+        self.logger: RunLogger | NullLogger = RunLogger(
+            run_dir, start_step=run.step, total_steps=run.total, progress=cfg.log.progress,
+            tensorboard=trackers.tensorboard_on(cfg.log), batch_size=images, deadline=deadline,
+            config=cfg.to_dict(), trackers=trackers.library_trackers(cfg.log)) \
+            if ctx.is_main else NullLogger(start_step=run.step, batch_size=images)
+        self.health = HealthMonitor(cfg.health, logistic_d=game.logistic_d)
+        self.fixed_z = latents(cfg.log.grid ** 2 if game.source.is_image else 2500, cfg.model.latent_dim,
+                               cfg.train.seed + streams.SAMPLE_GRID, game.device)
+        self.diversity_z = latents(128, cfg.model.latent_dim, cfg.train.seed + streams.DIVERSITY, game.device)
+        self.last_ckpt, self.saved_step, self.row = ckpts.latest(), run.step, {}
+        self.window = StatWindow()
+
+    def start(self, threads_how: str, resume: bool) -> None:
+        game, logger = self.game, self.logger
+        logger.message(start_line(game, self.run_dir, self.start_step, threads_how))
+        for tracker in logger.trackers:
+            logger.message(tracker.describe())
+        if self.ctx.enabled or game.perf.channels_last or game.perf.compile != "off" or (
+                game.perf.amp != "fp32" and game.device.type != "cpu"):  # a CPU's autocast: in the start line
+            logger.message(describe_speed(game))
+        if resume and self.start_step == 0:
+            logger.message(f"gankit: --resume: {self.ckpts.root} holds no checkpoint yet; starting the run at step 0")
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def alarm(self, alarms: list[Alarm]) -> None:
+        for a in alarms:
+            self.logger.message(a.text())
+            self.logger.event(a.to_dict())
+
+    def loop(self) -> str:
+        """Steps until train.steps, the time budget or a stop request; returns which stopped it."""
+        game, run = self.game, self.run
+        while run.total is None or run.step < run.total:
+            reason = distributed.stop_reason(self.ctx, self.t0, self.cfg.train.max_seconds, self.stop)
+            if reason is not None:  # agreed by all processes
+                return reason
+            try:
+                self.window.add(train_step(game, run))
+            except DataError as exc:  # a file that fails to decode mid-run: keep the steps done so far
+                raise self.saved_before_data_error(exc) from None
+            self.logger.advance()
+            self.after_step()
+        return "steps"
+
+    def after_step(self) -> None:
+        cfg, run, step = self.cfg, self.run, self.run.step
+        at_log, at_ckpt = step % cfg.log.every == 0, step % cfg.checkpoint.every == 0
+        if at_log or at_ckpt:
+            distributed.average_stats(self.ctx, self.window.sums)  # global-batch values, the same everywhere
+        if (at_log or at_ckpt) and not (self.window.finite() and self.game.weights_finite()):
+            # never log, sample or checkpoint a diverged model (losses are computed before the update
+            # that may have broken the weights, so both are checked): go back to the last good state
+            back_to = self.rollback()
+            self.alarm([self.health.diverged(step, back_to, run.lr_scale)])
+            self.logger.rewind(back_to)
+            self.window = StatWindow()
+            self.saved_step = back_to
+            return
+        if at_log:
+            self.log_row(with_health=True)
+        if cfg.log.sample_every and step % cfg.log.sample_every == 0 and self.ctx.is_main:
+            self.game.write_samples(self.fixed_z, step, self.run_dir, self.logger)
+        if self.evaluator is not None and step % cfg.eval.every == 0:
+            self.evaluate(step)
+        if at_ckpt:
+            self.last_ckpt = save_checkpoint(self.game, run, self.ckpts, self.elapsed())
+            self.saved_step = step
+
+    def log_row(self, with_health: bool) -> None:
+        means = self.window.means()
+        self.row = self.logger.scalars(self.run.step, means, {"kimg": self.run.images_seen / 1000,
+                                                              "seconds": self.elapsed()})
+        self.window = StatWindow()
+        if with_health:
+            diversity = self.game.diversity(self.diversity_z) if self.cfg.health.alarms else None
+            self.alarm(self.health.observe(self.run.step, d_fake=means.get("d_fake"), diversity=diversity))
+
+    def evaluate(self, step: int) -> None:
+        assert self.evaluator is not None
+        result = self.evaluator.evaluate(step)
+        self.logger.record(step, {f"eval/{k}": v for k, v in result.items()})
+        self.alarm(self.health.observe(step, coverage=result.get("class_coverage")))
+        if self.cfg.eval.keep_best and result.get("fid", math.inf) < self.run.best_fid:
+            self.run.best_fid = result["fid"]
+            self.ckpts.save_best(self.game.state_dict(), checkpoint_meta(self.game, self.run, self.elapsed()))
+
+    def finish(self) -> None:
+        """The last statistics row, the final checkpoint and grid (a diverged end: the last good one stands)."""
+        distributed.average_stats(self.ctx, self.window.sums)
+        if not (self.window.finite() and self.game.weights_finite()):
+            self.rollback()
+            self.saved_step = self.run.step
+            self.last_ckpt = self.ckpts.latest()
+        elif self.window.counts:  # the final step always has its row, however short the run
+            self.log_row(with_health=False)
+        if self.last_ckpt is None or self.run.step != self.saved_step:
+            self.last_ckpt = save_checkpoint(self.game, self.run, self.ckpts, self.elapsed())
+        if self.ctx.is_main:  # the final grid, in samples/ and TensorBoard alike
+            self.game.write_samples(self.fixed_z, self.run.step, self.run_dir, self.logger)
+
+    def rollback(self) -> int:
+        """Restore the last good checkpoint (or the run's start) with lower learning rates; returns its step."""
+        game, run, cfg = self.game, self.run, self.cfg
+        if run.rollbacks >= cfg.health.rollbacks:
+            last = _last_good(self.ckpts)
+            good = f"the last good checkpoint is {last[0]}" if last else "no good checkpoint was written yet"
+            raise TrainError(f"training diverged (non-finite loss or weights at step {run.step}) after "
+                             f"{run.rollbacks} rollbacks with lower learning rates; {good}. Lower "
+                             "optim.lr_g/lr_d, or try another objective")
+        rollbacks, scale = run.rollbacks + 1, run.lr_scale * cfg.health.rollback_lr_factor
+        last = _last_good(self.ckpts)
+        state, meta = last[1:] if last is not None else copy.deepcopy(self.initial)
+        restore(game, run, state, meta)
+        run.rollbacks, run.lr_scale = rollbacks, scale
+        game.set_lr(scale)
+        return run.step
+
+    def saved_before_data_error(self, exc: DataError) -> DataError:
+        """Checkpoint the steps since the last save (single process, finite model), then the error to raise."""
+        game, run = self.game, self.run
+        if game.dist.enabled or run.step == self.saved_step or not (self.window.finite() and game.weights_finite()):
+            return DataError(f"{exc}; the last checkpoint stands")
+        path = save_checkpoint(game, run, self.ckpts, self.elapsed())
+        return DataError(f"{exc}; saved {path} at step {run.step}: fix or remove the file, then continue with "
+                         "--resume")
 
 
 PROBE_SHARE = 0.05  # of a time budget (train.max_seconds), the most the thread probe may spend of it
 
 
-def settle_threads(trainer: Game) -> str:
-    """Auto threads on the CPU: the count a resumed checkpoint trained with (resume stays bit-exact),
-    else the faster of all cores and one, timed on copies of G and D within a twentieth of a time budget
-    (all cores where that cannot be done); returns how it was chosen."""
-    if not trainer.auto_threads:
+def settle_threads(game: Game, run: RunState) -> str:
+    """Auto threads on the CPU (games that offer a probe): the count a resumed checkpoint trained with
+    (resume stays bit-exact), else the faster of all cores and one, timed on copies of the networks within a
+    twentieth of a time budget (all cores where that cannot be done); returns how it was chosen."""
+    cfg = game.cfg
+    auto = fixed_threads(cfg.train.threads, game.device, game.dist) is None and game.device.type == "cpu"
+    if not auto or not isinstance(game, ThreadTimed):
         return ""
-    if trainer.saved_threads:
-        torch.set_num_threads(int(trainer.saved_threads))
+    if run.threads:
+        torch.set_num_threads(int(run.threads))
         return "auto, as the checkpoint trained"
-    cfg = trainer.cfg
-    work = probe_work(trainer.g, trainer.d, cfg.model.latent_dim, trainer.source.shape,
-                      cfg.train.batch_size // trainer.dist.world_size, trainer.num_classes, trainer.device)
     budget = None if cfg.train.max_seconds is None else PROBE_SHARE * cfg.train.max_seconds
-    chosen, rates = choose_threads(work, available_cores(), budget=budget)
+    chosen, rates = choose_threads(game.probe_work(), available_cores(), budget=budget)
     torch.set_num_threads(chosen)
     if not rates:
         return "auto"
@@ -298,26 +410,25 @@ def settle_threads(trainer: Game) -> str:
     return "auto: " + " vs ".join(f"{rates[n]:.3g} passes/s on {n}" for n in sorted(rates, reverse=True))
 
 
-def start_line(trainer: Game, run_dir: Path, start_step: int, threads_how: str = "") -> str:
+def start_line(game: Game, run_dir: Path, start_step: int, threads_how: str = "") -> str:
     """What the run is, in one line: device and threads, model sizes, data, run directory."""
     def millions(net: nn.Module) -> str:
         return f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M"
 
-    cfg, source = trainer.cfg, trainer.source
+    cfg, source = game.cfg, game.source
     n = torch.get_num_threads()
     how = f" ({threads_how})" if threads_how else ""
-    threads = f", {n} thread{'s' * (n > 1)}{how}" if trainer.device.type == "cpu" else ""
-    if trainer.device.type == "cpu" and trainer.perf.amp != "fp32":
+    threads = f", {n} thread{'s' * (n > 1)}{how}" if game.device.type == "cpu" else ""
+    if game.device.type == "cpu" and game.perf.amp != "fp32":
         native = " (auto: the CPU has native bfloat16)" if cfg.perf.amp == "auto" else ""
-        threads += f", {trainer.perf.amp} autocast{native}"
-    origin = getattr(trainer, "data_origin", cfg.data.name)  # translation games name their folder
-    data = f"{origin}: {len(source):,} " + ("x".join(map(str, source.shape)) + " images"
-                                            if source.is_image else f"{source.shape[-1]}-D points")
+        threads += f", {game.perf.amp} autocast{native}"
+    data = f"{game.data.origin}: {len(source):,} " + ("x".join(map(str, source.shape)) + " images"
+                                                      if source.is_image else f"{source.shape[-1]}-D points")
     begin = f"resuming at step {start_step}" if start_step else "training"
-    conditioning = getattr(trainer, "conditioning", "")
-    return (f"gankit: {begin} on {trainer.device.type}{threads} | G {cfg.model.generator.get('name')} "
-            f"{millions(trainer.g)}, D {cfg.model.discriminator.get('name')} {millions(trainer.d)} params"
-            f"{', ' + conditioning if conditioning else ''} | {data} | run dir {run_dir}")
+    g, d = list(game.nets.values())[:2]
+    return (f"gankit: {begin} on {game.device.type}{threads} | G {cfg.model.generator.get('name')} "
+            f"{millions(g)}, D {cfg.model.discriminator.get('name')} {millions(d)} params"
+            f"{', ' + game.start_note if game.start_note else ''} | {data} | run dir {run_dir}")
 
 
 class StatWindow:
@@ -337,33 +448,6 @@ class StatWindow:
 
     def means(self) -> dict[str, float]:
         return {k: float(v) / self.counts[k] for k, v in self.sums.items()}
-
-
-def _rollback(trainer: Trainer, ckpts: CheckpointDir, initial: tuple[dict, dict], cfg: Config) -> int:
-    """Restore the last good checkpoint (or the run's start) with lower learning rates; returns its step."""
-    if trainer.rollbacks >= cfg.health.rollbacks:
-        last = _last_good(ckpts)
-        good = f"the last good checkpoint is {last[0]}" if last else "no good checkpoint was written yet"
-        raise TrainError(f"training diverged (non-finite loss or weights at step {trainer.step}) after "
-                         f"{trainer.rollbacks} rollbacks with lower learning rates; {good}. Lower "
-                         "optim.lr_g/lr_d, or try another objective")
-    rollbacks, scale = trainer.rollbacks + 1, trainer.lr_scale * cfg.health.rollback_lr_factor
-    last = _last_good(ckpts)
-    state, meta = last[1:] if last is not None else copy.deepcopy(initial)
-    trainer.load_state_dict(state, meta)
-    trainer.rollbacks = rollbacks
-    trainer.set_lr_scale(scale)
-    return trainer.step
-
-
-def _saved_before_data_error(exc: DataError, trainer: Trainer, ckpts: CheckpointDir, window: "StatWindow",
-                             saved_step: int, t0: float) -> DataError:
-    """Checkpoint the steps since the last save (single process, finite model), then the error to raise."""
-    if trainer.dist.enabled or trainer.step == saved_step or not (window.finite() and trainer.weights_finite()):
-        return DataError(f"{exc}; the last checkpoint stands")
-    path = game.save_checkpoint(trainer, ckpts, time.perf_counter() - t0)
-    return DataError(f"{exc}; saved {path} at step {trainer.step}: fix or remove the file, then continue with "
-                     "--resume")
 
 
 def _last_good(ckpts: CheckpointDir) -> tuple[Path, dict, dict] | None:

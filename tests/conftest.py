@@ -154,3 +154,23 @@ def png_claiming(width: int, height: int) -> bytes:
     raw[16:24] = struct.pack(">II", width, height)  # after the signature, the IHDR length and its type
     raw[29:33] = struct.pack(">I", zlib.crc32(bytes(raw[12:29])))
     return bytes(raw)
+
+
+_RUNS: dict[int, tuple[Any, Any]] = {}
+
+
+def run_of(game: Any, total: int | None = None) -> Any:
+    """The run state a test keeps for ``game`` (the loop owns one per run; tests step games by hand)."""
+    from gankit.run_state import RunState
+
+    kept = _RUNS.get(id(game))
+    if kept is None or kept[0] is not game:
+        kept = _RUNS[id(game)] = (game, RunState(total=total, noise_horizon=total))
+    return kept[1]
+
+
+def step_game(game: Any, total: int | None = None) -> dict[str, Any]:
+    """One training step of ``game``, as the loop runs it."""
+    from gankit.games.phases import train_step
+
+    return train_step(game, run_of(game, total))

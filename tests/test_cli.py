@@ -305,17 +305,19 @@ def test_subprocess_signal_saves_and_prints_the_resume_command(tmp_path, tiny_ya
 
 def test_second_signal_aborts_the_step_and_says_how_to_resume(tmp_path, tiny_yaml, capsys, monkeypatch):
     """A second Ctrl-C during a step raises KeyboardInterrupt there: the last checkpoint stands."""
-    from gankit.gan import Trainer
+    import importlib
 
-    real_step, calls = Trainer.train_step, []
+    LOOP = importlib.import_module("gankit.train")  # the module (gankit.train is also the function)
 
-    def step_then_abort(self, total):
+    real_step, calls = LOOP.train_step, []
+
+    def step_then_abort(game, run):
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real_step(self, total)
+        return real_step(game, run)
 
-    monkeypatch.setattr(Trainer, "train_step", step_then_abort)
+    monkeypatch.setattr(LOOP, "train_step", step_then_abort)
     run = tmp_path / "run"
     assert main(["train", str(tiny_yaml), "--run-dir", str(run), "--set", "checkpoint.every=1"]) == 130
     latest = run / "checkpoints" / "step_00000002.safetensors"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, assert_states_equal, make_cfg
+from conftest import TINY, assert_states_equal, make_cfg, step_game
 from gankit.checkpoint import load_checkpoint
 from gankit.cli import main
 from gankit.clustering import (discriminator_features, kmeans, match_ids, nearest, principal_components, prior_labels,
@@ -123,27 +123,24 @@ def test_self_conditioned_resume_is_bit_exact_across_a_reclustering(tmp_path):
 
 def test_reclustering_moves_with_d_and_keeps_ids(tiny_cfg):
     trainer = prepare(from_dict(make_cfg(tiny_cfg, *SELF)))
-    assert trainer.recluster_due()
-    trainer.recluster()
+    assert trainer.recluster_due(0)
+    trainer.recluster(0)
     first = trainer.clusters.labels.clone()
     assert torch.equal(trainer.stream.source.labels, first)  # the real batches carry their clusters
     _, y = trainer.stream.next()
     assert y is not None and int(y.max()) < 4
     for _ in range(3):
-        trainer.train_step(8)
-    assert trainer.recluster_due()
-    trainer.recluster()
+        step_game(trainer, 8)
+    assert trainer.recluster_due(3)
+    trainer.recluster(3)
     # D has changed, so some images move, but the ids follow the old clusters they overlap most
     assert (trainer.clusters.labels == first).float().mean() > 1 / 4
 
 
 def test_no_reclustering_in_the_last_interval(tiny_cfg):
     trainer = prepare(from_dict(make_cfg(tiny_cfg, *SELF)))  # every 3 of 8 steps
-    trainer.recluster()
-    due = []
-    for step in range(1, 9):
-        trainer.step = step
-        due.append(trainer.recluster_due())
+    trainer.recluster(0)
+    due = [trainer.recluster_due(step) for step in range(1, 9)]
     # step 6 would leave G 2 steps to learn the new clusters
     assert [s for s, d in zip(range(1, 9), due) if d] == [3]
 
@@ -199,4 +196,4 @@ def test_conditional_auto_with_labels_ignores_self_condition(tmp_path, capsys):
     trainer = prepare(from_dict(cfg))
     assert trainer.cfg.model.conditional is True and trainer.cfg.model.self_condition == 0
     assert trainer.clusters is None and trainer.num_classes == 10
-    assert trainer.conditioning == "conditional on 10 classes (the data's labels)"
+    assert trainer.start_note == "conditional on 10 classes (the data's labels)"

@@ -19,7 +19,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from conftest import TINY_RING, assert_states_equal, make_cfg
+from conftest import TINY_RING, assert_states_equal, make_cfg, step_game
 from gankit.checkpoint import CheckpointDir, load_checkpoint
 from gankit.config import from_dict
 from gankit.data import BatchStream, build_dataset
@@ -51,7 +51,7 @@ def _worker(rank: int, world: int, init: str, job: str, cfg: dict[str, Any], out
             return
         trainer = prepare(from_dict(cfg))
         for _ in range(steps):
-            trainer.train_step(steps)
+            step_game(trainer, steps)
         state = {f"g.{k}": v for k, v in trainer.g.state_dict().items()}
         state.update({f"d.{k}": v for k, v in trainer.d.state_dict().items()})
         save_file({k: v.contiguous() for k, v in state.items()}, f"{out}/rank{rank}.safetensors")

@@ -1,4 +1,4 @@
-"""gankit.game: the loop trains any registered game; the noise -> image GAN is the game `gan`, and its
+"""gankit.games: the loop trains any registered game; the noise -> image GAN is the game `gan`, and its
 checkpoints from before games existed still resume bit-exact."""
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ import pytest
 from conftest import TINY, assert_states_equal, make_cfg
 from gankit.checkpoint import CheckpointDir, load_checkpoint, save_checkpoint
 from gankit.config import ConfigError, from_dict
-from gankit.game import GAMES
-from gankit.gan import Trainer
+from gankit.games.base import GAMES
+from gankit.games.noise_to_image import NoiseToImage
 from gankit.train import prepare, train
 
 
-def test_games_are_registered_and_gan_is_the_trainer():
+def test_games_are_registered_and_gan_is_the_noise_to_image_game():
     assert GAMES.names() == ["cyclegan", "gan", "pix2pix"]
-    assert isinstance(prepare(from_dict(make_cfg(TINY, "data.limit=64"))), Trainer)
-    with pytest.raises(ConfigError, match="game.name must be one of"):
-        from_dict(make_cfg(TINY, "game.name=pix3pix"))
+    assert isinstance(prepare(from_dict(make_cfg(TINY, "data.limit=64"))), NoiseToImage)
+    with pytest.raises(ConfigError, match="game.name: unknown game 'pix3pix'; did you mean 'pix2pix'"):
+        prepare(from_dict(make_cfg(TINY, "game.name=pix3pix")))
 
 
 def test_a_checkpoint_without_a_game_section_resumes_bit_exact(tmp_path):

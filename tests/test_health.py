@@ -1,6 +1,7 @@
 """Training-health alarms and divergence rollback, on tiny runs built to fail."""
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from pathlib import Path
@@ -12,8 +13,10 @@ from conftest import TINY, make_cfg
 from gankit.checkpoint import load_checkpoint
 from gankit.config import HealthConfig
 from gankit.health import HealthMonitor, nearest_neighbour_spread
-from gankit.gan import Trainer
+from gankit.games.noise_to_image import NoiseToImage as Trainer
 from gankit.train import TrainError, train
+
+LOOP = importlib.import_module("gankit.train")  # the module (gankit.train is also the function)
 
 
 def events(run_dir) -> list[dict]:
@@ -53,16 +56,16 @@ def test_healthy_tiny_run_raises_no_alarm(tmp_path):
 
 def test_collapsed_generator_raises_the_collapse_alarm(tmp_path, monkeypatch):
     """A G whose weights never move from an all-zero output layer produces one image: collapse."""
-    original = Trainer.train_step
+    original = LOOP.train_step
 
-    def frozen_g_step(self, total):
-        stats = original(self, total)
+    def frozen_g_step(game, run):
+        stats = original(game, run)
         with torch.no_grad():
-            for p in self.g.parameters():
+            for p in game.g.parameters():
                 p.mul_(0.0)  # every sample identical
         return stats
 
-    monkeypatch.setattr(Trainer, "train_step", frozen_g_step)
+    monkeypatch.setattr(LOOP, "train_step", frozen_g_step)
     train(make_cfg(TINY, "train.steps=20", "log.every=2", "health.patience=3"), tmp_path / "run")
     kinds = [e["alarm"] for e in events(tmp_path / "run")]
     assert "collapse" in kinds
@@ -70,12 +73,12 @@ def test_collapsed_generator_raises_the_collapse_alarm(tmp_path, monkeypatch):
 
 def _nan_at(steps: set[int], times: int = 1_000_000):
     """Patch train_step to report a NaN loss at the given step numbers, at most ``times`` times."""
-    original = Trainer.train_step
+    original = LOOP.train_step
     left = [times]
 
-    def step(self, total):
-        stats = original(self, total)
-        if self.step in steps and left[0] > 0:
+    def step(game, run):
+        stats = original(game, run)
+        if run.step in steps and left[0] > 0:
             left[0] -= 1
             stats["loss_d"] = torch.tensor(math.nan)
         return stats
@@ -84,7 +87,7 @@ def _nan_at(steps: set[int], times: int = 1_000_000):
 
 
 def test_non_finite_loss_rolls_back_with_lower_learning_rates(tmp_path, monkeypatch):
-    monkeypatch.setattr(Trainer, "train_step", _nan_at({13}, times=1))
+    monkeypatch.setattr(LOOP, "train_step", _nan_at({13}, times=1))
     cfg = make_cfg(TINY, "train.steps=20", "checkpoint.every=10", "log.every=5")
     result = train(cfg, tmp_path / "run")
     assert result.step == 20
@@ -97,14 +100,14 @@ def test_non_finite_loss_rolls_back_with_lower_learning_rates(tmp_path, monkeypa
 
 
 def test_rollback_before_the_first_checkpoint_returns_to_the_start(tmp_path, monkeypatch):
-    monkeypatch.setattr(Trainer, "train_step", _nan_at({3}, times=1))
+    monkeypatch.setattr(LOOP, "train_step", _nan_at({3}, times=1))
     result = train(make_cfg(TINY, "train.steps=10", "checkpoint.every=100", "log.every=5"), tmp_path / "run")
     assert result.step == 10
     assert "step 0" in events(tmp_path / "run")[0]["message"]
 
 
 def test_persistent_divergence_stops_with_a_report_and_keeps_the_good_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setattr(Trainer, "train_step", _nan_at(set(range(11, 1000))))
+    monkeypatch.setattr(LOOP, "train_step", _nan_at(set(range(11, 1000))))
     cfg = make_cfg(TINY, "train.steps=40", "checkpoint.every=10", "log.every=5", "health.rollbacks=2")
     with pytest.raises(TrainError, match="diverged .* after 2 rollbacks"):
         train(cfg, tmp_path / "run")
@@ -143,11 +146,11 @@ def test_a_generator_of_two_distinct_digits_raises_the_collapse_alarm():
     collapsed = TwoDigits()
     std_only = float(collapsed(z).flatten(1).std(0).mean()) / trainer.real_std
     assert std_only > HealthConfig().diversity_below  # what the alarm used to read: quiet
-    trainer.g = collapsed
+    trainer.nets["g"] = collapsed
     assert trainer.diversity(z) < 0.05
     mon = HealthMonitor(HealthConfig(patience=2))
     assert [a.kind for s in (1, 2) for a in mon.observe(s, diversity=trainer.diversity(z))] == ["collapse"]
-    trainer.g = RealImages()
+    trainer.nets["g"] = RealImages()
     assert trainer.diversity(z) > 0.5
 
 

@@ -8,7 +8,7 @@ import io
 import pytest
 import torch
 
-from gankit.translation.cyclegan import ImagePool
+from gankit.games.cyclegan import ImagePool
 
 
 def _batch(start: int, n: int = 4) -> torch.Tensor:

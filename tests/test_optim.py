@@ -78,6 +78,7 @@ def test_cosine_schedules_of_the_rate_beta2_and_gamma_follow_the_step_and_resume
     from gankit.checkpoint import load_checkpoint
     from gankit.ema import halflife
     from gankit.optim import cosine_ramp
+    from gankit.run_state import RunState
     from gankit.train import prepare, train
 
     assert cosine_ramp(1.0, 0.1, 0, 100) == 1.0 and cosine_ramp(1.0, 0.1, 100, 100) == pytest.approx(0.1)
@@ -86,16 +87,14 @@ def test_cosine_schedules_of_the_rate_beta2_and_gamma_follow_the_step_and_resume
              "objective.gamma_final=0.1", "optim.betas_g=[0.5, 0.9]", "optim.betas_d=[0.5, 0.9]",
              "train.ema_decay=0.9", "train.ema_decay_final=0.99", "train.steps=10", "checkpoint.every=5"]
     trainer = prepare(from_dict(make_cfg(TINY, *sched)))
-    trainer.step = 5
-    trainer.begin_step(10)
-    lr = trainer.opt_g.param_groups[0]["lr"]
+    trainer.begin_step(RunState(step=5, total=10))
+    lr = trainer.optimizers["g"].param_groups[0]["lr"]
     assert lr == pytest.approx(trainer.cfg.optim.lr_g * (0.25 + 0.75 * 0.5))
-    assert trainer.opt_d.param_groups[0]["betas"][1] == pytest.approx(0.9495)
+    assert trainer.optimizers["d"].param_groups[0]["betas"][1] == pytest.approx(0.9495)
     assert trainer.objective.gamma_scale == pytest.approx(0.55)
     # the EMA's half-life halfway: the mean of 0.9's (6.58 updates) and 0.99's (68.97)
     assert halflife(trainer.ema.decay) == pytest.approx((halflife(0.9) + halflife(0.99)) / 2)
-    trainer.step = 10
-    trainer.begin_step(10)
+    trainer.begin_step(RunState(step=10, total=10))
     assert trainer.ema.decay == pytest.approx(0.99)
     straight = train(make_cfg(TINY, *sched), tmp_path / "straight")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import TINY, TINY_RING, assert_states_equal, make_cfg
+from conftest import TINY, TINY_RING, assert_states_equal, make_cfg, step_game
 from gankit import perf
 from gankit.checkpoint import load_checkpoint
 from gankit.config import ConfigError, from_dict
@@ -55,7 +55,7 @@ def test_bf16_autocast_runs_the_networks_in_bf16_and_the_losses_in_float32():
     conv = next(m for m in trainer.d.modules() if isinstance(m, torch.nn.Conv2d))
     conv.register_forward_hook(lambda mod, args, out: seen.append(out.dtype))
     before = [p.clone() for p in trainer.g.parameters()]
-    stats = trainer.train_step(10)
+    stats = step_game(trainer, 10)
     assert seen and set(seen) == {torch.bfloat16}
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in stats.values())
     assert all(p.dtype == torch.float32 for p in trainer.g.parameters())  # master weights stay float32
@@ -81,7 +81,7 @@ def test_channels_last_converts_the_convs_and_checkpoints_stay_standard(tmp_path
     convs = [p for p in trainer.d.parameters() if p.dim() == 4]
     assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
     plain = prepare(from_dict(make_cfg(CONV, "train.steps=2", "train.ema_decay=0.9")))
-    a, b = trainer.train_step(2), plain.train_step(2)
+    a, b = step_game(trainer, 2), step_game(plain, 2)
     for key in a:  # the same step in another memory layout
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
     result = train(cfg, tmp_path / "run")
@@ -100,7 +100,7 @@ def test_compile_wraps_the_training_forwards(monkeypatch, objective, compiled):
     assert trainer.perf.compile == compiled  # a gradient penalty keeps D eager (no double backward)
     plain = prepare(from_dict(make_cfg(CONV, f"objective.name={objective}")))
     for _ in range(2):
-        a, b = trainer.train_step(2), plain.train_step(2)
+        a, b = step_game(trainer, 2), step_game(plain, 2)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
 
@@ -129,7 +129,7 @@ def test_every_generator_family_trains_a_step_under_bf16(model):
          "biggan": "{name: biggan, width: 8}", "resnet": "{name: resnet, width: 8}"}[model]
     trainer = prepare(from_dict(make_cfg(TINY, f"model.generator={g}", "model.discriminator={name: dcgan, width: 8}",
                                          "data.resolution=32", "perf.amp=bf16")))
-    stats = trainer.train_step(10)
+    stats = step_game(trainer, 10)
     assert all(torch.isfinite(v) for v in stats.values())
     buffers = dict(trainer.g.named_buffers())
     assert all(b.dtype in (torch.float32, torch.int64, torch.long) for b in buffers.values())

@@ -300,7 +300,7 @@ def test_a_knob_continues_the_game_and_an_architecture_restarts_it(client, sessi
     post(client, "/api/control", {"action": "step", "count": 5})
     state = post(client, "/api/settings", {"changes": {"optim.lr_d": 5e-4, "objective.name": "hinge"}})
     assert state["step"] == 5 and not state["clean"] and "optim.lr_d" in state["note"]
-    assert session.trainer.opt_d.param_groups[0]["lr"] == 5e-4
+    assert session.trainer.optimizers["d"].param_groups[0]["lr"] == 5e-4
     assert type(session.trainer.objective).__name__ == "Hinge"
     state = post(client, "/api/settings", {"changes": {"net.g_width": 64, "net.g_depth": 2}})
     assert state["step"] == 0 and state["clean"] and state["values"]["net.g_width"] == 64

@@ -17,7 +17,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import assert_states_equal, make_cfg, png_claiming
+from conftest import assert_states_equal, make_cfg, png_claiming, step_game
 from gankit.checkpoint import CheckpointDir, load_checkpoint
 from gankit.cli import main
 from gankit.config import from_dict
@@ -346,9 +346,9 @@ def test_folder_layouts(tmp_path):
     u = build_task(_folder_cfg(tmp_path / "unpaired", "cyclegan", "unpaired"))
     assert u.domain_a.shape == u.domain_b.shape == (3, 3, 16, 16)
     trainer = prepare(_folder_cfg(tmp_path / "paired", "pix2pix", "paired"))
-    assert set(trainer.train_step(10)) >= {"l1", "loss_d", "loss_g"}
+    assert set(step_game(trainer, 10)) >= {"l1", "loss_d", "loss_g"}
     trainer = prepare(_folder_cfg(tmp_path / "unpaired", "cyclegan", "unpaired"))
-    assert set(trainer.train_step(10)) >= {"cycle", "identity"}
+    assert set(step_game(trainer, 10)) >= {"cycle", "identity"}
 
 
 @pytest.mark.parametrize("layout, message", [
@@ -524,7 +524,7 @@ def test_presets_train_a_step(preset):
     from gankit.config import load
 
     trainer = prepare(load(REPO / "configs" / f"{preset}.yaml", ["train.threads=1"]))
-    stats = trainer.train_step(10)
+    stats = step_game(trainer, 10)
     assert all(bool(torch.isfinite(v)) for v in stats.values())
     assert len(trainer.source) in (9000, 4500)  # the held-out 1,000 are never trained on
 

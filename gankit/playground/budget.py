@@ -25,7 +25,7 @@ from gankit.config import Config
 from gankit.playground.frames import GRID_SAMPLES, METRIC_SAMPLES, VIEW_POINTS, VIEW_RESOLUTION
 
 if TYPE_CHECKING:
-    from gankit.gan import Trainer
+    from gankit.games.noise_to_image import NoiseToImage as Trainer
 
 MAX_STEP_FLOPS = 50e9  # about half a second of one core of a recent CPU; a few seconds of a slow or busy one
 MAX_STEP_BYTES = 1 << 30  # beside the server, the page's copies of the nets and the data

@@ -23,7 +23,7 @@ from gankit.objectives import Objective
 from gankit.sampling import generate, image_grid, latents, png_bytes
 
 if TYPE_CHECKING:
-    from gankit.gan import Trainer
+    from gankit.games.noise_to_image import NoiseToImage as Trainer
 
 VIEW_SEED = 90_001  # the page's own latents and real points: never one of the training streams
 METRIC_SAMPLES = 2500  # mode metrics as `gankit eval --metrics modes2d` measures them (PacGAN)

@@ -1,4 +1,4 @@
-"""One playground game: gankit's Trainer stepped by a background thread, driven by the page's commands.
+"""One playground game: gankit's noise -> image game stepped by a background thread, driven by the page's commands.
 
 The worker thread alone touches the Trainer. The server hands it commands through a queue (each with
 a Future for its result), so a step, a settings change and a frame never overlap and need no locks.
@@ -22,7 +22,6 @@ from typing import Any, Callable
 import torch
 
 from gankit.checkpoint import CheckpointDir
-from gankit.game import save_checkpoint as save_game_checkpoint
 from gankit.config import ConfigError, read_yaml
 from gankit.objectives import build_objective
 from gankit.playground.budget import BUDGET, NetCost, StepCost, measure, step_cost
@@ -30,8 +29,10 @@ from gankit.playground.frames import GRID_SAMPLES, Nets, View2D, finite_or_none,
 from gankit.playground.settings import (COST_KEYS, DEFAULT_IMAGE_CONFIG, LIMITS, OBJECTIVES, PRESETS_2D,
                                         Settings, export_yaml, short, shown)
 from gankit.sampling import latents
-from gankit.gan import Trainer
-from gankit.train import StatWindow, prepare
+from gankit.games.noise_to_image import NoiseToImage as Trainer
+from gankit.games.phases import single_phase, train_step
+from gankit.run_state import RunState
+from gankit.train import StatWindow, prepare, save_checkpoint
 
 ACTIONS = ("play", "pause", "step", "step_d", "step_g", "reset", "slow", "fast")
 FLAG_ACTIONS = ("play", "pause", "slow", "fast")  # answered between D updates, even while a step runs
@@ -116,6 +117,7 @@ class Session:
         self.settings = Settings.for_2d()
         self.config_name: str | None = None
         self.trainer: Trainer | None = None
+        self.run = RunState()  # the game's step and learning-rate scale (the page has no schedules)
         self.view: View2D | None = None
         self.image_z: torch.Tensor | None = None
         self.evaluator: Any = None
@@ -194,7 +196,7 @@ class Session:
         configs, notes = self.configs.scan()
         return {"mode": self.settings.mode, "source": self.settings.source, "config": self.config_name,
                 "values": self.settings.values(), "playing": self.playing, "slow": self.slow,
-                "step": t.step if t else 0, "clean": self.clean, "note": self.note, "message": self.message,
+                "step": self.run.step if t else 0, "clean": self.clean, "note": self.note, "message": self.message,
                 "presets": list(PRESETS_2D), "objectives": list(OBJECTIVES),
                 "configs": configs, "config_notes": notes, "default_config": DEFAULT_IMAGE_CONFIG,
                 "limits": LIMITS,
@@ -223,7 +225,7 @@ class Session:
                     raise
                 except Exception as exc:  # a failing step pauses the game; the server lives on
                     self.playing = False
-                    self.message = f"training stopped at step {self.trainer.step}: {exc}"
+                    self.message = f"training stopped at step {self.run.step}: {exc}"
                     self._publish(sync=True)
         except Stopping:
             pass
@@ -281,21 +283,20 @@ class Session:
         t = self.trainer
         assert t is not None
         if which == "both":
-            self.window.add(t.train_step(None, between=self._between))
+            self.window.add(train_step(t, self.run, between=self._between))
         else:
-            noise = t.begin_step(None)
-            stats = (t.discriminator_step(noise)[1] if which == "d" else t.generator_step(noise))
-            self.window.add(stats)
-            self._dirty(f"a single {which.upper()} step at step {t.step}")
+            self.window.add(single_phase(t, self.run, which.upper()))
+            self._dirty(f"a single {which.upper()} step at step {self.run.step}")
         self._maybe_evaluate()
 
     def _maybe_evaluate(self) -> None:
         t = self.trainer
-        if self.evaluator is None or t is None or t.step == 0 or t.step % FID_EVERY:
+        step = self.run.step
+        if self.evaluator is None or t is None or step == 0 or step % FID_EVERY:
             return
         try:
-            self.fid = finite_or_none(self.evaluator.evaluate(t.step).get("fid"))
-            self.fid_note = f"FID of {FID_NUM} samples at step {t.step}"
+            self.fid = finite_or_none(self.evaluator.evaluate(step).get("fid"))
+            self.fid_note = f"FID of {FID_NUM} samples at step {step}"
         except Exception as exc:  # a metric that cannot run here: say so once, keep training
             self.evaluator, self.fid_note = None, f"FID unavailable: {exc}"
 
@@ -315,22 +316,22 @@ class Session:
             self._render.exception()
         if not self.window.finite():
             self.playing = False
-            self.message = (f"training diverged (a non-finite loss) by step {t.step}; reset, or lower the "
+            self.message = (f"training diverged (a non-finite loss) by step {self.run.step}; reset, or lower the "
                             "learning rates")
             self.window = StatWindow()
         step0, t0 = self._rate
         now = time.perf_counter()
-        if t.step > step0 and now > t0:
-            self.steps_per_second = (t.step - step0) / (now - t0)
-        self._rate = (t.step, now)
+        if self.run.step > step0 and now > t0:
+            self.steps_per_second = (self.run.step - step0) / (now - t0)
+        self._rate = (self.run.step, now)
         stats = {k: finite_or_none(v) for k, v in self.window.means().items()}
         self.window = StatWindow()
-        header = {"step": t.step, "steps_per_second": round(self.steps_per_second, 1), "stats": stats,
+        header = {"step": self.run.step, "steps_per_second": round(self.steps_per_second, 1), "stats": stats,
                   "playing": self.playing, "slow": self.slow, "clean": self.clean, "message": self.message,
                   "fid": self.fid, "fid_note": self.fid_note}
         self.nets.update(t)
         calibration = None
-        if self.nets.ema_norm_buffers and t.step > 0 and now - self._stats_at >= EMA_STATS_SECONDS:
+        if self.nets.ema_norm_buffers and self.run.step > 0 and now - self._stats_at >= EMA_STATS_SECONDS:
             self._stats_at = now
             z, y = t.recalibration_batches()
             calibration = ([b.cpu() for b in z], None if y is None else [b.cpu() for b in y])
@@ -375,6 +376,7 @@ class Session:
         if self._render is not None:
             self._render.exception()  # the render thread lets go of the old nets
         self.settings, self.trainer, self.nets = settings, trainer, Nets.of(trainer)
+        self.run = RunState()
         self.net_cost = net_cost
         self.view = View2D.build(trainer) if settings.mode == "2d" else None
         self.image_z = None if settings.mode == "2d" else latents(GRID_SAMPLES, cfg.model.latent_dim,
@@ -435,13 +437,13 @@ class Session:
             objective = build_objective(cfg.objective)  # may refuse the name: before anything changes
             self.settings = candidate
             t.cfg, t.objective = cfg, objective
-            t.set_lr_scale(t.lr_scale)
-            for opt, betas in ((t.opt_g, cfg.optim.betas_g), (t.opt_d, cfg.optim.betas_d)):
+            t.set_lr(self.run.lr_scale)
+            for opt, betas in ((t.optimizers["g"], cfg.optim.betas_g), (t.optimizers["d"], cfg.optim.betas_d)):
                 for group in opt.param_groups:
                     if "betas" in group:
                         group["betas"] = (float(betas[0]), float(betas[1]))
-            if t.step > 0:
-                self._dirty(f"{', '.join(changes)} changed at step {t.step}")
+            if self.run.step > 0:
+                self._dirty(f"{', '.join(changes)} changed at step {self.run.step}")
             self.message = ""
             self._publish(sync=True)
         return self.state()
@@ -453,7 +455,7 @@ class Session:
             raise PlaygroundError(f"count must be an integer from 1 to {MAX_STEPS_PER_CALL}, got {shown(count)}")
         if action == "play":
             self.playing, self.message = True, ""
-            self._rate = (self.trainer.step if self.trainer else 0, time.perf_counter())
+            self._rate = (self.run.step if self.trainer else 0, time.perf_counter())
         elif action == "pause":
             self.playing = False
             self._pauses += 1
@@ -499,14 +501,14 @@ class Session:
 
     def _cmd_export(self) -> str:
         assert self.trainer is not None
-        return export_yaml(self.trainer.cfg, self.trainer.step, self.settings.source, self.clean, self.note)
+        return export_yaml(self.trainer.cfg, self.run.step, self.settings.source, self.clean, self.note)
 
     def _cmd_checkpoint(self) -> bytes:
         t = self.trainer
         assert t is not None
         with tempfile.TemporaryDirectory(prefix="gankit-playground-") as tmp:
             # training's own save: the EMA's BatchNorm statistics re-estimated, non-finite weights refused
-            path = save_game_checkpoint(t, CheckpointDir(tmp, keep=1), 0.0)
+            path = save_checkpoint(t, self.run, CheckpointDir(tmp, keep=1), 0.0)
             return path.read_bytes()
 
     def _cmd_frame(self) -> bytes | None:

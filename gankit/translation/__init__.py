@@ -1,2 +1,3 @@
-"""Image-to-image GANs as games of the one training loop: pix2pix (paired) and CycleGAN (unpaired)."""
-from gankit.translation import cyclegan, pix2pix  # noqa: F401  (registers the games)
+"""Image-to-image data and tools: the tasks (paired, unpaired, built-in digit tasks and folders), reading
+and writing image files, running and measuring trained translators. The games are gankit.games.pix2pix and
+gankit.games.cyclegan."""

@@ -21,12 +21,10 @@ from gankit.data.source import DataError
 from gankit.metrics.errors import EvalError
 from gankit.models.translation import build_translator
 from gankit.sampling import load_weights
-from gankit.translation.cyclegan import CycleGAN
-from gankit.translation.game import run_eval
-from gankit.translation.pix2pix import translate_paired
+from gankit.translation.grids import run_eval, translate_paired
 from gankit.translation.tasks import EvalSet, PairedTask, UnpairedTask, build_task, task_from_meta, to_float
 
-GAME_NETS = {"pix2pix": ("g",), "cyclegan": CycleGAN.g_names}
+GAME_NETS = {"pix2pix": ("g",), "cyclegan": ("g_ab", "g_ba")}  # the generators each game's checkpoint holds
 
 
 @dataclass
@@ -233,7 +231,7 @@ def write_grid(translator: Translator, num: int, out: str | Path, scale: int | N
     the file and how many images each row shows (fewer than ``num`` when the task holds fewer)."""
     from gankit.sampling import default_scale
 
-    from gankit.translation.game import write_rows
+    from gankit.translation.grids import write_rows
 
     if Path(out).suffix.lower() != ".png":
         raise ValueError(f"--out {out}: a translation run's samples are an input | output | target grid (.png)")

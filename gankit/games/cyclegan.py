@@ -5,6 +5,7 @@ judge each domain (least squares in the paper's preset), and the translations mu
 history of the last ``game.pool_size`` generated images, kept in checkpoints so a resume is exact."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,11 @@ import torch
 from gankit.config import Config
 from gankit.data import TensorSource
 from gankit.distributed import Dist
-from gankit.game import GAMES
+from gankit.games.base import GAMES, Carry, Phase, Stats, sample_path
+from gankit.games.translation import TranslationGame, checked_task, translation_game
 from gankit.models.translation import build_patch_discriminator, build_translator
-from gankit.translation.game import TranslationGame, checked_task, run_eval, write_rows
+from gankit.run_state import RunState
+from gankit.translation.grids import run_eval, write_rows
 from gankit.translation.tasks import UnpairedTask, to_float
 
 
@@ -59,70 +62,67 @@ class ImagePool:
             self.images[:self.count] = state["images"].to(like.device)
 
 
+@dataclass
 class CycleGAN(TranslationGame):
-    g_names = ("g_ab", "g_ba")
-    d_names = ("d_a", "d_b")
+    """Phases: the generators' update (adversarial, cycle and identity terms), then both Ds' on history fakes."""
 
-    def __init__(self, cfg: Config, device: torch.device, dist: Dist) -> None:
-        self.task = task = checked_task(cfg, UnpairedTask)
-        c = task.shape[0]
-        nets = {"g_ab": build_translator(cfg.model.generator, c, c),
-                "g_ba": build_translator(cfg.model.generator, c, c),
-                "d_a": build_patch_discriminator(cfg.model.discriminator, c),
-                "d_b": build_patch_discriminator(cfg.model.discriminator, c)}
-        sources = {"A": TensorSource(task.domain_a, torch.arange(len(task.domain_a))),
-                   "B": TensorSource(task.domain_b, torch.arange(len(task.domain_b)))}
-        super().__init__(cfg, device, dist, nets, sources)
-        self.pools = {"A": ImagePool(cfg.game.pool_size), "B": ImagePool(cfg.game.pool_size)}
+    name = "cyclegan"
+    pools: dict[str, ImagePool] = field(default_factory=dict)
 
-    def train_step(self, total: int | None) -> dict[str, torch.Tensor]:
+    def __post_init__(self) -> None:
+        self.pools = {"A": ImagePool(self.cfg.game.pool_size), "B": ImagePool(self.cfg.game.pool_size)}
+        self.phases = (Phase("G", "g", self.generator_loss, trains=("g_ab", "g_ba"), frozen=("d_a", "d_b")),
+                       Phase("D", "d", self.discriminator_loss, trains=("d_a", "d_b"), after=self.after_d,
+                             counts_images=True))
+
+    def generator_loss(self, run: RunState, carry: Carry, i: int) -> tuple[torch.Tensor, Stats]:
+        assert self.objective is not None
         cfg, n = self.cfg.game, self.nets
-        self.start_step(total)
         real_a, _ = self.stream_next("A")
         real_b, _ = self.stream_next("B")
-        noise = self.objective.noise_std(self.step, total or 0)
+        noise = self.objective.noise_std(run.step, run.noise_steps)
         fake_b, fake_a = n["g_ab"](real_a), n["g_ba"](real_b)
+        carry.update(noise=noise, real_a=real_a, real_b=real_b, fake_a=fake_a, fake_b=fake_b)
         cycle = (n["g_ba"](fake_b) - real_a).abs().mean() + (n["g_ab"](fake_a) - real_b).abs().mean()
         loss = cfg.lambda_cycle * cycle
-        stats: dict[str, torch.Tensor] = {"cycle": cycle.detach()}
+        stats: Stats = {"cycle": cycle.detach()}
         if cfg.lambda_identity > 0:
             identity = (n["g_ab"](real_b) - real_b).abs().mean() + (n["g_ba"](real_a) - real_a).abs().mean()
             loss = loss + cfg.lambda_identity * cfg.lambda_cycle * identity
             stats["identity"] = identity.detach()
-        n["d_a"].requires_grad_(False)
-        n["d_b"].requires_grad_(False)
         for side, d, fake in (("a", n["d_a"], fake_a), ("b", n["d_b"], fake_b)):
             adv, _ = self.objective.generator_loss(d, fake, None, noise, self.rng)
             loss = loss + adv
             stats[f"loss_g_{side}"] = adv.detach()
-        self.opt_g.zero_grad(set_to_none=True)
-        self.backward_step(loss, self.opt_g)
-        n["d_a"].requires_grad_(True)
-        n["d_b"].requires_grad_(True)
-        loss_d = torch.zeros((), device=self.device)
-        for side, d, real, fake in (("a", n["d_a"], real_a, fake_a), ("b", n["d_b"], real_b, fake_b)):
-            judged = self.pools[side.upper()].query(fake, self.rng)
-            part, d_stats = self.objective.discriminator_loss(d, real, judged, None, noise, self.rng,
-                                                              d_step=self.step)
-            loss_d = loss_d + part
+        return loss, stats
+
+    def discriminator_loss(self, run: RunState, carry: Carry, i: int) -> tuple[torch.Tensor, Stats]:
+        assert self.objective is not None
+        loss = torch.zeros((), device=self.device)
+        stats: Stats = {}
+        for side in ("a", "b"):
+            judged = self.pools[side.upper()].query(carry[f"fake_{side}"], self.rng)
+            part, d_stats = self.objective.discriminator_loss(self.nets[f"d_{side}"], carry[f"real_{side}"], judged,
+                                                              None, carry["noise"], self.rng, d_step=run.step)
+            loss = loss + part
             stats.update({f"{k}_{side}": v for k, v in d_stats.items()})
-        self.opt_d.zero_grad(set_to_none=True)
-        self.backward_step(loss_d, self.opt_d)
-        for d in (n["d_a"], n["d_b"]):
-            self.objective.after_d_step(d)
         stats["d_fake"] = 0.5 * (stats["d_fake_a"] + stats["d_fake_b"])  # what the health alarm watches
-        self.step += 1
-        self.images_seen += self.cfg.train.batch_size
-        return stats
+        return loss, stats
 
-    def extra_state(self) -> dict[str, Any]:
-        return {"pool": {k: p.state_dict() for k, p in self.pools.items()}}
+    def after_d(self, stats: Stats) -> None:
+        assert self.objective is not None
+        for d in ("d_a", "d_b"):
+            self.objective.after_d_step(self.nets[d])
 
-    def load_extra_state(self, state: dict[str, Any]) -> None:
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "pool": {k: p.state_dict() for k, p in self.pools.items()}}
+
+    def load_state_dict(self, state: dict[str, Any], meta: dict[str, Any]) -> None:
+        super().load_state_dict(state, meta)
         for k, p in self.pools.items():
             p.load_state_dict(state["pool"][k], torch.zeros((), device=self.device))
 
-    def write_samples(self, z: torch.Tensor, run_dir: Path, logger: Any) -> None:
+    def write_samples(self, z: torch.Tensor, step: int, run_dir: Path, logger: Any) -> None:
         """Rows A | G_AB(A) | known B, then B | G_BA(B) | known A (training images of folder tasks)."""
         k = self.cfg.log.grid
         rows = []
@@ -132,7 +132,16 @@ class CycleGAN(TranslationGame):
             rows += [to_float(x), run_eval(self.nets[g], to_float(x))]
             if held is not None:
                 rows.append(to_float(held.targets[:k].to(self.device)))
-        write_rows(rows, run_dir / "samples" / f"step_{self.step:06d}.png", logger, self.step)
+        write_rows(rows, sample_path(run_dir, step), logger, step)
 
 
-GAMES.register("cyclegan")(CycleGAN)
+@GAMES.register("cyclegan")
+def prepare_cyclegan(cfg: Config, device: torch.device, dist: Dist) -> CycleGAN:
+    task = checked_task(cfg, UnpairedTask)
+    c = task.shape[0]
+    nets = {"g_ab": build_translator(cfg.model.generator, c, c), "g_ba": build_translator(cfg.model.generator, c, c),
+            "d_a": build_patch_discriminator(cfg.model.discriminator, c),
+            "d_b": build_patch_discriminator(cfg.model.discriminator, c)}
+    sources = {"A": TensorSource(task.domain_a, torch.arange(len(task.domain_a))),
+               "B": TensorSource(task.domain_b, torch.arange(len(task.domain_b)))}
+    return translation_game(CycleGAN, cfg, device, dist, task, nets, ("g_ab", "g_ba"), ("d_a", "d_b"), sources)

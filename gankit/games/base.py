@@ -1,0 +1,201 @@
+"""What a game is: its networks, their optimizers, its losses as named phases, its random streams and data.
+
+The loop (gankit.train) owns the run (:class:`gankit.run_state.RunState`) and calls :func:`gankit.games.phases.
+train_step`, which does every game's optimizer mechanics; a game only computes each phase's loss. A game is
+one file that subclasses :class:`Game` and registers itself in :data:`GAMES` (see "Add your own game" in the
+README): ``game.name`` in a config picks it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, runtime_checkable
+
+import torch
+import torch.nn as nn
+
+from gankit import distributed, streams
+from gankit.checkpoint import CheckpointError
+from gankit.config import ConfigError
+from gankit.perf import Perf
+from gankit.games.registry import GAMES
+
+if TYPE_CHECKING:
+    from gankit.config import Config
+    from gankit.data import BatchStream, Source
+    from gankit.distributed import Dist
+    from gankit.logs import RunLogger
+    from gankit.objectives import Objective
+    from gankit.run_state import RunState
+
+Stats = dict[str, torch.Tensor]
+NET_TITLES = {"g": "generator", "d": "discriminator", "g_ema": "EMA generator"}  # for messages
+Carry = dict[str, Any]  # what one phase of a step hands the next (the fakes G's update reuses, ...)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One optimizer update of a step: ``loss(run, carry, i)`` for its ``i``-th of ``repeat`` runs, then
+    ``optimizer``'s step. ``trains`` get gradients, ``frozen`` networks none (G's update needs gradients
+    through D, not for D's weights); ``after`` runs after the update (weight clipping, ADA's feedback);
+    ``counts_images``: each run adds a batch to the images seen."""
+
+    name: str
+    optimizer: str
+    loss: Callable[[RunState, Carry, int], tuple[torch.Tensor, Stats]]
+    trains: tuple[str, ...]
+    frozen: tuple[str, ...] = ()
+    repeat: int = 1
+    after: Callable[[Stats], None] | None = None
+    counts_images: bool = False
+
+
+@dataclass
+class GameData:
+    """The data a game trains on: ``source`` (shape, kind) and its batch streams by name; the first one
+    defines an epoch (train.epochs)."""
+
+    source: Source
+    streams: dict[str, BatchStream]
+    origin: str  # how the start line names the data (a folder, not data.name)
+
+    @property
+    def stream(self) -> BatchStream:
+        return next(iter(self.streams.values()))
+
+
+@dataclass
+class Game:
+    """The loop's view of a game, and the state code every game shares (checkpoint layout, random streams,
+    learning rates). Subclasses set ``name`` and ``phases`` and implement the sampling members."""
+
+    name: ClassVar[str]
+    cfg: Config
+    device: torch.device
+    dist: Dist
+    nets: dict[str, nn.Module]  # every network a checkpoint holds; the first two: the start line's G and D
+    optimizers: dict[str, torch.optim.Optimizer]  # "g" and "d", as optim.lr_g / lr_d set them
+    data: GameData
+    phases: tuple[Phase, ...] = ()
+    perf: Perf = field(default_factory=Perf)  # the training forwards (autocast, compile) and fp16 scalers
+    rng: torch.Generator = field(default_factory=torch.Generator)  # latents, noise, masks, pools
+    zrng: torch.Generator | None = None  # multi-process: the latent stream all processes share
+    start_note: str = ""  # what the start line adds (conditioning)
+    objective: Objective | None = None  # the adversarial loss (gankit.objectives)
+
+    @property
+    def logistic_d(self) -> bool:
+        """Whether D's outputs are log-odds (the health alarms read ``d_fake`` as a probability)."""
+        return self.objective is not None and self.objective.logistic_d
+
+    def begin_step(self, run: RunState) -> Carry:
+        """Set what the schedules say for this step (functions of ``run.step`` alone: resume is exact)."""
+        from gankit.optim import lr_factor
+
+        if self.cfg.optim.schedule != "constant":
+            self.set_lr(run.lr_scale * lr_factor(self.cfg.optim, run.step, run.total))
+        return {}
+
+    def end_step(self, run: RunState) -> None:
+        """Work after a step's updates (``run.step`` counts it already): the EMA of G."""
+
+    def sampling_net(self) -> nn.Module:
+        """Called before every checkpoint: bring sampling statistics up to date; returns the sampler."""
+        return next(iter(self.nets.values()))
+
+    def write_samples(self, z: torch.Tensor, step: int, run_dir: Path, logger: RunLogger | None) -> None:
+        """The grid of ``step`` (:func:`sample_path`; TensorBoard and trackers given a logger)."""
+        raise NotImplementedError
+
+    def diversity(self, z: torch.Tensor) -> float | None:
+        """The health monitor's collapse yardstick (~1 healthy, ~0 collapsed), or None where it means nothing."""
+        return None
+
+    # -- the state code every game shares
+    def set_lr(self, factor: float) -> None:
+        """Learning rates = configured x ``factor`` (rollbacks' scale x the schedule's)."""
+        from gankit.optim import set_learning_rates
+
+        set_learning_rates(self.cfg.optim, self.optimizers["g"], self.optimizers["d"], factor)
+
+    def weights_finite(self) -> bool:
+        """Whether every float weight and buffer of every network is finite (one device sync)."""
+        flags = [torch.isfinite(t).all() for net in self.nets.values() for t in [*net.parameters(), *net.buffers()]
+                 if t.is_floating_point()]
+        return bool(torch.stack(flags).all()) if flags else True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**{name: net.state_dict() for name, net in self.nets.items()},
+                **{f"opt_{k}": opt.state_dict() for k, opt in self.optimizers.items()},
+                "rng": streams.rng_state(self), **self.perf.state_dict()}
+
+    def meta(self) -> dict[str, Any]:
+        """The game's part of a checkpoint's metadata (the loop adds the run's)."""
+        return {"config": self.cfg.to_dict(), "game": self.name,
+                "data": {k: s.state_dict() for k, s in self.data.streams.items()},
+                "data_shape": list(self.data.source.shape), "perf": self.perf.describe()}
+
+    def load_state_dict(self, state: dict[str, Any], meta: dict[str, Any]) -> None:
+        from gankit.sampling import load_weights
+
+        if meta.get("game", "gan") != self.name:
+            raise CheckpointError(f"the checkpoint is of a {meta.get('game', 'gan')} run, not {self.name}")
+        for name, net in self.nets.items():
+            if state.get(name) is None:
+                raise CheckpointError(f"the checkpoint has no {NET_TITLES.get(name, name)} but the config asks "
+                                      "for one")
+            load_weights(net, state[name], NET_TITLES.get(name, name))
+        for k, opt in self.optimizers.items():
+            opt.load_state_dict(state[f"opt_{k}"])
+        streams.restore_rng(self, state["rng"])  # multi-process: each process's own streams
+        self.perf.load_state_dict(state)
+        for name, stream in self.data.streams.items():
+            stream.load_state_dict(meta["data"][name])
+
+    # -- conveniences of the subclasses
+    @property
+    def source(self) -> Source:
+        return self.data.source
+
+    @property
+    def stream(self) -> BatchStream:
+        return self.data.stream
+
+
+@runtime_checkable
+class ThreadTimed(Protocol):
+    """A game whose step the loop can time on copies of its networks (train.threads auto on the CPU)."""
+
+    def probe_work(self) -> Callable[[], None]: ...
+
+
+GameFactory = Callable[["Config", torch.device, "Dist"], Game]
+
+
+def sample_path(run_dir: Path, step: int) -> Path:
+    return run_dir / "samples" / f"step_{step:06d}.png"
+
+
+def build_game(cfg: Config, device: torch.device, dist: Dist) -> Game:
+    return GAMES.get(cfg.game.name)(cfg, device, dist)  # the config checked the name
+
+
+def build_data(cfg: Config, device: torch.device, dist: Dist, sources: dict[str, Source], origin: str) -> GameData:
+    """One batch stream per named source (seeded train.seed + its position), each process its slice."""
+    from gankit.data import BatchStream
+
+    try:
+        named = {name: BatchStream(src, cfg.train.batch_size, cfg.train.seed + i, device, cfg.data.num_workers,
+                                   dist.rank, dist.world_size) for i, (name, src) in enumerate(sources.items())}
+    except ValueError as exc:
+        raise ConfigError(f"config: train.batch_size: {exc}") from None
+    return GameData(next(iter(sources.values())), named, origin)
+
+
+def random_streams(cfg: Config, device: torch.device, dist: Dist) -> tuple[torch.Generator, torch.Generator | None]:
+    """The game's streams (after its models are built, so their initialisation stays identical)."""
+    return streams.random_streams(dist, cfg.train.seed, device)
+
+
+def broadcast(dist: Dist, nets: dict[str, nn.Module]) -> None:
+    distributed.broadcast_modules(dist, *nets.values())
