@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from gankit.config import ConfigError, ModelConfig
-from gankit.models import biggan, dcgan, mlp, resnet, stylegan  # noqa: F401  (registers the models)
+from gankit.models import biggan, dcgan, mlp, resnet, stylegan, translation  # noqa: F401  (registers the models)
 from gankit.models.init import init_weights
 from gankit.models.pack import PackedDiscriminator, packed_shape
 from gankit.models.registry import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator
