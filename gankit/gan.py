@@ -27,7 +27,7 @@ from gankit.ema import EMA, scheduled_decay
 from gankit.game import GAMES
 from gankit.health import nearest_neighbour_spread
 from gankit.logs import RunLogger
-from gankit.models import build_models
+from gankit.models import SelfRegularized, build_models
 from gankit.objectives import Objective, build_objective
 from gankit.optim import build_optimizers, cosine_ramp, lr_factor, set_beta2, set_learning_rates
 from gankit.perf import Perf, backward_step
@@ -208,7 +208,7 @@ class Trainer:
         fake, real, y = batch
         self.d.requires_grad_(False)  # G's step needs gradients through D, not for D's weights
         loss_g, g_stats = self.objective.generator_loss(self.judge, fake, y, noise, self.rng, real=real)
-        g_reg = self.g.regularization() if callable(getattr(self.g, "regularization", None)) else None
+        g_reg = self.g.regularization() if isinstance(self.g, SelfRegularized) else None
         if g_reg is not None:  # a model's own penalty on its weights (BigGAN's orthogonal regularisation)
             loss_g = loss_g + g_reg
             g_stats["g_reg"] = g_reg.detach()

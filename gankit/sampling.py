@@ -19,6 +19,7 @@ from gankit.config import Config, from_dict
 from gankit.data import to_uint8
 from gankit.data.source import memory_shortfall
 from gankit.ema import ema_initial_share
+from gankit.models.capabilities import StyleBased
 
 if TYPE_CHECKING:
     from gankit.rejection import DensityFilter, Rejection
@@ -78,7 +79,7 @@ def generate(g: nn.Module, z: torch.Tensor, batch_size: int = 256, labels: torch
 
 def truncated(g: nn.Module, z: torch.Tensor, truncation: float | None, y: torch.Tensor | None = None
               ) -> torch.Tensor:
-    """G(z, y) with the truncation trick. Generators that map z to a style w (``supports_w_truncation``:
+    """G(z, y) with the truncation trick. Generators that map z to a style w (:class:`StyleBased`:
     StyleGAN) use w_avg + psi (w - w_avg) with psi = ``truncation``; the others get z from a normal
     truncated to |z_i| < ``truncation`` (:func:`truncate_latents`, BigGAN's trick). In both, 0 gives
     the same image for every z (per class), and None leaves G alone."""
@@ -86,7 +87,7 @@ def truncated(g: nn.Module, z: torch.Tensor, truncation: float | None, y: torch.
         return g(z, y)
     if truncation < 0:
         raise ValueError(f"truncation must be >= 0, got {truncation}")
-    if getattr(g, "supports_w_truncation", False):
+    if isinstance(g, StyleBased):
         check_psi(truncation)
         return g(z, y, psi=truncation)
     return g(truncate_latents(z, truncation), y)
@@ -523,7 +524,7 @@ def default_coarse_styles(g: nn.Module) -> int:
 
 
 def _check_style_mixer(g: nn.Module) -> None:
-    if not (hasattr(g, "mapping") and hasattr(g, "synthesis") and hasattr(g, "num_ws")):
+    if not isinstance(g, StyleBased):
         raise ValueError(f"style mixing needs a generator with per-layer styles (model.generator.name: "
                          f"stylegan); this one is a {type(g).__name__}")
 
