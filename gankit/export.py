@@ -191,7 +191,7 @@ def check_hf_destination(out: Path, force: bool) -> None:
 def model_card(gen: LoadedGenerator, name: str, metrics: dict[str, Any] | None, source: str,
                picture: str | None) -> str:
     """The README.md of an exported folder: Hub metadata, what the model is, how it scores, how to use it."""
-    from gankit import __version__
+    from gankit.version import __version__
 
     cfg = gen.config
     kind = f"class-conditional ({gen.num_classes} classes) " if gen.num_classes and not gen.self_conditioned else ""

@@ -357,7 +357,7 @@ def calculate_metrics(samples: torch.Tensor | np.ndarray | str | Path, ref: str,
     Returns every metric value (flat: ``fid``, ``kid`` and ``kid_std``, ``precision``, ...) and ``info``
     (sample and reference counts, dataset, split, extractor name and version, seed, gankit version).
     """
-    from gankit import __version__
+    from gankit.version import __version__
 
     t0 = time.perf_counter()
     names = list(dict.fromkeys(metrics)) if metrics is not None else None

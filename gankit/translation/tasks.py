@@ -278,8 +278,6 @@ def task_from_meta(meta: dict[str, Any]) -> tuple[PairedTask | UnpairedTask, boo
 
 def build_task(cfg: Config) -> PairedTask | UnpairedTask:
     """The task ``game.task`` names, checked against the game: a pix2pix task is paired, cyclegan's unpaired."""
-    from gankit.translation import folders  # noqa: F401  (registers the folder layouts)
-
     if not cfg.game.task:
         raise ConfigError(f"config: game.task: the {cfg.game.name} game needs a task "
                           f"(choices: {', '.join(TASKS.names())})")
