@@ -41,7 +41,7 @@ class StopFlag:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gankit import __version__
+    from gankit.version import __version__
 
     parser = argparse.ArgumentParser(prog="gankit", description="Train, sample and evaluate GANs.")
     parser.add_argument("--version", action="version", version=f"gankit {__version__}")

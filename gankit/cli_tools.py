@@ -94,7 +94,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
-    from gankit.hub import zoo_entry, zoo_names
+    from gankit.generator_folder import zoo_entry, zoo_names
 
     for name in zoo_names():
         entry = zoo_entry(name)

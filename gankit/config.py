@@ -174,6 +174,9 @@ class TrainConfig:
                               resumable=True)
 
 
+TRACKERS = ("tensorboard", "wandb", "mlflow")  # the choices of log.trackers (gankit.trackers writes them)
+
+
 @dataclass
 class LogConfig:
     every: int = opt(50, "steps between metrics.jsonl / TensorBoard scalar records", ge=1, resumable=True)
@@ -434,8 +437,6 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError(f"config: train.ema_decay must be < 1, got {cfg.train.ema_decay}")
     if cfg.health.rollback_lr_factor >= 1.0:
         raise ConfigError(f"config: health.rollback_lr_factor must be < 1, got {cfg.health.rollback_lr_factor}")
-    from gankit.trackers import TRACKERS
-
     for name in cfg.log.trackers:
         if name not in TRACKERS:
             from gankit.registry import unknown_name_message

@@ -17,7 +17,8 @@ import torch.nn as nn
 import yaml
 
 from gankit.checkpoint import atomic_write_bytes
-from gankit.sampling import LoadedGenerator, check_finite, latents, write_samples
+from gankit.generator import LoadedGenerator
+from gankit.sampling import check_finite, latents, write_samples
 
 FORMATS = ("onnx", "torchscript", "hf")
 TOLERANCE = 1e-4  # max |exported - PyTorch| over a batch of model-range pixels
@@ -154,7 +155,7 @@ def export_hf(gen: LoadedGenerator, out: Path, *, name: str | None = None, metri
     was trained, for the card. ``force``: overwrite those files where ``out`` holds them (default: refuse)."""
     import shutil
 
-    from gankit.hub import save_folder
+    from gankit.generator_folder import save_folder
 
     check_hf_destination(out, force)
     created = not out.exists()
@@ -174,7 +175,7 @@ def check_hf_destination(out: Path, force: bool) -> None:
     """Refuse an hf export into a run directory (the folder would shadow the run for sample and eval), and
     over the files of an earlier export unless ``force``."""
     from gankit.checkpoint import CheckpointDir
-    from gankit.hub import FOLDER_FILES
+    from gankit.generator_folder import FOLDER_FILES
 
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} is a file; an hf export is a folder")
@@ -190,7 +191,7 @@ def check_hf_destination(out: Path, force: bool) -> None:
 def model_card(gen: LoadedGenerator, name: str, metrics: dict[str, Any] | None, source: str,
                picture: str | None) -> str:
     """The README.md of an exported folder: Hub metadata, what the model is, how it scores, how to use it."""
-    from gankit import __version__
+    from gankit.version import __version__
 
     cfg = gen.config
     kind = f"class-conditional ({gen.num_classes} classes) " if gen.num_classes and not gen.self_conditioned else ""

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from gankit.checkpoint import atomic_write_bytes
+from gankit.trackers import hparams, open_trackers
 
 PIPED_INTERVAL = 30.0  # seconds between progress lines when stderr is a file or a pipe, not a terminal
 
@@ -32,8 +33,6 @@ class RunLogger:
         # current rate, when that comes before train.steps
         self.deadline, self.total = deadline, total_steps
         self._bar_start = self._bar_check = time.perf_counter()
-        from gankit.trackers import open_trackers
-
         self.trackers = open_trackers(trackers, run_dir, config or {})  # first: nothing to close if one fails
         _drop_rows_after(run_dir / "metrics.jsonl", start_step)
         self.jsonl = open(run_dir / "metrics.jsonl", "a", buffering=1)
@@ -173,20 +172,6 @@ class NullLogger(RunLogger):
 
 
 FINAL_METRICS = ("loss_d", "loss_g", "d_real", "d_fake", "img_per_s")
-
-
-def hparams(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """The config flattened to TensorBoard's hparam types (numbers, strings, bools); lists and None as text."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and prefix.count(".") < 1:  # sections, then model.generator as one value
-            flat.update(hparams(value, f"{name}."))
-        elif isinstance(value, (bool, int, float, str)):
-            flat[name] = value
-        else:
-            flat[name] = str(value)
-    return flat
 
 
 def _tensorboard_writer(path: Path) -> Any:

@@ -41,7 +41,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gankit.checkpoint import CheckpointError, load_checkpoint, resolve
-from gankit.sampling import LoadedGenerator, generate, load_weights
+from gankit.generator import LoadedGenerator
+from gankit.sampling import generate, load_weights
 
 EPS = 1e-6
 
@@ -71,9 +72,8 @@ def _check_settings(percentile: float, burn_in: int) -> None:
 
 def load_discriminator(path: str | Path, gen: LoadedGenerator) -> nn.Module:
     """The run's D (from the same checkpoint as ``gen``), in eval mode on G's device."""
+    from gankit.generator_folder import is_generator_folder
     from gankit.models import build_discriminator
-
-    from gankit.hub import is_generator_folder
 
     if str(path).startswith("zoo:") or is_generator_folder(path):
         what = "a zoo model" if str(path).startswith("zoo:") else "an exported generator folder"

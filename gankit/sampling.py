@@ -1,10 +1,12 @@
-"""Latents, sample grids and sample files; ``load_generator`` rebuilds G from a checkpoint alone."""
+"""Latents, sample grids and sample files; ``load_generator`` rebuilds G from a checkpoint alone.
+
+What G draws from (latents, labels, truncation, ``generate``) lives in gankit.latents and the loaded
+generator in gankit.generator; both are re-exported here, the one module sampling code needs."""
 from __future__ import annotations
 
 import io
 import math
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,11 +16,15 @@ import torch.nn as nn
 
 from gankit.checkpoint import (CheckpointError, atomic_write_bytes, load_checkpoint, resolve,
                                state_mismatch)
-from gankit.clustering import prior_rows
 from gankit.config import Config, from_dict
 from gankit.data import to_uint8
 from gankit.data.source import memory_shortfall
 from gankit.ema import ema_initial_share
+from gankit.generator import LoadedGenerator
+from gankit.generator_folder import is_generator_folder, read_folder, zoo_path
+from gankit.latents import (check_memory, check_psi, class_labels, finite_samples, generate,  # noqa: F401
+                            latents, truncate_latents, truncated)
+from gankit.models.capabilities import StyleBased
 
 if TYPE_CHECKING:
     from gankit.rejection import DensityFilter, Rejection
@@ -27,92 +33,6 @@ if TYPE_CHECKING:
 MAX_CLASS_COLUMNS = 32  # more classes than this: rows of a square grid (CIFAR-100's 100 columns would not read)
 MAX_FRAMES = 2000  # a walk longer than this is a typo (--steps 100000), not an animation anyone can watch
 MAX_FRAME_MS = 655_350  # a GIF stores a frame's duration in hundredths of a second, in 16 bits
-
-
-def check_memory(num: int, floats_each: int, what: str) -> None:
-    """Refuse ``num`` items of ``floats_each`` float32 values when they cannot fit in this machine's memory."""
-    short = memory_shortfall(num * floats_each * 4)
-    if short:
-        raise ValueError(f"{num:,} {what} {short}; ask for fewer")
-
-
-def finite_samples(samples: torch.Tensor) -> torch.Tensor:
-    """``samples`` unchanged when finite; a generator producing NaN or Inf must not write them as images."""
-    bad = int((~torch.isfinite(samples.flatten(1))).any(1).sum()) if samples.numel() else 0
-    if bad:
-        raise ValueError(f"the generator produced NaN or Inf in {bad} of {len(samples)} samples (its weights "
-                         "are broken); nothing written")
-    return samples
-
-
-def latents(n: int, latent_dim: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """``n`` standard normal latents that depend only on (seed, n, latent_dim), not on the device."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(n, latent_dim, generator=gen).to(device)
-
-
-def class_labels(n: int, num_classes: int | None, per_row: int = 1,
-                 device: torch.device | str = "cpu") -> torch.Tensor | None:
-    """Labels for ``n`` samples of a conditional G: class ``(i // per_row) % num_classes`` for sample i,
-    so a grid of ``per_row`` columns shows one class per row, and ``per_row=1`` cycles through the
-    classes (balanced). None for an unconditional G."""
-    if num_classes is None:
-        return None
-    return (torch.arange(n, device=device) // per_row) % num_classes
-
-
-@torch.no_grad()
-def generate(g: nn.Module, z: torch.Tensor, batch_size: int = 256, labels: torch.Tensor | None = None, *,
-             truncation: float | None = None) -> torch.Tensor:
-    """Run G in eval mode over ``z`` (with class ``labels`` for a conditional G) in batches; returns
-    samples in the model's range on the CPU. ``truncation``: see :func:`truncated`."""
-    was_training = g.training
-    g.eval()
-    ys = [None] * len(z.split(batch_size)) if labels is None else labels.to(z.device).split(batch_size)
-    try:
-        return torch.cat([truncated(g, chunk, truncation, y).float().cpu()
-                          for chunk, y in zip(z.split(batch_size), ys)])
-    finally:
-        g.train(was_training)
-
-
-def truncated(g: nn.Module, z: torch.Tensor, truncation: float | None, y: torch.Tensor | None = None
-              ) -> torch.Tensor:
-    """G(z, y) with the truncation trick. Generators that map z to a style w (``supports_w_truncation``:
-    StyleGAN) use w_avg + psi (w - w_avg) with psi = ``truncation``; the others get z from a normal
-    truncated to |z_i| < ``truncation`` (:func:`truncate_latents`, BigGAN's trick). In both, 0 gives
-    the same image for every z (per class), and None leaves G alone."""
-    if truncation is None:
-        return g(z, y)
-    if truncation < 0:
-        raise ValueError(f"truncation must be >= 0, got {truncation}")
-    if getattr(g, "supports_w_truncation", False):
-        check_psi(truncation)
-        return g(z, y, psi=truncation)
-    return g(truncate_latents(z, truncation), y)
-
-
-def check_psi(truncation: float | None) -> None:
-    """StyleGAN's truncation psi must be in [0, 1]: beyond 1 it extrapolates away from the mean style, off the
-    learned distribution."""
-    if truncation is not None and not 0 <= truncation <= 1:
-        raise ValueError(f"--truncation: StyleGAN's psi must be in [0, 1] (1 = off), got {truncation:g}")
-
-
-def truncate_latents(z: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Standard normal ``z`` mapped to a normal truncated to (-threshold, threshold).
-
-    Each coordinate goes through the normal CDF into the truncated normal's quantiles: the same
-    distribution as redrawing every |z_i| >= threshold, without a loop and monotone in z, so one seed
-    gives related images at every threshold, and threshold 0 gives z = 0.
-    """
-    if threshold < 0:
-        raise ValueError(f"truncation threshold must be >= 0, got {threshold}")
-    if threshold == 0:
-        return torch.zeros_like(z)
-    lo = torch.special.ndtr(torch.tensor(-float(threshold), dtype=torch.float64))
-    u = torch.special.ndtr(z.double())
-    return torch.special.ndtri(lo + u * (1 - 2 * lo)).to(z.dtype)
 
 
 def image_grid(images: torch.Tensor, normalize: str, nrow: int) -> torch.Tensor:
@@ -196,75 +116,11 @@ def points_reference(data: Any, num: int = 2500) -> tuple[torch.Tensor | None, t
     return source.data[:num].float().cpu(), mixture_modes(data.name)
 
 
-@dataclass
-class LoadedGenerator:
-    """A generator rebuilt from a checkpoint, with what is needed to sample and decode it."""
-
-    net: nn.Module
-    config: Config
-    data_shape: tuple[int, ...]
-    step: int
-    is_ema: bool
-    num_classes: int | None = None  # set for a class-conditional generator
-    prior: torch.Tensor | None = None  # a self-conditioned G's cluster shares (model.self_condition)
-
-    @property
-    def self_conditioned(self) -> bool:
-        """Its labels are clusters of the training images, not the dataset's classes."""
-        return self.prior is not None
-
-    @property
-    def latent_dim(self) -> int:
-        return self.config.model.latent_dim
-
-    @property
-    def is_image(self) -> bool:
-        return len(self.data_shape) == 3
-
-    def labels(self, num: int, class_index: int | None = None, per_row: int = 1) -> torch.Tensor | None:
-        """Labels of ``num`` samples: all ``class_index``, else :func:`class_labels` (None if unconditional)."""
-        if self.num_classes is None:
-            if class_index is not None:
-                raise ValueError("this generator is not class-conditional; a class needs a run trained "
-                                 "with model.conditional: true")
-            return None
-        if class_index is None:
-            if self.prior is not None:  # clusters as often as the training data holds them
-                return prior_rows(num, self.prior, per_row)
-            return class_labels(num, self.num_classes, per_row)
-        if not 0 <= class_index < self.num_classes:
-            raise ValueError(f"class {class_index} out of range: this generator knows classes "
-                             f"0..{self.num_classes - 1}")
-        return torch.full((num,), class_index, dtype=torch.long)
-
-    def sample(self, num: int, seed: int = 0, batch_size: int = 256,
-               labels: torch.Tensor | int | None = None, truncation: float | None = None) -> torch.Tensor:
-        """``num`` samples in the model's range (CPU); the same seed (and labels) gives the same samples.
-
-        ``labels``: for a conditional G, one class for all samples (int) or one per sample (N,);
-        default: cycling through the classes (sample i is class i % num_classes).
-        ``truncation``: see :func:`truncated` (None = off)."""
-        device = next(self.net.parameters()).device
-        if labels is None or isinstance(labels, int):
-            labels = self.labels(num, labels)
-        elif self.num_classes is None:
-            raise ValueError("this generator is not class-conditional; it takes no labels")
-        elif labels.shape != (num,) or not 0 <= int(labels.min()) <= int(labels.max()) < self.num_classes:
-            raise ValueError(f"labels must be {num} class indices in 0..{self.num_classes - 1}")
-        check_memory(num, self.latent_dim + math.prod(self.data_shape), "samples")
-        return finite_samples(generate(self.net, latents(num, self.latent_dim, seed, device), batch_size, labels,
-                                       truncation=truncation))
-
-    def to_uint8(self, samples: torch.Tensor) -> torch.Tensor:
-        return to_uint8(samples, self.config.data.normalize)
-
-
 def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.device = "auto") -> LoadedGenerator:
     """Rebuild G from a checkpoint file, a run directory, a generator folder (``gankit export --format hf``)
     or ``zoo:NAME`` (a pretrained model shipped with gankit); uses the EMA weights when present and
     ``ema``. ``device``: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps."""
     from gankit.device import select_device
-    from gankit.hub import is_generator_folder, read_folder, zoo_path
 
     target = select_device(device, "device")
     if str(path).startswith("zoo:"):
@@ -523,7 +379,7 @@ def default_coarse_styles(g: nn.Module) -> int:
 
 
 def _check_style_mixer(g: nn.Module) -> None:
-    if not (hasattr(g, "mapping") and hasattr(g, "synthesis") and hasattr(g, "num_ws")):
+    if not isinstance(g, StyleBased):
         raise ValueError(f"style mixing needs a generator with per-layer styles (model.generator.name: "
                          f"stylegan); this one is a {type(g).__name__}")
 

@@ -24,11 +24,24 @@ if TYPE_CHECKING:
 
     from gankit.config import LogConfig
 
-TRACKERS = ("tensorboard", "wandb", "mlflow")
 IDS_FILE = "trackers.json"
 PROJECT = "gankit"  # the W&B project and the MLflow experiment every run goes to
 MLRUNS = "mlruns"
 STEP = "step"  # W&B: the x-axis of every chart (see WandbTracker)
+
+
+def hparams(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The config flattened to TensorBoard's hparam types (numbers, strings, bools); lists and None as text."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and prefix.count(".") < 1:  # sections, then model.generator as one value
+            flat.update(hparams(value, f"{name}."))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
 
 
 def tensorboard_on(log: LogConfig) -> bool:
@@ -150,8 +163,6 @@ class MlflowTracker(Tracker):
         from mlflow.entities import Param, RunStatus
         from mlflow.exceptions import MlflowException
         from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
-
-        from gankit.logs import hparams
 
         self.client = client = mlflow_client(run_dir)
         self.run_dir = run_dir

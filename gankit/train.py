@@ -20,7 +20,7 @@ import torch.distributed
 import torch.nn as nn
 import yaml
 
-from gankit import __version__, distributed, streams, trackers
+from gankit import distributed, streams, trackers
 from gankit.checkpoint import (CheckpointDir, CheckpointError, atomic_write_bytes, load_checkpoint,
                                nonfinite_weights, remove_temporaries)
 from gankit.config import Config, ConfigError, from_dict, load, resume_conflicts
@@ -37,6 +37,7 @@ from gankit.run_state import RunState
 from gankit.runlock import RunDirBusy, RunLock
 from gankit.sampling import latents
 from gankit.threads import available_cores, choose_threads, fixed_threads
+from gankit.version import __version__
 
 
 class TrainError(RuntimeError):

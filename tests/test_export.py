@@ -330,7 +330,7 @@ def test_push_checks_the_repo_id_first_and_uploads_a_fresh_folder_it_removes(tmp
 
     import huggingface_hub
 
-    from gankit.hub import FOLDER_FILES
+    from gankit.generator_folder import FOLDER_FILES
 
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()

@@ -8,7 +8,7 @@ from PIL import Image
 
 from conftest import TINY, make_cfg
 from gankit.cli import main
-from gankit.logs import hparams
+from gankit.trackers import hparams
 from gankit.sampling import default_scale, label_seeds, load_generator, upscale, write_samples
 
 

@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 from gankit.cli import build_parser, main
-from gankit.hub import zoo_entry, zoo_names
+from gankit.generator_folder import zoo_entry, zoo_names
 from gankit.presets import PRESETS, names, resolve_config
 
 

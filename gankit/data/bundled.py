@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from gankit.config import DataConfig
-from gankit.data.registry import DATASETS
+from gankit.data.registry import DATASETS, DatasetFacts, register_facts
 from gankit.data.source import TensorSource, fit_images
 
 
@@ -45,3 +45,7 @@ def images_source(images: np.ndarray, labels: np.ndarray | None, cfg: DataConfig
 def mnist10k(cfg: DataConfig) -> TensorSource:
     images, labels = shuffled_mnist10k()
     return images_source(images, labels, cfg)
+
+
+HOLDOUT = 1000  # the last 1000 digits of mnist10k (in its fixed shuffled order) are never trained on
+register_facts("mnist10k", DatasetFacts(("train", "holdout"), holdout=HOLDOUT, extractor="mnist-cnn"))

@@ -13,11 +13,12 @@ import numpy as np
 import torch
 
 from gankit.config import DataConfig
-from gankit.data.registry import DATASETS
+from gankit.data.registry import DATASETS, DatasetFacts, register_facts
 from gankit.data.source import TensorSource, fit_images
 
 NUM_MODES = 1000
 TRAIN_SEED = 2718  # the fixed training set; real-data floors draw with their own seeds
+register_facts("stacked-mnist", DatasetFacts(extractor="mnist-cnn-stacked"))
 
 
 def mode_of(digits: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ import math
 import torch
 
 from gankit.config import DataConfig
-from gankit.data.registry import DATASETS
+from gankit.data.registry import DATASETS, DatasetFacts, register_facts
 from gankit.data.source import TensorSource
 
 
@@ -28,6 +28,8 @@ def gaussians_modes() -> torch.Tensor:
 
 MIXTURES = {"ring": (ring_modes, 0.01), "grid": (grid_modes, 0.05), "gaussians": (gaussians_modes, 0.15)}
 TRAIN_SEED = 1234  # the fixed training set; evaluation draws its test points with another seed
+for _name in MIXTURES:  # 2D points are their own features; `test` is a fresh draw
+    register_facts(_name, DatasetFacts(("train", "test"), extractor="points"))
 
 
 def mixture_modes(name: str) -> torch.Tensor | None:

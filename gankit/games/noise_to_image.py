@@ -24,7 +24,7 @@ from gankit.games.base import GAMES, Carry, GameBase, Phase, Runtime, Stats, bro
     sample_path
 from gankit.health import nearest_neighbour_spread
 from gankit.logs import RunLogger
-from gankit.models import build_models
+from gankit.models import SelfRegularized, build_models
 from gankit.objectives import Objective, build_objective
 from gankit.optim import build_optimizers, cosine_ramp, set_beta2
 from gankit.perf import setup as perf_setup
@@ -147,7 +147,7 @@ class NoiseToImage(GameBase):
             batch = (self.g_train(self.draw_latents(self.cfg.train.batch_size), y), real, y)
         fake, real, y = batch
         loss, stats = self.objective.generator_loss(self.judge, fake, y, carry.get("noise", 0.0), self.rng, real=real)
-        penalty = self.g.regularization() if callable(getattr(self.g, "regularization", None)) else None
+        penalty = self.g.regularization() if isinstance(self.g, SelfRegularized) else None
         if penalty is not None:  # a model's own penalty on its weights (BigGAN's orthogonal regularisation)
             loss = loss + penalty
             stats["g_reg"] = penalty.detach()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from gankit.data.registry import default_extractor
 from gankit.metrics.api import METRICS, MetricInputs, calculate_metrics, format_table, load_samples, run_metrics
 from gankit.metrics.classes import class_shares, kl_to
 from gankit.metrics.errors import EvalError
-from gankit.metrics.features import FEATURES, FeatureExtractor, default_extractor, get_extractor
+from gankit.metrics.extractor import FeatureExtractor
+from gankit.metrics.features import FEATURES, get_extractor
 from gankit.metrics.fid import feature_stats, fid, frechet_distance
 from gankit.metrics.reference import reference_features, reference_images
 

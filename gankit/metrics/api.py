@@ -14,9 +14,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from gankit.data.registry import default_extractor, is_points_dataset
 from gankit.metrics.classes import class_agreement, class_stats
 from gankit.metrics.errors import EvalError
-from gankit.metrics.features import FeatureExtractor, default_extractor, fit_to, get_extractor, is_points_dataset
+from gankit.metrics.extractor import FeatureExtractor
+from gankit.metrics.features import fit_to, get_extractor
 from gankit.metrics.fid import fid
 from gankit.metrics.kid import kid
 from gankit.metrics.modes import pacgan_modes, stacked_mnist_modes
@@ -355,7 +357,7 @@ def calculate_metrics(samples: torch.Tensor | np.ndarray | str | Path, ref: str,
     Returns every metric value (flat: ``fid``, ``kid`` and ``kid_std``, ``precision``, ...) and ``info``
     (sample and reference counts, dataset, split, extractor name and version, seed, gankit version).
     """
-    from gankit import __version__
+    from gankit.version import __version__
 
     t0 = time.perf_counter()
     names = list(dict.fromkeys(metrics)) if metrics is not None else None

@@ -3,14 +3,12 @@
 Inception-v3 features do not fit 28x28 digits (and need weights from the internet); a classifier
 trained on the real data sees exactly what matters there: stroke shape and class identity. The shipped
 ``mnist-cnn`` is this network trained on the bundled digits (reproduce it with
-``python -m gankit.metrics.classifier``); ``gankit classifier --data NAME`` trains one for any labelled
+``python scripts/train_mnist_cnn.py``); ``gankit classifier --data NAME`` trains one for any labelled
 dataset, usable as the extractor ``classifier:PATH``.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +18,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gankit.checkpoint import atomic_write_bytes
+from gankit.data.registry import dataset_facts, dataset_splits
 from gankit.metrics.errors import EvalError
+from gankit.metrics.reference import reference_images
 from gankit.metrics.store import safetensors_metadata
 
 FEATURE_DIM = 128
-HOLDOUT = 1000  # the last 1000 digits of mnist10k (in its fixed shuffled order) are never trained on
 VERSION = 1  # of the architecture and recipe of `gankit classifier`; part of reference-cache keys
 
 
@@ -104,8 +103,6 @@ def labelled_splits(data: str, *, root: str = "data", download: bool = False
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train images, labels, test images, labels) of a registered dataset: its test split when it has
     one, else its last 10 % (for mnist10k exactly the 1000 held-out digits)."""
-    from gankit.metrics.reference import dataset_splits, reference_images
-
     x, y = reference_images(data, "train", root=root, download=download)
     if x.dim() != 4:
         raise EvalError(f"{data} holds 2D points, not images; a classifier needs a labelled image dataset")
@@ -159,26 +156,16 @@ def classifier_from_bytes(raw: bytes, where: str) -> tuple[DigitCNN, dict[str, A
     return model.eval(), info
 
 
-def main() -> None:
-    """Reproduce gankit/assets/mnist_cnn.safetensors (the ``mnist-cnn`` extractor)."""
+def train_mnist_cnn(epochs: int = 10, seed: int = 0) -> tuple[DigitCNN, dict[str, Any]]:
+    """The shipped ``mnist-cnn`` (gankit/assets/mnist_cnn.safetensors): trained on mnist10k but its held-out
+    digits, which measure its accuracy; returns it and its info (scripts/train_mnist_cnn.py writes both)."""
     from gankit.data.bundled import shuffled_mnist10k
 
-    parser = argparse.ArgumentParser(description="Train the mnist10k feature classifier.")
-    parser.add_argument("--out", default=str(Path(__file__).parents[1] / "assets" / "mnist_cnn.safetensors"))
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    t0 = time.time()
+    held = dataset_facts("mnist10k").holdout
     images, labels = shuffled_mnist10k()
     x = torch.from_numpy(images).unsqueeze(1)
     y = torch.from_numpy(labels.astype(np.int64))
-    model, acc = train_classifier(x[:-HOLDOUT], y[:-HOLDOUT], x[-HOLDOUT:], y[-HOLDOUT:], epochs=args.epochs,
-                                  seed=args.seed)
-    info = {"name": "mnist-cnn", "version": 1, "holdout_accuracy": round(acc, 4), "epochs": args.epochs,
-            "seed": args.seed, "train_digits": len(images) - HOLDOUT, "holdout_digits": HOLDOUT}
-    save_classifier(model, info, args.out)
-    print(json.dumps({**info, "seconds": round(time.time() - t0, 1), "out": args.out}))
-
-
-if __name__ == "__main__":
-    main()
+    model, acc = train_classifier(x[:-held], y[:-held], x[-held:], y[-held:], epochs=epochs, seed=seed)
+    info = {"name": "mnist-cnn", "version": 1, "holdout_accuracy": round(acc, 4), "epochs": epochs,
+            "seed": seed, "train_digits": len(images) - held, "holdout_digits": held}
+    return model, info

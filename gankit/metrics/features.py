@@ -8,54 +8,20 @@ classifier), ``mnist-cnn-stacked`` (its features of each channel of stacked-MNIS
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gankit.data.toy2d import MIXTURES
+from gankit.data.registry import default_extractor  # noqa: F401  (re-exported: playground/session.py reads it here)
 from gankit.metrics.classifier import classifier_from_bytes
 from gankit.metrics.errors import EvalError
+from gankit.metrics.extractor import FeatureExtractor
 from gankit.metrics.store import digest
 from gankit.registry import Registry
-
-@dataclass
-class FeatureExtractor:
-    """``extract(samples)`` -> (features (N, D) float64, logits (N, K) or None), on the CPU.
-
-    ``net.features`` maps a prepared batch to features; ``net.head`` maps features to logits when
-    ``num_classes`` is set. ``key`` names the exact weights (reference caches are keyed by it).
-    """
-
-    name: str
-    version: int
-    key: str
-    net: nn.Module
-    prepare: Callable[[torch.Tensor], torch.Tensor]
-    num_classes: int | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def has_logits(self) -> bool:
-        return self.num_classes is not None
-
-    @torch.no_grad()
-    def extract(self, samples: torch.Tensor, batch_size: int = 250, device: str | torch.device = "cpu"
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        net = self.net.to(device).eval()
-        feats, logits = [], []
-        for chunk in samples.split(batch_size):
-            f = net.features(self.prepare(chunk.to(device)))
-            feats.append(f.cpu())
-            if self.has_logits:
-                logits.append(net.head(f).cpu())
-        if not feats:
-            raise EvalError("no samples to extract features from")
-        return torch.cat(feats).double(), (torch.cat(logits) if self.has_logits else None)
 
 
 def fit_to(images: torch.Tensor, resolution: int, channels: int) -> torch.Tensor:
@@ -173,22 +139,6 @@ def points(arg: str | None = None, download: bool = False) -> FeatureExtractor:
         return x.double()
 
     return FeatureExtractor("points", 1, "points-v1", _Points(), prepare)
-
-
-def is_points_dataset(dataset: str) -> bool:
-    """2D mixtures are measured on the points themselves."""
-    return dataset in MIXTURES
-
-
-def default_extractor(dataset: str) -> str:
-    """The feature space a dataset is measured in unless told otherwise."""
-    if dataset in ("mnist10k", "mnist"):
-        return "mnist-cnn"
-    if dataset == "stacked-mnist":
-        return "mnist-cnn-stacked"
-    if is_points_dataset(dataset):
-        return "points"
-    return "inception"
 
 
 def get_extractor(spec: str, *, download: bool = False) -> FeatureExtractor:

@@ -20,7 +20,7 @@ from torchvision.models.inception import (BasicConv2d, Inception3, InceptionA, I
 
 from gankit.checkpoint import state_mismatch
 from gankit.metrics.errors import EvalError
-from gankit.metrics.features import FeatureExtractor
+from gankit.metrics.extractor import FeatureExtractor
 from gankit.metrics.store import cache_root, digest
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"

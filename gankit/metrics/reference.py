@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from gankit.metrics.classifier import HOLDOUT
+from gankit.data.registry import dataset_facts, dataset_splits
 from gankit.metrics.errors import EvalError
-from gankit.metrics.features import FeatureExtractor
+from gankit.metrics.extractor import FeatureExtractor
 from gankit.metrics.store import cache_root
 from gankit.registry import unknown_name_message
 
@@ -30,17 +30,6 @@ TEST_SEED = 4321  # 2D mixtures: the `test` split is a fresh draw, disjoint in r
 
 class ReferenceCacheWarning(RuntimeWarning):
     """A reference cache file was unusable (and has been recomputed) or could not be written."""
-
-
-def dataset_splits(dataset: str) -> tuple[str, ...]:
-    """The splits ``reference_images`` knows for ``dataset``."""
-    from gankit.data import toy2d, vision
-
-    if dataset == "mnist10k":
-        return ("train", "holdout")
-    if dataset in vision.NAMES or dataset in toy2d.MIXTURES:
-        return ("train", "test")
-    return ("train",)
 
 
 def check_reference(dataset: str, split: str) -> None:
@@ -78,7 +67,8 @@ def reference_images(dataset: str, split: str = "train", num: int | None = None,
     if dataset == "mnist10k":
         images, labels = shuffled_mnist10k()
         if split == "holdout":
-            images, labels = images[-HOLDOUT:], labels[-HOLDOUT:]
+            held = dataset_facts(dataset).holdout
+            images, labels = images[-held:], labels[-held:]
         x = torch.from_numpy(np.ascontiguousarray(images[:num])).unsqueeze(1)
         return fit_images(x, resolution, channels), torch.from_numpy(labels[:num].astype(np.int64))
     if dataset in toy2d.MIXTURES:

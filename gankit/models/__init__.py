@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch.nn as nn
 
 from gankit.config import ConfigError, ModelConfig
-from gankit.models import biggan, dcgan, mlp, resnet, stylegan  # noqa: F401  (registers the models)
+from gankit.models import biggan, dcgan, mlp, resnet, stylegan, translation  # noqa: F401  (registers the models)
+from gankit.models.capabilities import SelfRegularized, StyleBased
 from gankit.models.init import init_weights
 from gankit.models.pack import PackedDiscriminator, packed_shape
 from gankit.models.registry import DISCRIMINATORS, GENERATORS, build_discriminator, build_generator
@@ -26,5 +27,5 @@ def build_models(cfg: ModelConfig, data_shape: tuple[int, ...], num_classes: int
     return g, d
 
 
-__all__ = ["DISCRIMINATORS", "GENERATORS", "build_discriminator", "build_generator", "build_models",
-           "init_weights"]
+__all__ = ["DISCRIMINATORS", "GENERATORS", "SelfRegularized", "StyleBased", "build_discriminator", "build_generator",
+           "build_models", "init_weights"]

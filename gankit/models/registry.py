@@ -1,4 +1,6 @@
-"""Generator and discriminator registries; G and D are chosen independently, so hybrids work."""
+"""The model registries and the one builder every registry's models go through. Noise -> image G and D
+are chosen independently, so hybrids work; image-to-image games have their own registries (their
+constructors take channels, not latent sizes; the networks are in gankit.models.translation)."""
 from __future__ import annotations
 
 import contextlib
@@ -16,6 +18,8 @@ from gankit.registry import Registry
 
 GENERATORS: Registry[type[nn.Module]] = Registry("generator")
 DISCRIMINATORS: Registry[type[nn.Module]] = Registry("discriminator")
+TRANSLATORS: Registry[type[nn.Module]] = Registry("image-to-image generator")
+PATCH_DISCRIMINATORS: Registry[type[nn.Module]] = Registry("patch discriminator")
 
 
 def _arch_kwargs(cls: type, spec: dict, key: str, positional: int) -> dict:
@@ -44,32 +48,29 @@ def _lookup(registry: Registry, spec: dict, key: str) -> type[nn.Module]:
         raise ConfigError(f"config: {key}.name: {exc.args[0]}") from None
 
 
-def build_generator(spec: dict, latent_dim: int, out_shape: tuple[int, ...],
-                    num_classes: int | None = None) -> nn.Module:
-    """Instantiate G from ``model.generator`` (class-conditional when ``num_classes`` is given);
-    architecture errors become ConfigErrors."""
-    cls = _lookup(GENERATORS, spec, "model.generator")
-    # (latent_dim, out_shape, num_classes) come from the data, never from the spec
-    kwargs = _arch_kwargs(cls, spec, "model.generator", positional=3)
+def build_model(registry: Registry, spec: dict, key: str, *sizes: object) -> nn.Module:
+    """Instantiate the model ``spec`` names in ``registry``: ``sizes`` (what the data fixes: latent size, shapes,
+    classes, channels) positionally, the spec's validated architecture arguments by keyword; unknown names,
+    bad arguments and architecture errors become ConfigErrors that name ``key``."""
+    cls = _lookup(registry, spec, key)
+    kwargs = _arch_kwargs(cls, spec, key, positional=len(sizes))
     try:
         with _zero_size_quiet():
-            net = cls(latent_dim, tuple(out_shape), num_classes, **kwargs)
+            net = cls(*sizes, **kwargs)
     except (ValueError, RuntimeError) as exc:  # RuntimeError: torch refusing a layer size (width: -3)
-        raise ConfigError(f"config: model.generator ({spec['name']}): {exc}") from None
-    return _non_empty(net, spec, "model.generator")
+        raise ConfigError(f"config: {key} ({spec['name']}): {exc}") from None
+    return _non_empty(net, spec, key)
+
+
+def build_generator(spec: dict, latent_dim: int, out_shape: tuple[int, ...],
+                    num_classes: int | None = None) -> nn.Module:
+    """G from ``model.generator`` (class-conditional when ``num_classes`` is given)."""
+    return build_model(GENERATORS, spec, "model.generator", latent_dim, tuple(out_shape), num_classes)
 
 
 def build_discriminator(spec: dict, in_shape: tuple[int, ...], num_classes: int | None = None) -> nn.Module:
-    """Instantiate D from ``model.discriminator`` (class-conditional when ``num_classes`` is given);
-    architecture errors become ConfigErrors."""
-    cls = _lookup(DISCRIMINATORS, spec, "model.discriminator")
-    kwargs = _arch_kwargs(cls, spec, "model.discriminator", positional=2)
-    try:
-        with _zero_size_quiet():
-            net = cls(tuple(in_shape), num_classes, **kwargs)
-    except (ValueError, RuntimeError) as exc:
-        raise ConfigError(f"config: model.discriminator ({spec['name']}): {exc}") from None
-    return _non_empty(net, spec, "model.discriminator")
+    """D from ``model.discriminator`` (class-conditional when ``num_classes`` is given)."""
+    return build_model(DISCRIMINATORS, spec, "model.discriminator", tuple(in_shape), num_classes)
 
 
 @contextlib.contextmanager
@@ -90,11 +91,9 @@ def _non_empty(net: nn.Module, spec: dict, key: str) -> nn.Module:
 
 def _roles(game: str = "gan") -> list[tuple[str, Registry, int]]:
     """(role, registry, positional arguments) of a game's networks: noise -> image models take the data's
-    sizes, image-to-image ones (gankit.models.translation) take channels."""
+    sizes, image-to-image ones take channels."""
     if game == "gan":
         return [("generator", GENERATORS, 3), ("discriminator", DISCRIMINATORS, 2)]
-    from gankit.models.translation import PATCH_DISCRIMINATORS, TRANSLATORS
-
     return [("generator", TRANSLATORS, 2), ("discriminator", PATCH_DISCRIMINATORS, 1)]
 
 

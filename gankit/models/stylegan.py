@@ -175,8 +175,6 @@ class StyleGANGenerator(nn.Module):
     """StyleGAN2 generator. ``forward(z, y=None, *, psi=1.0, noise="auto")``; see :meth:`mapping` and
     :meth:`synthesis` for the two halves (style mixing and truncation tools use them)."""
 
-    supports_w_truncation = True  # `gankit sample --truncation` interpolates towards w_avg
-
     def __init__(self, latent_dim: int, out_shape: tuple[int, ...], num_classes: int | None = None, *,
                  width: int = 32, max_width: int = 256, w_dim: int | None = None, mapping_layers: int = 8,
                  mapping_width: int | None = None, mapping_lr: float = 0.01, style_mixing: float = 0.9,

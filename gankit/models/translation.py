@@ -3,19 +3,15 @@
 They map images to images (no latent): a generator is ``G(x)`` with x at the output resolution, a
 discriminator ``D(x, cond)`` judges overlapping patches of x (beside its condition, for pix2pix) and
 returns a map of logits. Chosen by ``model.generator.name`` / ``model.discriminator.name`` in a translation
-game, from their own registries: their constructors take channels, not latent sizes.
+game, from their own registries (in gankit.models.registry): their constructors take channels, not latent
+sizes.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from gankit.config import ConfigError
-from gankit.models.registry import _arch_kwargs, _lookup, _non_empty, _zero_size_quiet
-from gankit.registry import Registry
-
-TRANSLATORS: Registry[type[nn.Module]] = Registry("image-to-image generator")
-PATCH_DISCRIMINATORS: Registry[type[nn.Module]] = Registry("patch discriminator")
+from gankit.models.registry import PATCH_DISCRIMINATORS, TRANSLATORS, build_model
 
 
 def norm_layer(name: str, channels: int) -> nn.Module:
@@ -153,22 +149,9 @@ class PatchGAN(nn.Module):
 
 def build_translator(spec: dict, in_channels: int, out_channels: int, key: str = "model.generator") -> nn.Module:
     """An image-to-image G from its ``{name, **args}`` spec; architecture errors become ConfigErrors."""
-    cls = _lookup(TRANSLATORS, spec, key)
-    kwargs = _arch_kwargs(cls, spec, key, positional=2)
-    try:
-        with _zero_size_quiet():
-            net = cls(in_channels, out_channels, **kwargs)
-    except (ValueError, RuntimeError) as exc:
-        raise ConfigError(f"config: {key} ({spec['name']}): {exc}") from None
-    return _non_empty(net, spec, key)
+    return build_model(TRANSLATORS, spec, key, in_channels, out_channels)
 
 
 def build_patch_discriminator(spec: dict, in_channels: int, key: str = "model.discriminator") -> nn.Module:
-    cls = _lookup(PATCH_DISCRIMINATORS, spec, key)
-    kwargs = _arch_kwargs(cls, spec, key, positional=1)
-    try:
-        with _zero_size_quiet():
-            net = cls(in_channels, **kwargs)
-    except (ValueError, RuntimeError) as exc:
-        raise ConfigError(f"config: {key} ({spec['name']}): {exc}") from None
-    return _non_empty(net, spec, key)
+    """A patch D from its ``{name, **args}`` spec; architecture errors become ConfigErrors."""
+    return build_model(PATCH_DISCRIMINATORS, spec, key, in_channels)

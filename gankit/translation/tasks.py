@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from gankit.config import Config, ConfigError
+from gankit.data.registry import dataset_facts
 from gankit.data.source import TensorSource, to_model_range
-from gankit.metrics.classifier import HOLDOUT
 from gankit.registry import Registry
 
 MASK_FILL = 127  # what a missing pixel of an inpainting input holds (a visible grey)
@@ -181,6 +181,7 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
 # Registered tasks
 
 TASKS: Registry = Registry("translation task")
+HOLDOUT = dataset_facts("mnist10k").holdout  # the digit tasks hold out what the shipped classifier never saw
 HOLDOUT_MASK_SEED = 1  # the held-out digits' random masks: fixed, so every evaluation sees the same
 
 
@@ -277,8 +278,6 @@ def task_from_meta(meta: dict[str, Any]) -> tuple[PairedTask | UnpairedTask, boo
 
 def build_task(cfg: Config) -> PairedTask | UnpairedTask:
     """The task ``game.task`` names, checked against the game: a pix2pix task is paired, cyclegan's unpaired."""
-    from gankit.translation import folders  # noqa: F401  (registers the folder layouts)
-
     if not cfg.game.task:
         raise ConfigError(f"config: game.task: the {cfg.game.name} game needs a task "
                           f"(choices: {', '.join(TASKS.names())})")
