@@ -14,7 +14,8 @@ import torch
 from gankit.config import Config
 from gankit.data import TensorSource
 from gankit.games.base import GAMES, Carry, Phase, Runtime, Stats, sample_path
-from gankit.games.translation import TranslationGame, checked_task, translation_game
+from gankit.games.translation import TRANSLATION_ROLES, TranslationGame, checked_task, translation_game
+from gankit.models.registry import declare_roles
 from gankit.models.translation import build_patch_discriminator, build_translator
 from gankit.run_state import RunState
 from gankit.translation.grids import run_eval, write_rows
@@ -132,6 +133,9 @@ class CycleGAN(TranslationGame):
             if held is not None:
                 rows.append(to_float(held.targets[:k].to(self.device)))
         write_rows(rows, sample_path(run_dir, step), logger, step)
+
+
+declare_roles("cyclegan", *TRANSLATION_ROLES)
 
 
 @GAMES.register("cyclegan")

@@ -25,6 +25,7 @@ from gankit.games.base import GAMES, Carry, GameBase, Phase, Runtime, Stats, bro
 from gankit.health import nearest_neighbour_spread
 from gankit.logs import RunLogger
 from gankit.models import SelfRegularized, build_models
+from gankit.models.registry import DISCRIMINATORS, GENERATORS, declare_roles
 from gankit.objectives import Objective, build_objective
 from gankit.optim import build_optimizers, cosine_ramp, set_beta2
 from gankit.perf import setup as perf_setup
@@ -251,6 +252,9 @@ class NoiseToImage(GameBase):
             self.set_clusters(Clusters.from_state(state["clusters"], self.device))
         if self.augment and self.augment.adaptive is not None:
             self.augment.adaptive.load_state(meta.get("ada"))
+
+
+declare_roles("gan", ("generator", GENERATORS, 3), ("discriminator", DISCRIMINATORS, 2))
 
 
 @GAMES.register("gan")

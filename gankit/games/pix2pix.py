@@ -11,7 +11,8 @@ import torch
 
 from gankit.config import Config
 from gankit.games.base import GAMES, Carry, Phase, Runtime, Stats, sample_path
-from gankit.games.translation import TranslationGame, checked_task, translation_game
+from gankit.games.translation import TRANSLATION_ROLES, TranslationGame, checked_task, translation_game
+from gankit.models.registry import declare_roles
 from gankit.models.translation import build_patch_discriminator, build_translator
 from gankit.run_state import RunState
 from gankit.translation.grids import translate_paired, write_rows
@@ -66,6 +67,9 @@ class Pix2Pix(TranslationGame):
         inputs, targets = inputs.to(self.device), targets.to(self.device)
         out = translate_paired(self.task, self.nets["g"], inputs, masks)
         write_rows([to_float(inputs), out, to_float(targets)], sample_path(run_dir, step), logger, step)
+
+
+declare_roles("pix2pix", *TRANSLATION_ROLES)
 
 
 @GAMES.register("pix2pix")

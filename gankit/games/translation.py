@@ -12,8 +12,13 @@ from gankit.config import Config, ConfigError
 from gankit.data import TensorSource
 from gankit.games.base import GameBase, Runtime, broadcast, build_data, random_streams
 from gankit.models.init import init_weights
+from gankit.models.registry import PATCH_DISCRIMINATORS, TRANSLATORS
 from gankit.objectives import Objective, build_objective
 from gankit.optim import build_optimizers
+
+
+# image-to-image models take channels, not the data's sizes
+TRANSLATION_ROLES = (("generator", TRANSLATORS, 2), ("discriminator", PATCH_DISCRIMINATORS, 1))
 
 
 def check_settings(cfg: Config) -> None:

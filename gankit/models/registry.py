@@ -21,6 +21,16 @@ DISCRIMINATORS: Registry[type[nn.Module]] = Registry("discriminator")
 TRANSLATORS: Registry[type[nn.Module]] = Registry("image-to-image generator")
 PATCH_DISCRIMINATORS: Registry[type[nn.Module]] = Registry("patch discriminator")
 
+Role = tuple[str, Registry, int]  # (model.<key>, the registry its name is looked up in, positional sizes)
+GAME_ROLES: dict[str, tuple[Role, ...]] = {}
+"""Per game, the model specs its config holds: each game declares them beside its factory."""
+
+
+def declare_roles(game: str, *roles: Role) -> None:
+    """Say which registry each of ``game``'s ``model.<key>`` specs names a model of (``gankit config`` checks
+    specs without building anything, ``gankit config --model`` lists arguments)."""
+    GAME_ROLES[game] = roles
+
 
 def _arch_kwargs(cls: type, spec: dict, key: str, positional: int) -> dict:
     """Validate a ``{name, **args}`` spec against the constructor's keyword-only, typed arguments."""
@@ -89,12 +99,15 @@ def _non_empty(net: nn.Module, spec: dict, key: str) -> nn.Module:
     return net
 
 
-def _roles(game: str = "gan") -> list[tuple[str, Registry, int]]:
-    """(role, registry, positional arguments) of a game's networks: noise -> image models take the data's
-    sizes, image-to-image ones take channels."""
-    if game == "gan":
-        return [("generator", GENERATORS, 3), ("discriminator", DISCRIMINATORS, 2)]
-    return [("generator", TRANSLATORS, 2), ("discriminator", PATCH_DISCRIMINATORS, 1)]
+def _roles(game: str | None = None) -> list[Role]:
+    """The roles ``game`` declared (every game's, without duplicates, when None)."""
+    from gankit.games.registry import GAMES
+
+    GAMES.names()  # gankit's games (and plug-ins') declare their roles when they are imported
+    if game is not None:
+        return list(GAME_ROLES.get(game, ()))
+    every = [role for roles in GAME_ROLES.values() for role in roles]
+    return [role for i, role in enumerate(every) if role not in every[:i]]
 
 
 def check_model_specs(cfg: ModelConfig, game: str = "gan") -> None:
@@ -108,7 +121,7 @@ def describe_model(name: str) -> list[tuple[str, list[tuple[str, object, str, st
     """For ``gankit config --model NAME``: per role (generator, discriminator) the (argument, default, type,
     meaning) rows of the constructor's architecture arguments, for the noise -> image and image-to-image
     models."""
-    every = _roles("gan") + _roles("translation")
+    every = _roles()
     roles = [(role, registry, positional) for role, registry, positional in every if name in registry.names()]
     if not roles:
         known = sorted({n for _, registry, _ in every for n in registry.names()})
