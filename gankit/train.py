@@ -28,10 +28,11 @@ from gankit.data import BatchStream, DataError
 from gankit.device import select_device  # noqa: F401  (re-exported: gankit.train.select_device)
 from gankit.distributed import Dist
 from gankit.evaluator import TrainingEvaluator
-from gankit.games.base import Game, ThreadTimed, build_game
+from gankit.games.base import Game, Monitored, ThreadTimed, build_game, set_lr, weights_finite
 from gankit.games.phases import train_step
 from gankit.health import Alarm, HealthMonitor
 from gankit.logs import NullLogger, RunLogger, plot_loss_curves
+from gankit.objectives import OBJECTIVES
 from gankit.run_state import RunState
 from gankit.runlock import RunDirBusy, RunLock
 from gankit.sampling import latents
@@ -78,8 +79,8 @@ def prepare(cfg: Config, dist: Dist | None = None) -> Game:
 
 def checkpoint_meta(game: Game, run: RunState, elapsed: float) -> dict[str, Any]:
     """A checkpoint's metadata: the game's part, the run's, and where and when it was written."""
-    return {**game.meta(), **run.meta(), "world_size": game.dist.world_size,
-            "threads": torch.get_num_threads() if game.device.type == "cpu" else None,
+    return {**game.meta(), **run.meta(), "world_size": game.runtime.dist.world_size,
+            "threads": torch.get_num_threads() if game.runtime.device.type == "cpu" else None,
             "elapsed_seconds": elapsed, "gankit_version": __version__, "torch_version": torch.__version__,
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
@@ -88,13 +89,13 @@ def restore(game: Game, run: RunState, state: dict[str, Any], meta: dict[str, An
     """Continue ``game`` and ``run`` from a checkpoint's (or a snapshot's) state and metadata."""
     game.load_state_dict(state, meta)
     run.restore(meta)
-    game.set_lr(run.lr_scale)
+    set_lr(game, run.lr_scale)
 
 
 def save_checkpoint(game: Game, run: RunState, ckpts: CheckpointDir, elapsed: float) -> Path:
     """Every process calls this: rank 0 writes the checkpoint (with every process's RNG states), the
     others wait until it is complete. Returns its path; a failed save raises in every process."""
-    ctx = game.dist
+    ctx = game.runtime.dist
     path = ckpts.path_for(run.step)
     if not ctx.enabled:
         game.sampling_net()  # checkpoints hold sampling-ready EMA statistics
@@ -120,17 +121,17 @@ def save_checkpoint(game: Game, run: RunState, ckpts: CheckpointDir, elapsed: fl
 
 def describe_speed(game: Game) -> str:
     """One line with the run's resolved scale and speed settings (printed at the start)."""
-    ctx, perf, bs = game.dist, game.perf, game.cfg.train.batch_size
+    ctx, perf, bs = game.runtime.dist, game.runtime.perf, game.cfg.train.batch_size
     split = f"{ctx.world_size} processes x {bs // ctx.world_size} = {bs} images" if ctx.enabled else f"{bs} images"
-    return (f"gankit: {split} per step on {game.device.type}; amp {perf.amp}, "
+    return (f"gankit: {split} per step on {game.runtime.device.type}; amp {perf.amp}, "
             f"channels_last {'on' if perf.channels_last else 'off'}, compile {perf.compile}")
 
 
-def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, trainer: Game, run: RunState,
+def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, game: Game, run: RunState,
                   held: contextlib.ExitStack) -> CheckpointDir:
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainError(f"the run directory {run_dir} is a file")
-    if trainer.dist.is_main:  # before reading it: a second process must not resume what the first is writing
+    if game.runtime.dist.is_main:  # before reading it: a second process must not resume what the first is writing
         _lock_run_dir(run_dir, held)
     ckpts = CheckpointDir(run_dir / "checkpoints", cfg.checkpoint.keep)
     latest = ckpts.latest()
@@ -142,8 +143,8 @@ def _open_run_dir(cfg: Config, run_dir: Path, resume: bool, trainer: Game, run: 
         conflicts = resume_conflicts(meta["config"], cfg)
         if conflicts:
             raise TrainError(f"cannot resume {latest}: the config differs in " + "; ".join(conflicts))
-        restore(trainer, run, state, meta)
-    if not trainer.dist.is_main:  # rank 0 alone writes to the run directory
+        restore(game, run, state, meta)
+    if not game.runtime.dist.is_main:  # rank 0 alone writes to the run directory
         return ckpts
     _check_output_folders(ckpts.root, run_dir / "samples")
     try:
@@ -221,7 +222,7 @@ def _train(cfg: Config | dict | str | Path, run_dir: str | Path | None, resume: 
     ctx = distributed.setup(select_device(cfg.train.device))  # under torchrun: join the process group
     game = prepare(cfg, ctx)
     cfg = game.cfg  # model.conditional auto resolved against the data
-    run = RunState(total=total_steps(cfg, game.stream))
+    run = RunState(total=total_steps(cfg, game.data.stream))
     evaluator = TrainingEvaluator.build(cfg, game) if cfg.eval.every else None
     evaluator = evaluator if ctx.is_main else None  # rank 0 alone evaluates, samples and writes
     run_dir = Path(distributed.broadcast_object(ctx, str(run_dir) if run_dir is not None else str(default_run_dir())))
@@ -235,8 +236,6 @@ def _train(cfg: Config | dict | str | Path, run_dir: str | Path | None, resume: 
     finally:
         loop.logger.close()
     if ctx.is_main and cfg.log.plot:
-        from gankit.objectives import OBJECTIVES
-
         labels = OBJECTIVES.get(cfg.objective.name).output_labels
         plot_loss_curves(run_dir / "metrics.jsonl", run_dir / "loss_curves.png", labels=labels)
     return TrainResult(run_dir, run.step, loop.last_ckpt, stopped_by, loop.row)
@@ -248,7 +247,7 @@ class Loop:
 
     def __init__(self, game: Game, run: RunState, ckpts: CheckpointDir, run_dir: Path,
                  evaluator: TrainingEvaluator | None, t0: float, stop: Any) -> None:
-        cfg, ctx = game.cfg, game.dist
+        cfg, ctx, device = game.cfg, game.runtime.dist, game.runtime.device
         self.game, self.run, self.ckpts, self.run_dir, self.evaluator = game, run, ckpts, run_dir, evaluator
         self.cfg, self.ctx, self.t0, self.stop = cfg, ctx, t0, stop
         self.start_step = run.step
@@ -261,20 +260,21 @@ class Loop:
             tensorboard=trackers.tensorboard_on(cfg.log), batch_size=images, deadline=deadline,
             config=cfg.to_dict(), trackers=trackers.library_trackers(cfg.log)) \
             if ctx.is_main else NullLogger(start_step=run.step, batch_size=images)
-        self.health = HealthMonitor(cfg.health, logistic_d=game.logistic_d)
-        self.fixed_z = latents(cfg.log.grid ** 2 if game.source.is_image else 2500, cfg.model.latent_dim,
-                               cfg.train.seed + streams.SAMPLE_GRID, game.device)
-        self.diversity_z = latents(128, cfg.model.latent_dim, cfg.train.seed + streams.DIVERSITY, game.device)
+        logistic = OBJECTIVES.get(cfg.objective.name).logistic_d  # D(G(z)) a probability: its alarm applies
+        self.health = HealthMonitor(cfg.health, logistic_d=logistic)
+        self.fixed_z = latents(cfg.log.grid ** 2 if game.data.source.is_image else 2500, cfg.model.latent_dim,
+                               cfg.train.seed + streams.SAMPLE_GRID, device)
+        self.diversity_z = latents(128, cfg.model.latent_dim, cfg.train.seed + streams.DIVERSITY, device)
         self.last_ckpt, self.saved_step, self.row = ckpts.latest(), run.step, {}
         self.window = StatWindow()
 
     def start(self, threads_how: str, resume: bool) -> None:
-        game, logger = self.game, self.logger
+        game, logger, perf = self.game, self.logger, self.game.runtime.perf
         logger.message(start_line(game, self.run_dir, self.start_step, threads_how))
         for tracker in logger.trackers:
             logger.message(tracker.describe())
-        if self.ctx.enabled or game.perf.channels_last or game.perf.compile != "off" or (
-                game.perf.amp != "fp32" and game.device.type != "cpu"):  # a CPU's autocast: in the start line
+        if self.ctx.enabled or perf.channels_last or perf.compile != "off" or (
+                perf.amp != "fp32" and game.runtime.device.type != "cpu"):  # a CPU's autocast: in the start line
             logger.message(describe_speed(game))
         if resume and self.start_step == 0:
             logger.message(f"gankit: --resume: {self.ckpts.root} holds no checkpoint yet; starting the run at step 0")
@@ -307,7 +307,7 @@ class Loop:
         at_log, at_ckpt = step % cfg.log.every == 0, step % cfg.checkpoint.every == 0
         if at_log or at_ckpt:
             distributed.average_stats(self.ctx, self.window.sums)  # global-batch values, the same everywhere
-        if (at_log or at_ckpt) and not (self.window.finite() and self.game.weights_finite()):
+        if (at_log or at_ckpt) and not (self.window.finite() and weights_finite(self.game)):
             # never log, sample or checkpoint a diverged model (losses are computed before the update
             # that may have broken the weights, so both are checked): go back to the last good state
             back_to = self.rollback()
@@ -332,7 +332,9 @@ class Loop:
                                                               "seconds": self.elapsed()})
         self.window = StatWindow()
         if with_health:
-            diversity = self.game.diversity(self.diversity_z) if self.cfg.health.alarms else None
+            game = self.game
+            diversity = game.diversity(self.diversity_z) if self.cfg.health.alarms and isinstance(game, Monitored) \
+                else None
             self.alarm(self.health.observe(self.run.step, d_fake=means.get("d_fake"), diversity=diversity))
 
     def evaluate(self, step: int) -> None:
@@ -347,7 +349,7 @@ class Loop:
     def finish(self) -> None:
         """The last statistics row, the final checkpoint and grid (a diverged end: the last good one stands)."""
         distributed.average_stats(self.ctx, self.window.sums)
-        if not (self.window.finite() and self.game.weights_finite()):
+        if not (self.window.finite() and weights_finite(self.game)):
             self.rollback()
             self.saved_step = self.run.step
             self.last_ckpt = self.ckpts.latest()
@@ -372,13 +374,13 @@ class Loop:
         state, meta = last[1:] if last is not None else copy.deepcopy(self.initial)
         restore(game, run, state, meta)
         run.rollbacks, run.lr_scale = rollbacks, scale
-        game.set_lr(scale)
+        set_lr(game, scale)
         return run.step
 
     def saved_before_data_error(self, exc: DataError) -> DataError:
         """Checkpoint the steps since the last save (single process, finite model), then the error to raise."""
         game, run = self.game, self.run
-        if game.dist.enabled or run.step == self.saved_step or not (self.window.finite() and game.weights_finite()):
+        if game.runtime.dist.enabled or run.step == self.saved_step or not (self.window.finite() and weights_finite(game)):
             return DataError(f"{exc}; the last checkpoint stands")
         path = save_checkpoint(game, run, self.ckpts, self.elapsed())
         return DataError(f"{exc}; saved {path} at step {run.step}: fix or remove the file, then continue with "
@@ -393,7 +395,8 @@ def settle_threads(game: Game, run: RunState) -> str:
     (resume stays bit-exact), else the faster of all cores and one, timed on copies of the networks within a
     twentieth of a time budget (all cores where that cannot be done); returns how it was chosen."""
     cfg = game.cfg
-    auto = fixed_threads(cfg.train.threads, game.device, game.dist) is None and game.device.type == "cpu"
+    device = game.runtime.device
+    auto = fixed_threads(cfg.train.threads, device, game.runtime.dist) is None and device.type == "cpu"
     if not auto or not isinstance(game, ThreadTimed):
         return ""
     if run.threads:
@@ -415,20 +418,21 @@ def start_line(game: Game, run_dir: Path, start_step: int, threads_how: str = ""
     def millions(net: nn.Module) -> str:
         return f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f}M"
 
-    cfg, source = game.cfg, game.source
+    cfg, source, device, amp = game.cfg, game.data.source, game.runtime.device, game.runtime.perf.amp
     n = torch.get_num_threads()
     how = f" ({threads_how})" if threads_how else ""
-    threads = f", {n} thread{'s' * (n > 1)}{how}" if game.device.type == "cpu" else ""
-    if game.device.type == "cpu" and game.perf.amp != "fp32":
+    threads = f", {n} thread{'s' * (n > 1)}{how}" if device.type == "cpu" else ""
+    if device.type == "cpu" and amp != "fp32":
         native = " (auto: the CPU has native bfloat16)" if cfg.perf.amp == "auto" else ""
-        threads += f", {game.perf.amp} autocast{native}"
+        threads += f", {amp} autocast{native}"
     data = f"{game.data.origin}: {len(source):,} " + ("x".join(map(str, source.shape)) + " images"
                                                       if source.is_image else f"{source.shape[-1]}-D points")
     begin = f"resuming at step {start_step}" if start_step else "training"
     g, d = list(game.nets.values())[:2]
-    return (f"gankit: {begin} on {game.device.type}{threads} | G {cfg.model.generator.get('name')} "
+    note = game.meta().get("conditioning")
+    return (f"gankit: {begin} on {device.type}{threads} | G {cfg.model.generator.get('name')} "
             f"{millions(g)}, D {cfg.model.discriminator.get('name')} {millions(d)} params"
-            f"{', ' + game.start_note if game.start_note else ''} | {data} | run dir {run_dir}")
+            f"{', ' + note if note else ''} | {data} | run dir {run_dir}")
 
 
 class StatWindow:

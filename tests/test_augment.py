@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import TINY, TINY_RING, make_cfg
+from conftest import TINY, TINY_RING, make_cfg, step_game
 from gankit.augment import AugmentedDiscriminator, DiffAugment, color, cutout, parse_policy, translation
 from gankit.config import ConfigError, from_dict
 from gankit.train import prepare, train
@@ -101,7 +101,7 @@ def test_training_uses_the_augmented_discriminator():
     assert isinstance(augmented.judge, AugmentedDiscriminator) and augmented.judge.d is augmented.d
     assert augmented.judge.gen is augmented.rng  # the trainer's stream: checkpointed, so resume is exact
     # same seed, same weights, same batch: only the augmentation differs
-    assert plain.train_step(10)["loss_d"] != augmented.train_step(10)["loss_d"]
+    assert step_game(plain, 10)["loss_d"] != step_game(augmented, 10)["loss_d"]
 
 
 def test_augment_on_points_is_a_config_error(tmp_path):

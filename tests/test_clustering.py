@@ -196,4 +196,4 @@ def test_conditional_auto_with_labels_ignores_self_condition(tmp_path, capsys):
     trainer = prepare(from_dict(cfg))
     assert trainer.cfg.model.conditional is True and trainer.cfg.model.self_condition == 0
     assert trainer.clusters is None and trainer.num_classes == 10
-    assert trainer.start_note == "conditional on 10 classes (the data's labels)"
+    assert trainer.conditioning == "conditional on 10 classes (the data's labels)"

@@ -77,7 +77,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     single = prepare(from_dict(EXACT))
     initial = {k: v.clone() for k, v in single.g.state_dict().items()}
     for _ in range(steps):
-        single.train_step(steps)
+        step_game(single, steps)
     for net in ("g", "d"):
         for key, value in getattr(single, net).state_dict().items():
             torch.testing.assert_close(rank0[f"{net}.{key}"], value, rtol=1e-5, atol=1e-6, msg=f"{net}.{key}")

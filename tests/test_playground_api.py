@@ -2,6 +2,7 @@
 validated like YAML configs, steps of gankit's own Trainer, and an export that `gankit train` replays."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -187,31 +188,31 @@ def test_a_command_is_answered_while_a_long_step_runs(client, session, monkeypat
     the page waiting, and the game pauses once that step is complete."""
     post(client, "/api/mode", {"mode": "2d"})
     post(client, "/api/settings", {"changes": {"train.d_steps": 20}})
-    t = session.trainer
-    real_step, d_updates = t.discriminator_step, []
+    t, run = session.trainer, session.run
+    d_phase, d_updates = t.phases[0], []
 
-    def slow_d_step(*args, **kwargs):  # each D update takes 0.1 s: a step takes 2 s
+    def slow_d_loss(*args, **kwargs):  # each D update takes 0.1 s: a step takes 2 s
         d_updates.append(time.monotonic())
         time.sleep(0.1)
-        return real_step(*args, **kwargs)
+        return d_phase.loss(*args, **kwargs)
 
-    monkeypatch.setattr(t, "discriminator_step", slow_d_step)
+    monkeypatch.setattr(t, "phases", (dataclasses.replace(d_phase, loss=slow_d_loss), *t.phases[1:]))
     post(client, "/api/control", {"action": "play"})
     while len(d_updates) < 3:
         time.sleep(0.01)
-    step = t.step
+    step = run.step
     t0 = time.monotonic()
     state = client.get("/api/state").json()
     assert state["playing"] and time.monotonic() - t0 < 0.5
     state = post(client, "/api/control", {"action": "pause"})
     answered = time.monotonic() - t0
     assert not state["playing"] and answered < 0.6, answered  # within one D update, not the 2 s step
-    assert len(d_updates) < 20 * (step + 1) and t.step == step  # the step was still running
+    assert len(d_updates) < 20 * (step + 1) and run.step == step  # the step was still running
     deadline = time.monotonic() + 10
-    while t.step == step and time.monotonic() < deadline:
+    while run.step == step and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.3)
-    assert t.step == step + 1  # the step in progress completed (export replay stays exact), then paused
+    assert run.step == step + 1  # the step in progress completed (export replay stays exact), then paused
     assert not client.get("/api/state").json()["playing"]
     post(client, "/api/mode", {"mode": "2d"})
 

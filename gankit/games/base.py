@@ -1,9 +1,9 @@
 """What a game is: its networks, their optimizers, its losses as named phases, its random streams and data.
 
 The loop (gankit.train) owns the run (:class:`gankit.run_state.RunState`) and calls :func:`gankit.games.phases.
-train_step`, which does every game's optimizer mechanics; a game only computes each phase's loss. A game is
-one file that subclasses :class:`Game` and registers itself in :data:`GAMES` (see "Add your own game" in the
-README): ``game.name`` in a config picks it.
+train_step`, which does every game's optimizer mechanics; a game only computes each phase's loss. :class:`Game`
+is the interface; a game is one file whose class subclasses :class:`GameBase` (the shared state code) and
+whose factory registers in :data:`GAMES` (see "Add your own game" in the README): ``game.name`` picks it.
 """
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ Carry = dict[str, Any]  # what one phase of a step hands the next (the fakes G's
 class Phase:
     """One optimizer update of a step: ``loss(run, carry, i)`` for its ``i``-th of ``repeat`` runs, then
     ``optimizer``'s step. ``trains`` get gradients, ``frozen`` networks none (G's update needs gradients
-    through D, not for D's weights); ``after`` runs after the update (weight clipping, ADA's feedback);
-    ``counts_images``: each run adds a batch to the images seen."""
+    through D, not for D's weights); ``after(run, stats)`` runs after the update (weight clipping, ADA's
+    feedback, the EMA of G); ``counts_images``: each run adds a batch to the images seen."""
 
     name: str
     optimizer: str
@@ -46,7 +46,7 @@ class Phase:
     trains: tuple[str, ...]
     frozen: tuple[str, ...] = ()
     repeat: int = 1
-    after: Callable[[Stats], None] | None = None
+    after: Callable[[RunState, Stats], None] | None = None
     counts_images: bool = False
 
 
@@ -65,64 +65,107 @@ class GameData:
 
 
 @dataclass
-class Game:
-    """The loop's view of a game, and the state code every game shares (checkpoint layout, random streams,
-    learning rates). Subclasses set ``name`` and ``phases`` and implement the sampling members."""
+class Runtime:
+    """Where and how a game's networks run: this process's device and place in a multi-process run, and the
+    resolved speed settings (autocast, channels-last, compiled forwards, fp16 gradient scalers)."""
 
-    name: ClassVar[str]
-    cfg: Config
     device: torch.device
     dist: Dist
+    perf: Perf = field(default_factory=Perf)
+
+
+class Game(Protocol):
+    """What the loop (gankit.train), the playground and checkpoints need of a game: twelve members. A game
+    holds its networks, optimizers, losses and random streams; the run's state is the loop's (RunState)."""
+
+    cfg: Config  # resolved (model.conditional auto decided against the data)
+    runtime: Runtime
     nets: dict[str, nn.Module]  # every network a checkpoint holds; the first two: the start line's G and D
     optimizers: dict[str, torch.optim.Optimizer]  # "g" and "d", as optim.lr_g / lr_d set them
     data: GameData
-    phases: tuple[Phase, ...] = ()
-    perf: Perf = field(default_factory=Perf)  # the training forwards (autocast, compile) and fp16 scalers
-    rng: torch.Generator = field(default_factory=torch.Generator)  # latents, noise, masks, pools
-    zrng: torch.Generator | None = None  # multi-process: the latent stream all processes share
-    start_note: str = ""  # what the start line adds (conditioning)
-    objective: Objective | None = None  # the adversarial loss (gankit.objectives)
-
-    @property
-    def logistic_d(self) -> bool:
-        """Whether D's outputs are log-odds (the health alarms read ``d_fake`` as a probability)."""
-        return self.objective is not None and self.objective.logistic_d
+    phases: tuple[Phase, ...]  # one step: each phase in order (gankit.games.phases does the mechanics)
 
     def begin_step(self, run: RunState) -> Carry:
         """Set what the schedules say for this step (functions of ``run.step`` alone: resume is exact)."""
-        from gankit.optim import lr_factor
-
-        if self.cfg.optim.schedule != "constant":
-            self.set_lr(run.lr_scale * lr_factor(self.cfg.optim, run.step, run.total))
-        return {}
-
-    def end_step(self, run: RunState) -> None:
-        """Work after a step's updates (``run.step`` counts it already): the EMA of G."""
 
     def sampling_net(self) -> nn.Module:
         """Called before every checkpoint: bring sampling statistics up to date; returns the sampler."""
-        return next(iter(self.nets.values()))
 
     def write_samples(self, z: torch.Tensor, step: int, run_dir: Path, logger: RunLogger | None) -> None:
         """The grid of ``step`` (:func:`sample_path`; TensorBoard and trackers given a logger)."""
-        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """The tensors a checkpoint holds: networks, optimizers, random streams, the game's own."""
+
+    def load_state_dict(self, state: dict[str, Any], meta: dict[str, Any]) -> None: ...
+
+    def meta(self) -> dict[str, Any]:
+        """The game's part of a checkpoint's metadata (JSON); ``conditioning`` feeds the start line."""
+
+
+@runtime_checkable
+class Monitored(Protocol):
+    """A game whose samples the health monitor can check for collapse."""
 
     def diversity(self, z: torch.Tensor) -> float | None:
-        """The health monitor's collapse yardstick (~1 healthy, ~0 collapsed), or None where it means nothing."""
-        return None
+        """Spread of G's samples over the real data's: ~1 healthy, ~0 collapsed (None: not measurable yet)."""
 
-    # -- the state code every game shares
-    def set_lr(self, factor: float) -> None:
-        """Learning rates = configured x ``factor`` (rollbacks' scale x the schedule's)."""
-        from gankit.optim import set_learning_rates
 
-        set_learning_rates(self.cfg.optim, self.optimizers["g"], self.optimizers["d"], factor)
+@runtime_checkable
+class ThreadTimed(Protocol):
+    """A game whose step the loop can time on copies of its networks (train.threads auto on the CPU)."""
 
-    def weights_finite(self) -> bool:
-        """Whether every float weight and buffer of every network is finite (one device sync)."""
-        flags = [torch.isfinite(t).all() for net in self.nets.values() for t in [*net.parameters(), *net.buffers()]
-                 if t.is_floating_point()]
-        return bool(torch.stack(flags).all()) if flags else True
+    def probe_work(self) -> Callable[[], None]: ...
+
+
+@dataclass
+class GameBase:
+    """The state code every game shares (checkpoint layout, random streams, learning rates); a game
+    subclasses it, sets ``name`` and ``phases`` and writes its losses and grids."""
+
+    name: ClassVar[str]
+    cfg: Config
+    runtime: Runtime
+    nets: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    data: GameData
+    phases: tuple[Phase, ...] = ()
+    rng: torch.Generator = field(default_factory=torch.Generator)  # latents, noise, masks, pools
+    zrng: torch.Generator | None = None  # multi-process: the latent stream all processes share
+    objective: Objective | None = None  # the adversarial loss (gankit.objectives)
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
+    def dist(self) -> Dist:
+        return self.runtime.dist
+
+    @property
+    def perf(self) -> Perf:
+        return self.runtime.perf
+
+    @property
+    def source(self) -> Source:
+        return self.data.source
+
+    @property
+    def stream(self) -> BatchStream:
+        return self.data.stream
+
+    def begin_step(self, run: RunState) -> Carry:
+        from gankit.optim import lr_factor
+
+        if self.cfg.optim.schedule != "constant":
+            set_lr(self, run.lr_scale * lr_factor(self.cfg.optim, run.step, run.total))
+        return {}
+
+    def sampling_net(self) -> nn.Module:
+        return next(iter(self.nets.values()))
+
+    def write_samples(self, z: torch.Tensor, step: int, run_dir: Path, logger: RunLogger | None) -> None:
+        raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
         return {**{name: net.state_dict() for name, net in self.nets.items()},
@@ -130,7 +173,6 @@ class Game:
                 "rng": streams.rng_state(self), **self.perf.state_dict()}
 
     def meta(self) -> dict[str, Any]:
-        """The game's part of a checkpoint's metadata (the loop adds the run's)."""
         return {"config": self.cfg.to_dict(), "game": self.name,
                 "data": {k: s.state_dict() for k, s in self.data.streams.items()},
                 "data_shape": list(self.data.source.shape), "perf": self.perf.describe()}
@@ -152,24 +194,19 @@ class Game:
         for name, stream in self.data.streams.items():
             stream.load_state_dict(meta["data"][name])
 
-    # -- conveniences of the subclasses
-    @property
-    def source(self) -> Source:
-        return self.data.source
 
-    @property
-    def stream(self) -> BatchStream:
-        return self.data.stream
+def set_lr(game: Game, factor: float) -> None:
+    """Learning rates = configured x ``factor`` (rollbacks' scale x the schedule's)."""
+    from gankit.optim import set_learning_rates
+
+    set_learning_rates(game.cfg.optim, game.optimizers["g"], game.optimizers["d"], factor)
 
 
-@runtime_checkable
-class ThreadTimed(Protocol):
-    """A game whose step the loop can time on copies of its networks (train.threads auto on the CPU)."""
-
-    def probe_work(self) -> Callable[[], None]: ...
-
-
-GameFactory = Callable[["Config", torch.device, "Dist"], Game]
+def weights_finite(game: Game) -> bool:
+    """Whether every float weight and buffer of every network is finite (one device sync)."""
+    flags = [torch.isfinite(t).all() for net in game.nets.values() for t in [*net.parameters(), *net.buffers()]
+             if t.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def sample_path(run_dir: Path, step: int) -> Path:
@@ -177,24 +214,26 @@ def sample_path(run_dir: Path, step: int) -> Path:
 
 
 def build_game(cfg: Config, device: torch.device, dist: Dist) -> Game:
-    return GAMES.get(cfg.game.name)(cfg, device, dist)  # the config checked the name
+    return GAMES.get(cfg.game.name)(cfg, Runtime(device, dist))  # the config checked the name
 
 
-def build_data(cfg: Config, device: torch.device, dist: Dist, sources: dict[str, Source], origin: str) -> GameData:
+def build_data(cfg: Config, runtime: Runtime, sources: dict[str, Source], origin: str) -> GameData:
     """One batch stream per named source (seeded train.seed + its position), each process its slice."""
     from gankit.data import BatchStream
 
     try:
-        named = {name: BatchStream(src, cfg.train.batch_size, cfg.train.seed + i, device, cfg.data.num_workers,
-                                   dist.rank, dist.world_size) for i, (name, src) in enumerate(sources.items())}
+        dist = runtime.dist
+        named = {name: BatchStream(src, cfg.train.batch_size, cfg.train.seed + i, runtime.device,
+                                   cfg.data.num_workers, dist.rank, dist.world_size)
+                 for i, (name, src) in enumerate(sources.items())}
     except ValueError as exc:
         raise ConfigError(f"config: train.batch_size: {exc}") from None
     return GameData(next(iter(sources.values())), named, origin)
 
 
-def random_streams(cfg: Config, device: torch.device, dist: Dist) -> tuple[torch.Generator, torch.Generator | None]:
+def random_streams(cfg: Config, runtime: Runtime) -> tuple[torch.Generator, torch.Generator | None]:
     """The game's streams (after its models are built, so their initialisation stays identical)."""
-    return streams.random_streams(dist, cfg.train.seed, device)
+    return streams.random_streams(runtime.dist, cfg.train.seed, runtime.device)
 
 
 def broadcast(dist: Dist, nets: dict[str, nn.Module]) -> None:

@@ -13,8 +13,7 @@ import torch
 
 from gankit.config import Config
 from gankit.data import TensorSource
-from gankit.distributed import Dist
-from gankit.games.base import GAMES, Carry, Phase, Stats, sample_path
+from gankit.games.base import GAMES, Carry, Phase, Runtime, Stats, sample_path
 from gankit.games.translation import TranslationGame, checked_task, translation_game
 from gankit.models.translation import build_patch_discriminator, build_translator
 from gankit.run_state import RunState
@@ -109,7 +108,7 @@ class CycleGAN(TranslationGame):
         stats["d_fake"] = 0.5 * (stats["d_fake_a"] + stats["d_fake_b"])  # what the health alarm watches
         return loss, stats
 
-    def after_d(self, stats: Stats) -> None:
+    def after_d(self, run: RunState, stats: Stats) -> None:
         assert self.objective is not None
         for d in ("d_a", "d_b"):
             self.objective.after_d_step(self.nets[d])
@@ -136,7 +135,7 @@ class CycleGAN(TranslationGame):
 
 
 @GAMES.register("cyclegan")
-def prepare_cyclegan(cfg: Config, device: torch.device, dist: Dist) -> CycleGAN:
+def prepare_cyclegan(cfg: Config, runtime: Runtime) -> CycleGAN:
     task = checked_task(cfg, UnpairedTask)
     c = task.shape[0]
     nets = {"g_ab": build_translator(cfg.model.generator, c, c), "g_ba": build_translator(cfg.model.generator, c, c),
@@ -144,4 +143,4 @@ def prepare_cyclegan(cfg: Config, device: torch.device, dist: Dist) -> CycleGAN:
             "d_b": build_patch_discriminator(cfg.model.discriminator, c)}
     sources = {"A": TensorSource(task.domain_a, torch.arange(len(task.domain_a))),
                "B": TensorSource(task.domain_b, torch.arange(len(task.domain_b)))}
-    return translation_game(CycleGAN, cfg, device, dist, task, nets, ("g_ab", "g_ba"), ("d_a", "d_b"), sources)
+    return translation_game(CycleGAN, cfg, runtime, task, nets, ("g_ab", "g_ba"), ("d_a", "d_b"), sources)

@@ -19,9 +19,9 @@ from gankit.clustering import Clusters, cluster_images, prior_rows
 from gankit.config import Config, ConfigError, from_dict
 from gankit.data import Source, TensorSource, build_dataset
 from gankit.data.toy2d import mixture_modes
-from gankit.distributed import Dist
 from gankit.ema import EMA, scheduled_decay
-from gankit.games.base import GAMES, Carry, Game, Phase, Stats, broadcast, build_data, random_streams, sample_path
+from gankit.games.base import GAMES, Carry, GameBase, Phase, Runtime, Stats, broadcast, build_data, random_streams, \
+    sample_path
 from gankit.health import nearest_neighbour_spread
 from gankit.logs import RunLogger
 from gankit.models import build_models
@@ -35,7 +35,7 @@ from gankit.threads import probe_work
 
 
 @dataclass
-class NoiseToImage(Game):
+class NoiseToImage(GameBase):
     """G(z[, y]) against D: the networks, the objective and what a conditional G conditions on."""
 
     name = "gan"
@@ -45,13 +45,14 @@ class NoiseToImage(Game):
     clusters: Clusters | None = None  # model.self_condition: the cluster of every training image
     real_std: float | None = None  # per-feature std of one real batch: the diversity yardstick
     real_spread: tuple[int, float] | None = None  # (n, nearest-neighbour spread) of that batch, the other one
+    conditioning: str = ""  # what G and D condition on, and why, for the start line
 
     def __post_init__(self) -> None:
         d_steps = self.cfg.train.d_steps
         self.phases = (
             Phase("D", "d", self.discriminator_loss, trains=("d",), repeat=d_steps, after=self.after_d,
                   counts_images=True),
-            Phase("G", "g", self.generator_loss, trains=("g",), frozen=("d",)))
+            Phase("G", "g", self.generator_loss, trains=("g",), frozen=("d",), after=self.after_g))
 
     @property
     def g(self) -> nn.Module:
@@ -127,7 +128,7 @@ class NoiseToImage(Game):
         carry["batch"] = (fake, real, y) if keep_graph else None
         return loss, stats
 
-    def after_d(self, stats: Stats) -> None:
+    def after_d(self, run: RunState, stats: Stats) -> None:
         assert self.objective is not None
         self.objective.after_d_step(self.d)
         adaptive = self.augment.adaptive if self.augment else None
@@ -152,9 +153,9 @@ class NoiseToImage(Game):
             stats["g_reg"] = penalty.detach()
         return loss, stats
 
-    def end_step(self, run: RunState) -> None:
+    def after_g(self, run: RunState, stats: Stats) -> None:
         if self.ema is not None:
-            self.ema.update(self.g, run.step)
+            self.ema.update(self.g, run.step + 1)  # the step this update completes
 
     # -- self-conditioning
     def recluster_due(self, step: int) -> bool:
@@ -240,6 +241,7 @@ class NoiseToImage(Game):
     def meta(self) -> dict[str, Any]:
         adaptive = self.augment.adaptive if self.augment else None
         return {**super().meta(), "data": self.stream.state_dict(), "num_classes": self.num_classes,
+                "conditioning": self.conditioning,
                 **({"ada": adaptive.state()} if adaptive is not None else {})}
 
     def load_state_dict(self, state: dict[str, Any], meta: dict[str, Any]) -> None:
@@ -251,8 +253,9 @@ class NoiseToImage(Game):
 
 
 @GAMES.register("gan")
-def prepare_noise_to_image(cfg: Config, device: torch.device, dist: Dist) -> NoiseToImage:
+def prepare_noise_to_image(cfg: Config, runtime: Runtime) -> NoiseToImage:
     """The noise -> image game: G(z[, y]) judged by D, as the objective says."""
+    device, dist = runtime.device, runtime.dist
     source = build_dataset(cfg.data)
     requested = cfg.model.self_condition
     if cfg.model.conditional == "auto":  # resolved once against the data: checkpoints hold what it became
@@ -272,18 +275,18 @@ def prepare_noise_to_image(cfg: Config, device: torch.device, dist: Dist) -> Noi
     broadcast(dist, {"g": g, "d": d})
     objective = build_objective(cfg.objective)
     objective.track_sign = adaptive is not None
-    perf = perf_setup(cfg.perf, device, g, d, objective)  # channels-last converts in place: before the EMA copy
+    runtime.perf = perf_setup(cfg.perf, device, g, d, objective)  # channels-last converts in place: before the EMA copy
     opt_g, opt_d = build_optimizers(cfg.optim, g, d)
     ema = (EMA(g, cfg.train.ema_decay, cfg.train.ema_start, cfg.train.ema_warmup, cfg.train.ema_rampup)
            if cfg.train.ema_decay > 0 else None)
     if cfg.perf.sync_batchnorm and dist.enabled:  # after the EMA copy: rank 0 alone runs the EMA in train mode
         g, d = distributed.sync_batchnorm(device, g, d)
-    data = build_data(cfg, device, dist, {"real": source}, cfg.data.name)
-    rng, zrng = random_streams(cfg, device, dist)
+    data = build_data(cfg, runtime, {"real": source}, cfg.data.name)
+    rng, zrng = random_streams(cfg, runtime)
     nets = {"g": g, "d": d, **({"g_ema": ema.shadow} if ema is not None else {})}
-    return NoiseToImage(cfg, device, dist, nets, {"g": opt_g, "d": opt_d}, data, perf=perf, rng=rng, zrng=zrng,
-                        start_note=describe_conditioning(cfg, num_classes, requested), objective=objective, ema=ema,
-                        num_classes=num_classes, augment=augment or None)
+    return NoiseToImage(cfg, runtime, nets, {"g": opt_g, "d": opt_d}, data, rng=rng, zrng=zrng, objective=objective,
+                        ema=ema, num_classes=num_classes, augment=augment or None,
+                        conditioning=describe_conditioning(cfg, num_classes, requested))
 
 
 MIN_IMAGES_PER_CLUSTER = 20  # model.conditional auto on a small folder: fewer clusters, never near-empty ones

@@ -26,7 +26,6 @@ def train_step(game: Game, run: RunState, between: Callable[[], None] | None = N
             if between is not None:
                 between()
     run.step += 1
-    game.end_step(run)
     return stats
 
 
@@ -39,10 +38,10 @@ def run_phase(game: Game, run: RunState, phase: Phase, carry: Carry, i: int = 0)
     loss, stats = phase.loss(run, carry, i)
     opt = game.optimizers[phase.optimizer]
     opt.zero_grad(set_to_none=True)
-    backward_step(loss, opt, game.perf.scalers.get(phase.optimizer),
-                  functools.partial(distributed.average_gradients, game.dist))
+    backward_step(loss, opt, game.runtime.perf.scalers.get(phase.optimizer),
+                  functools.partial(distributed.average_gradients, game.runtime.dist))
     if phase.after is not None:
-        phase.after(stats)
+        phase.after(run, stats)
     if phase.counts_images:
         run.images_seen += game.cfg.train.batch_size
     return stats
@@ -50,12 +49,11 @@ def run_phase(game: Game, run: RunState, phase: Phase, carry: Carry, i: int = 0)
 
 def single_phase(game: Game, run: RunState, name: str) -> Stats:
     """One update of the phase ``name`` alone, as the playground's "D step" and "G step" buttons run it; a
-    step's last phase completes a step (counted, the EMA updated)."""
+    step's last phase completes a step."""
     phase = next((p for p in game.phases if p.name == name), None)
     if phase is None:
-        raise ValueError(f"the {game.name} game has no phase {name!r} (phases: {', '.join(p.name for p in game.phases)})")
+        raise ValueError(f"the game has no phase {name!r} (phases: {', '.join(p.name for p in game.phases)})")
     stats = run_phase(game, run, phase, game.begin_step(run))
     if phase is game.phases[-1]:
         run.step += 1
-        game.end_step(run)
     return stats

@@ -10,8 +10,7 @@ from typing import Any
 import torch
 
 from gankit.config import Config
-from gankit.distributed import Dist
-from gankit.games.base import GAMES, Carry, Phase, Stats, sample_path
+from gankit.games.base import GAMES, Carry, Phase, Runtime, Stats, sample_path
 from gankit.games.translation import TranslationGame, checked_task, translation_game
 from gankit.models.translation import build_patch_discriminator, build_translator
 from gankit.run_state import RunState
@@ -43,7 +42,7 @@ class Pix2Pix(TranslationGame):
         return self.objective.discriminator_loss(self.nets["d"], real, fake.detach(), cond, carry["noise"],
                                                  self.rng, d_step=run.step)
 
-    def after_d(self, stats: Stats) -> None:
+    def after_d(self, run: RunState, stats: Stats) -> None:
         assert self.objective is not None
         self.objective.after_d_step(self.nets["d"])
 
@@ -70,11 +69,11 @@ class Pix2Pix(TranslationGame):
 
 
 @GAMES.register("pix2pix")
-def prepare_pix2pix(cfg: Config, device: torch.device, dist: Dist) -> Pix2Pix:
+def prepare_pix2pix(cfg: Config, runtime: Runtime) -> Pix2Pix:
     task = checked_task(cfg, PairedTask)
     c_out = task.target_shape[0]
     nets = {"g": build_translator(cfg.model.generator, task.g_channels, c_out),
             "d": build_patch_discriminator(cfg.model.discriminator, task.g_channels + c_out)}
-    game = translation_game(Pix2Pix, cfg, device, dist, task, nets, ("g",), ("d",), {"B": task.source()})
-    game.inputs = None if task.inputs is None else task.inputs.to(device)
+    game = translation_game(Pix2Pix, cfg, runtime, task, nets, ("g",), ("d",), {"B": task.source()})
+    game.inputs = None if task.inputs is None else task.inputs.to(runtime.device)
     return game

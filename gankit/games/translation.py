@@ -10,8 +10,7 @@ import torch.nn as nn
 
 from gankit.config import Config, ConfigError
 from gankit.data import TensorSource
-from gankit.distributed import Dist
-from gankit.games.base import Game, broadcast, build_data, random_streams
+from gankit.games.base import GameBase, Runtime, broadcast, build_data, random_streams
 from gankit.models.init import init_weights
 from gankit.objectives import Objective, build_objective
 from gankit.optim import build_optimizers
@@ -48,24 +47,24 @@ def checked_task(cfg: Config, kind: type) -> Any:
     return task
 
 
-def translation_game(cls: type, cfg: Config, device: torch.device, dist: Dist, task: Any, nets: dict[str, nn.Module],
+def translation_game(cls: type, cfg: Config, runtime: Runtime, task: Any, nets: dict[str, nn.Module],
                      g_names: tuple[str, ...], d_names: tuple[str, ...], sources: dict[str, TensorSource]) -> Any:
     """Build a translation game ``cls``: ``nets`` initialised and placed, one optimizer over the generators
     ``g_names`` and one over the discriminators ``d_names``, a batch stream per domain."""
     for net in nets.values():
         init_weights(net, cfg.model.init)
-        net.to(device)
-    broadcast(dist, nets)
+        net.to(runtime.device)
+    broadcast(runtime.dist, nets)
     opt_g, opt_d = build_optimizers(cfg.optim, nn.ModuleList([nets[k] for k in g_names]),
                                     nn.ModuleList([nets[k] for k in d_names]))
-    data = build_data(cfg, device, dist, sources, task.origin)
-    rng, zrng = random_streams(cfg, device, dist)
-    return cls(cfg, device, dist, nets, {"g": opt_g, "d": opt_d}, data, rng=rng, zrng=zrng,
+    data = build_data(cfg, runtime, sources, task.origin)
+    rng, zrng = random_streams(cfg, runtime)
+    return cls(cfg, runtime, nets, {"g": opt_g, "d": opt_d}, data, rng=rng, zrng=zrng,
                objective=build_objective(cfg.objective), task=task)
 
 
 @dataclass
-class TranslationGame(Game):
+class TranslationGame(GameBase):
     """What pix2pix and CycleGAN share: the task (gankit.translation.tasks), the objective, the checkpoint's
     task description; train.threads null: PyTorch's default (the loop's thread tuner times noise -> image
     nets only)."""

@@ -30,6 +30,7 @@ from gankit.playground.settings import (COST_KEYS, DEFAULT_IMAGE_CONFIG, LIMITS,
                                         Settings, export_yaml, short, shown)
 from gankit.sampling import latents
 from gankit.games.noise_to_image import NoiseToImage as Trainer
+from gankit.games.base import set_lr
 from gankit.games.phases import single_phase, train_step
 from gankit.run_state import RunState
 from gankit.train import StatWindow, prepare, save_checkpoint
@@ -437,7 +438,7 @@ class Session:
             objective = build_objective(cfg.objective)  # may refuse the name: before anything changes
             self.settings = candidate
             t.cfg, t.objective = cfg, objective
-            t.set_lr(self.run.lr_scale)
+            set_lr(t, self.run.lr_scale)
             for opt, betas in ((t.optimizers["g"], cfg.optim.betas_g), (t.optimizers["d"], cfg.optim.betas_d)):
                 for group in opt.param_groups:
                     if "betas" in group:
