@@ -90,9 +90,14 @@ def _non_empty(net: nn.Module, spec: dict, key: str) -> nn.Module:
 
 def _roles(game: str = "gan") -> list[tuple[str, Registry, int]]:
     """(role, registry, positional arguments) of a game's networks: noise -> image models take the data's
-    sizes, image-to-image ones (gankit.models.translation) take channels."""
+    sizes, bigan's encoder and joint D (gankit.models.bigan) the image shape and latent size, image-to-image
+    ones (gankit.models.translation) channels."""
     if game == "gan":
         return [("generator", GENERATORS, 3), ("discriminator", DISCRIMINATORS, 2)]
+    if game == "bigan":
+        from gankit.models.bigan import ENCODERS, JOINT_DISCRIMINATORS
+
+        return [("generator", GENERATORS, 3), ("discriminator", JOINT_DISCRIMINATORS, 2), ("encoder", ENCODERS, 2)]
     from gankit.models.translation import PATCH_DISCRIMINATORS, TRANSLATORS
 
     return [("generator", TRANSLATORS, 2), ("discriminator", PATCH_DISCRIMINATORS, 1)]
@@ -106,10 +111,11 @@ def check_model_specs(cfg: ModelConfig, game: str = "gan") -> None:
 
 
 def describe_model(name: str) -> list[tuple[str, list[tuple[str, object, str, str]]]]:
-    """For ``gankit config --model NAME``: per role (generator, discriminator) the (argument, default, type,
-    meaning) rows of the constructor's architecture arguments, for the noise -> image and image-to-image
-    models."""
-    every = _roles("gan") + _roles("translation")
+    """For ``gankit config --model NAME``: per role (generator, discriminator, encoder) the (argument, default,
+    type, meaning) rows of the constructor's architecture arguments, for the noise -> image, bigan and
+    image-to-image models."""
+    bigan = [(f"{role} (bigan)", registry, positional) for role, registry, positional in _roles("bigan")[1:]]
+    every = _roles("gan") + bigan + _roles("translation")
     roles = [(role, registry, positional) for role, registry, positional in every if name in registry.names()]
     if not roles:
         known = sorted({n for _, registry, _ in every for n in registry.names()})
