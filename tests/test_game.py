@@ -13,7 +13,7 @@ from gankit.train import prepare, train
 
 
 def test_games_are_registered_and_gan_is_the_noise_to_image_game():
-    assert GAMES.names() == ["cyclegan", "gan", "pix2pix"]
+    assert GAMES.names() == ["bigan", "cyclegan", "gan", "pix2pix"]
     assert isinstance(prepare(from_dict(make_cfg(TINY, "data.limit=64"))), NoiseToImage)
     with pytest.raises(ConfigError, match="game.name: unknown game 'pix3pix'; did you mean 'pix2pix'"):
         prepare(from_dict(make_cfg(TINY, "game.name=pix3pix")))
