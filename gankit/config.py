@@ -265,6 +265,8 @@ class GameConfig:
                               ge=0.0)
     lambda_identity: float = opt(0.5, "cyclegan: weight of the identity loss |G_AB(b) - b|, as a fraction of "
                                  "lambda_cycle (0 = off)", ge=0.0)
+    lambda_recon: float = opt(0.0, "bigan: weight of ALICE's cycle term |G(E(x)) - x| (L1, Li et al. 2017) in the "
+                              "loss of G and E, beside the adversarial one (0 = plain BiGAN)", ge=0.0)
     pool_size: int = opt(50, "cyclegan: Ds judge fakes drawn from a history of this many generated images "
                          "(0 = the newest only)", ge=0)
 

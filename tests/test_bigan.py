@@ -84,6 +84,12 @@ def test_other_objectives_train_e_too(objective):
     assert not torch.equal(_weights(game)["e"], before["e"])
 
 
+def test_alices_cycle_term_trains_g_and_e_to_reconstruct():
+    game = prepare(from_dict(make_cfg(BIGAN, "game.lambda_recon=2")))
+    rows = [step_game(game, 10) for _ in range(3)]
+    assert all(0 < float(r["recon_l1"]) < 2 for r in rows) and "loss_e" in rows[-1]
+
+
 @pytest.mark.parametrize("override, message", [
     ("objective.name=lsgan", "objective.name: the bigan game trains E .* which lsgan does not define"),
     ("train.ema_decay=0.9", "train.ema_decay: the bigan game trains with no EMA"),
