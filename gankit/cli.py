@@ -419,8 +419,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _translation_game(source: str) -> str | None:
-    """The game of ``source`` when it is a run directory or checkpoint of an image-to-image game, else None."""
+    """The game of ``source`` when it is a run directory or checkpoint of an image-to-image game, else None
+    (a noise -> image run: gan, bigan)."""
     from gankit.checkpoint import read_meta, resolve
+    from gankit.sampling import draws_from_noise
 
     path = Path(source)
     if not (path.is_dir() and (path / "checkpoints").is_dir()) and path.suffix != ".safetensors":
@@ -429,8 +431,7 @@ def _translation_game(source: str) -> str | None:
         meta = read_meta(resolve(path))
     except Exception:  # not a checkpoint: the sample-metrics path reports what is wrong with it
         return None
-    game = meta.get("game", "gan")
-    return None if game == "gan" else str(game)
+    return None if not isinstance(meta, dict) or draws_from_noise(meta) else str(meta["game"])
 
 
 # options of noise -> image runs that a translation run has no use for: (attribute, option, its default)

@@ -1,5 +1,5 @@
-"""Subcommands for comparing, sharing and getting started: compare, export, push, init, zoo. ``gankit.cli``
-registers them."""
+"""Subcommands for comparing, sharing and getting started: compare, export, push, init, zoo, encode.
+``gankit.cli`` registers them."""
 from __future__ import annotations
 
 import argparse
@@ -55,6 +55,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    "(default: print only)")
     r.add_argument("--no-ema", action="store_true", help="sample the raw generators, not their EMA")
     r.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+    c = sub.add_parser("encode", help="bigan runs: images -> their latents E(x) in an .npz (and a grid of x | G(E(x)))")
+    c.add_argument("source", help="run directory or checkpoint file of a bigan run")
+    c.add_argument("--input", required=True, help="a folder of images (searched recursively) or an .npz with uint8 "
+                   "`images` N x H x W [x C], at the run's size")
+    c.add_argument("--out", default="latents.npz", help="the .npz to write: `latents` float32 N x latent_dim and "
+                   "`names` (each input's path, or its index in the .npz) (default latents.npz)")
+    c.add_argument("--grid", metavar="PNG", help="also write rows of the first inputs, each row followed by "
+                   "their reconstructions G(E(x)), to this .png (default: none)")
+    c.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -142,4 +152,36 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"compare": cmd_compare, "export": cmd_export, "push": cmd_push, "init": cmd_init, "zoo": cmd_zoo}
+def cmd_encode(args: argparse.Namespace) -> int:
+    import io
+
+    import numpy as np
+
+    from gankit.checkpoint import atomic_write_bytes
+    from gankit.device import select_device
+    from gankit.games.bigan import load_bigan
+    from gankit.translation.files import read_inputs
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".npz" or out.is_dir():
+        raise ValueError(f"--out must name an .npz file, got {args.out!r}")
+    if args.grid is not None and Path(args.grid).suffix.lower() != ".png":
+        raise ValueError(f"--grid must end in .png, got {args.grid!r}")
+    if not Path(args.input).exists():
+        raise ValueError(f"--input {args.input}: no such file or directory")
+    run = load_bigan(args.source, select_device(args.device, "--device"))
+    images, _, names = read_inputs(args.input, run.shape)
+    z = run.encode(images)
+    buf = io.BytesIO()
+    np.savez(buf, latents=z.numpy().astype(np.float32), names=np.array(names, dtype=str))
+    atomic_write_bytes(out, buf.getvalue())
+    print(f"gankit: wrote the latents ({z.shape[1]} each) of {len(z)} images, E of the run at step {run.step}, "
+          f"to {out}")
+    if args.grid is not None:
+        grid = run.write_grid(images, args.grid)
+        print(f"gankit: wrote inputs | reconstructions G(E(x)) to {grid}")
+    return 0
+
+
+COMMANDS = {"compare": cmd_compare, "export": cmd_export, "push": cmd_push, "init": cmd_init, "zoo": cmd_zoo,
+            "encode": cmd_encode}

@@ -72,7 +72,9 @@ def summarize(run: str | Path) -> RunSummary:
     meta = read_meta(latest)
     if not isinstance(meta, dict) or not {"config", "step", "data_shape"} <= set(meta):
         raise CheckpointError(f"compare: {latest} is not a checkpoint of a gankit run")
-    if meta.get("game", "gan") != "gan":
+    from gankit.sampling import draws_from_noise
+
+    if not draws_from_noise(meta):
         raise CheckpointError(f"compare: {path} is a {meta['game']} run: it translates images, there is no "
                               "noise to sample (gankit eval measures it on its held-out images)")
     cfg = meta["config"]

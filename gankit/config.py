@@ -69,6 +69,8 @@ class ModelConfig:
     latent_dim: int = opt(100, "size of the latent vector z", ge=1)
     generator: dict = opt({"name": "dcgan"}, "generator: {name: <model>, <architecture args>}")
     discriminator: dict = opt({"name": "dcgan"}, "discriminator: {name: <model>, <architecture args>}")
+    encoder: dict = opt({"name": "dcgan"}, "bigan: the encoder E(x) -> z, {name: <model>, <architecture args>} "
+                        "(other games have none)")
     init: str = opt("dcgan", "weight init: dcgan = N(0, 0.02) convs/linears and N(1, 0.02) norms, "
                     "xavier, or default (PyTorch's)", choices=("dcgan", "xavier", "default"))
     conditional: bool | str = opt(False, "class-conditional G and D on the dataset's labels (their number comes "
@@ -266,6 +268,8 @@ class GameConfig:
                               ge=0.0)
     lambda_identity: float = opt(0.5, "cyclegan: weight of the identity loss |G_AB(b) - b|, as a fraction of "
                                  "lambda_cycle (0 = off)", ge=0.0)
+    lambda_recon: float = opt(0.0, "bigan: weight of ALICE's cycle term |G(E(x)) - x| (L1, Li et al. 2017) in the "
+                              "loss of G and E, beside the adversarial one (0 = plain BiGAN)", ge=0.0)
     pool_size: int = opt(50, "cyclegan: Ds judge fakes drawn from a history of this many generated images "
                          "(0 = the newest only)", ge=0)
 
@@ -403,7 +407,7 @@ def _validate(cfg: Config) -> Config:
         if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
             raise ConfigError(f"config: optim.{key} must be two numbers in [0, 1), got {betas!r}")
         setattr(cfg.optim, key, [float(b) for b in betas])
-    for key in ("generator", "discriminator"):
+    for key in ("generator", "discriminator", "encoder"):
         spec = getattr(cfg.model, key)
         if not isinstance(spec.get("name"), str):
             raise ConfigError(f"config: model.{key}.name must name a model, got {spec.get('name')!r}")

@@ -132,7 +132,7 @@ def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.de
     else:
         file = resolve(path)
         state, meta = load_checkpoint(file)
-        if isinstance(meta, dict) and meta.get("game", "gan") != "gan":
+        if isinstance(meta, dict) and not draws_from_noise(meta):
             raise CheckpointError(f"{path} is a {meta['game']} run: it translates images (gankit translate), it "
                                   "does not draw them from noise")
         missing = [k for k in ("config", "data_shape", "step") if not isinstance(meta, dict) or k not in meta]
@@ -153,6 +153,12 @@ def load_generator(path: str | Path, *, ema: bool = True, device: str | torch.de
     if cfg.model.self_condition and prior is None:
         raise CheckpointError(f"{path}: a self-conditioned run's checkpoint without its clusters")
     return LoadedGenerator(net, cfg, tuple(meta["data_shape"]), int(meta["step"]), use_ema, num_classes, prior)
+
+
+def draws_from_noise(meta: dict[str, Any]) -> bool:
+    """Whether a checkpoint's "g" draws images from latents: a gan run's, or a game's whose metadata says so
+    (``noise_to_image``: bigan's G beside its encoder); image-to-image runs translate instead."""
+    return meta.get("game", "gan") == "gan" or meta.get("noise_to_image") is True
 
 
 def _rebuild(cfg: Config, meta: dict[str, Any], path: str | Path) -> tuple[nn.Module, int | None]:

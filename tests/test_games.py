@@ -23,6 +23,7 @@ from gankit.games.phases import single_phase, train_step
 from gankit.run_state import RunState
 from gankit.sampling import latents
 from gankit.train import prepare, train
+from test_bigan import BIGAN
 from test_translation import CYCLE, P2P
 
 QUIET = ["log.every=5", "log.sample_every=0", "train.threads=1", "perf.amp=fp32"]
@@ -30,6 +31,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "gan": make_cfg(TINY, *QUIET),
     "pix2pix": make_cfg(P2P, *QUIET),
     "cyclegan": make_cfg(CYCLE, *QUIET),
+    "bigan": make_cfg(BIGAN, *QUIET),
 }
 GAME_NAMES = sorted(CONFIGS)
 
@@ -171,7 +173,7 @@ def test_ring_game_is_the_noise_to_image_game_on_points():
 
 
 def test_games_are_registered_and_gan_is_the_noise_to_image_game():
-    assert GAMES.names() == ["cyclegan", "gan", "pix2pix"]
+    assert GAMES.names() == ["bigan", "cyclegan", "gan", "pix2pix"]
     assert isinstance(prepare(from_dict(make_cfg(TINY, "data.limit=64"))), NoiseToImage)
     with pytest.raises(ConfigError, match="game.name: unknown game 'pix3pix'; did you mean 'pix2pix'"):
         prepare(from_dict(make_cfg(TINY, "game.name=pix3pix")))

@@ -124,6 +124,8 @@ class GameBase:
     subclasses it, sets ``name`` and ``phases`` and writes its losses and grids."""
 
     name: ClassVar[str]
+    # "g" draws images from model.latent_dim latents: `gankit sample`, `eval` and `compare` load it as such
+    draws_from_noise: ClassVar[bool] = False
     cfg: Config
     runtime: Runtime
     nets: dict[str, nn.Module]
@@ -173,7 +175,7 @@ class GameBase:
                 "rng": streams.rng_state(self), **self.perf.state_dict()}
 
     def meta(self) -> dict[str, Any]:
-        return {"config": self.cfg.to_dict(), "game": self.name,
+        return {"config": self.cfg.to_dict(), "game": self.name, "noise_to_image": self.draws_from_noise,
                 "data": {k: s.state_dict() for k, s in self.data.streams.items()},
                 "data_shape": list(self.data.source.shape), "perf": self.perf.describe()}
 
@@ -207,6 +209,33 @@ def weights_finite(game: Game) -> bool:
     flags = [torch.isfinite(t).all() for net in game.nets.values() for t in [*net.parameters(), *net.buffers()]
              if t.is_floating_point()]
     return bool(torch.stack(flags).all()) if flags else True
+
+
+def refuse(cfg: Config, problems: dict[str, tuple[bool, str]]) -> None:
+    """What a game does not do (yet), refused before anything is built: ``problems`` maps a config key to
+    (whether this config asks for it, what the game does instead)."""
+    for key, (bad, what) in problems.items():
+        if bad:
+            raise ConfigError(f"config: {key}: the {cfg.game.name} game trains with {what}")
+
+
+def assemble(cls: type, cfg: Config, runtime: Runtime, nets: dict[str, nn.Module], groups: tuple[tuple[str, ...], ...],
+             sources: dict[str, Source], origin: str, **fields: Any) -> Any:
+    """A game ``cls`` from its networks: initialised by model.init, placed, the same in every process, the
+    "g" optimizer over the networks of ``groups[0]`` and "d" over those of ``groups[1]``, a batch stream per
+    source and the random streams; ``fields``: the game's own."""
+    from gankit.models.init import init_weights
+    from gankit.optim import build_optimizers
+
+    for net in nets.values():
+        init_weights(net, cfg.model.init)
+        net.to(runtime.device)
+    broadcast(runtime.dist, nets)
+    g_nets, d_nets = (nn.ModuleList([nets[k] for k in names]) for names in groups)
+    opt_g, opt_d = build_optimizers(cfg.optim, g_nets, d_nets)
+    data = build_data(cfg, runtime, sources, origin)
+    rng, zrng = random_streams(cfg, runtime)
+    return cls(cfg, runtime, nets, {"g": opt_g, "d": opt_d}, data, rng=rng, zrng=zrng, **fields)
 
 
 def sample_path(run_dir: Path, step: int) -> Path:

@@ -40,6 +40,7 @@ class NoiseToImage(GameBase):
     """G(z[, y]) against D: the networks, the objective and what a conditional G conditions on."""
 
     name = "gan"
+    draws_from_noise = True
     ema: EMA | None = None
     num_classes: int | None = None  # set when G and D are class-conditional (model.conditional)
     augment: DiffAugment | None = None  # train.augment, applied to every image D judges
@@ -49,11 +50,13 @@ class NoiseToImage(GameBase):
     conditioning: str = ""  # what G and D condition on, and why, for the start line
 
     def __post_init__(self) -> None:
-        d_steps = self.cfg.train.d_steps
-        self.phases = (
-            Phase("D", "d", self.discriminator_loss, trains=("d",), repeat=d_steps, after=self.after_d,
-                  counts_images=True),
-            Phase("G", "g", self.generator_loss, trains=("g",), frozen=("d",), after=self.after_g))
+        self.phases = self.build_phases()
+
+    def build_phases(self) -> tuple[Phase, ...]:
+        """``train.d_steps`` D updates, then G's (again when the playground changes train.d_steps)."""
+        return (Phase("D", "d", self.discriminator_loss, trains=("d",), repeat=self.cfg.train.d_steps,
+                      after=self.after_d, counts_images=True),
+                Phase("G", "g", self.generator_loss, trains=("g",), frozen=("d",), after=self.after_g))
 
     @property
     def g(self) -> nn.Module:

@@ -7,4 +7,5 @@ from typing import Any, Callable
 from gankit.registry import Registry
 
 GAMES: Registry[Callable[..., Any]] = Registry(
-    "game", builtin=("gankit.games.noise_to_image", "gankit.games.pix2pix", "gankit.games.cyclegan"))
+    "game", builtin=("gankit.games.noise_to_image", "gankit.games.pix2pix", "gankit.games.cyclegan",
+                     "gankit.games.bigan"))

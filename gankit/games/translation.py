@@ -10,11 +10,9 @@ import torch.nn as nn
 
 from gankit.config import Config, ConfigError
 from gankit.data import TensorSource
-from gankit.games.base import GameBase, Runtime, broadcast, build_data, random_streams
-from gankit.models.init import init_weights
+from gankit.games.base import GameBase, Runtime, assemble, refuse
 from gankit.models.registry import PATCH_DISCRIMINATORS, TRANSLATORS
 from gankit.objectives import Objective, build_objective
-from gankit.optim import build_optimizers
 
 
 # image-to-image models take channels, not the data's sizes
@@ -37,9 +35,7 @@ def check_settings(cfg: Config) -> None:
         "optim.beta2_final": (cfg.optim.beta2_final is not None, "a constant Adam beta2 (set null)"),
         "objective.gamma_final": (cfg.objective.gamma_final != 1.0, "constant penalties (set 1)"),
     }
-    for key, (bad, what) in problems.items():
-        if bad:
-            raise ConfigError(f"config: {key}: the {cfg.game.name} game trains with {what}")
+    refuse(cfg, problems)
 
 
 def checked_task(cfg: Config, kind: type) -> Any:
@@ -54,18 +50,9 @@ def checked_task(cfg: Config, kind: type) -> Any:
 
 def translation_game(cls: type, cfg: Config, runtime: Runtime, task: Any, nets: dict[str, nn.Module],
                      g_names: tuple[str, ...], d_names: tuple[str, ...], sources: dict[str, TensorSource]) -> Any:
-    """Build a translation game ``cls``: ``nets`` initialised and placed, one optimizer over the generators
-    ``g_names`` and one over the discriminators ``d_names``, a batch stream per domain."""
-    for net in nets.values():
-        init_weights(net, cfg.model.init)
-        net.to(runtime.device)
-    broadcast(runtime.dist, nets)
-    opt_g, opt_d = build_optimizers(cfg.optim, nn.ModuleList([nets[k] for k in g_names]),
-                                    nn.ModuleList([nets[k] for k in d_names]))
-    data = build_data(cfg, runtime, sources, task.origin)
-    rng, zrng = random_streams(cfg, runtime)
-    return cls(cfg, runtime, nets, {"g": opt_g, "d": opt_d}, data, rng=rng, zrng=zrng,
-               objective=build_objective(cfg.objective), task=task)
+    """A translation game ``cls`` on ``task``: one optimizer over the generators, one over the discriminators."""
+    return assemble(cls, cfg, runtime, nets, (g_names, d_names), sources, task.origin,
+                    objective=build_objective(cfg.objective), task=task)
 
 
 @dataclass

@@ -18,6 +18,8 @@ MEANINGS: dict[str, str] = {
     "slope": "negative slope of leaky_relu",
     "output": "G's last activation: tanh (data in [-1, 1]), sigmoid ([0, 1]) or none",
     "stem": "how z becomes the first feature map: conv (a transposed conv) or fc (a linear layer)",
+    "z_width": "units of the two layers embedding z in a joint (x, z) discriminator",
+    "hidden": "units of the joint discriminator's hidden layer over the features of x and z",
     "fc_hidden": "units of linear layers between z and the convolutions (G) or after them (D)",
     "head": "D's output layer: conv (a last convolution) or fc (flatten, then linear)",
     "downsample": "how D halves the resolution: stride (strided convs) or maxpool (conv + 2x2 max-pool)",

@@ -118,11 +118,17 @@ def check_model_specs(cfg: ModelConfig, game: str = "gan") -> None:
 
 
 def describe_model(name: str) -> list[tuple[str, list[tuple[str, object, str, str]]]]:
-    """For ``gankit config --model NAME``: per role (generator, discriminator) the (argument, default, type,
-    meaning) rows of the constructor's architecture arguments, for the noise -> image and image-to-image
-    models."""
+    """For ``gankit config --model NAME``: per role (generator, discriminator, encoder) the (argument, default,
+    type, meaning) rows of the constructor's architecture arguments, in every game's registries; a role two
+    games fill with a model of this name from different registries is named with the later game."""
     every = _roles()
-    roles = [(role, registry, positional) for role, registry, positional in every if name in registry.names()]
+    roles: list[Role] = []
+    for game, declared in GAME_ROLES.items():
+        for role, registry, positional in declared:
+            if name not in registry.names() or any(registry is r for _, r, _ in roles):
+                continue
+            clash = any(r.split(" (")[0] == role for r, _, _ in roles)
+            roles.append((f"{role} ({game})" if clash else role, registry, positional))
     if not roles:
         known = sorted({n for _, registry, _ in every for n in registry.names()})
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)

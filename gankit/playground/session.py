@@ -438,6 +438,7 @@ class Session:
             objective = build_objective(cfg.objective)  # may refuse the name: before anything changes
             self.settings = candidate
             t.cfg, t.objective = cfg, objective
+            t.phases = t.build_phases()  # train.d_steps may have changed
             set_lr(t, self.run.lr_scale)
             for opt, betas in ((t.optimizers["g"], cfg.optim.betas_g), (t.optimizers["d"], cfg.optim.betas_d)):
                 for group in opt.param_groups:

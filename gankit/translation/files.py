@@ -18,7 +18,7 @@ def _fit_channels(x: torch.Tensor, channels: int, where: str) -> torch.Tensor:
         return x
     if x.shape[1] == 1 and channels == 3:
         return x.expand(-1, 3, -1, -1).contiguous()  # grey digits for a colour model: as its domain A holds them
-    raise DataError(f"{where}: images have {x.shape[1]} channel(s); this run translates {channels}-channel images")
+    raise DataError(f"{where}: images have {x.shape[1]} channel(s); this run takes {channels}-channel images")
 
 
 def output_names(root: Path, files: list[Path]) -> list[str]:
@@ -69,7 +69,7 @@ def read_inputs(path: str | Path, shape: tuple[int, int, int]) -> tuple[torch.Te
         for f in files:  # every size from the headers first: a wrong one is refused before any decoding
             _, size = image_header(f)
             if size != (w, h):
-                raise DataError(f"{f} is {size[0]}x{size[1]}; this run translates {w}x{h} images")
+                raise DataError(f"{f} is {size[0]}x{size[1]}; this run takes {w}x{h} images")
         images = torch.stack([decode_image(f, 1 if c == 1 else 3) for f in files])
         return _fit_channels(images, c, str(path)), None, names
     if path.suffix.lower() != ".npz":
