@@ -123,8 +123,8 @@ def describe_model(name: str) -> list[tuple[str, list[tuple[str, object, str, st
     games fill with a model of this name from different registries is named with the later game."""
     every = _roles()
     roles: list[Role] = []
-    for game, declared in GAME_ROLES.items():
-        for role, registry, positional in declared:
+    for game in sorted(GAME_ROLES, key=lambda g: (g != "gan", g)):  # the noise -> image game's roles first
+        for role, registry, positional in GAME_ROLES[game]:
             if name not in registry.names() or any(registry is r for _, r, _ in roles):
                 continue
             clash = any(r.split(" (")[0] == role for r, _, _ in roles)
