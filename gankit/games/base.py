@@ -156,6 +156,14 @@ class GameBase:
     def stream(self) -> BatchStream:
         return self.data.stream
 
+    def draw_latents(self, n: int) -> torch.Tensor:
+        """The latents of a global batch of ``n``; a process of a multi-process run keeps its slice."""
+        if self.zrng is None:
+            return torch.randn(n, self.cfg.model.latent_dim, generator=self.rng, device=self.device)
+        z = torch.randn(n, self.cfg.model.latent_dim, generator=self.zrng, device=self.device)
+        b = n // self.dist.world_size
+        return z[self.dist.rank * b:(self.dist.rank + 1) * b]
+
     def begin_step(self, run: RunState) -> Carry:
         from gankit.optim import lr_factor
 

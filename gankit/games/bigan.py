@@ -30,6 +30,7 @@ from gankit.games.base import GAMES, Carry, GameBase, Phase, Runtime, Stats, ass
 from gankit.logs import RunLogger
 from gankit.models import GENERATORS, build_generator
 from gankit.models.bigan import ENCODERS, JOINT_DISCRIMINATORS, build_encoder, build_joint_discriminator
+from gankit.models.inference import run_eval
 from gankit.models.registry import declare_roles
 from gankit.objectives import Objective, build_objective
 from gankit.run_state import RunState
@@ -58,15 +59,9 @@ class PairJudge(nn.Module):
         return self.d(pairs[:, :self.size].unflatten(1, self.shape), pairs[:, self.size:])
 
 
-@torch.no_grad()
 def encode(e: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """E in eval mode (BatchNorm's running statistics) over model-range images ``x``, in batches."""
-    was = e.training
-    e.eval()
-    try:
-        return torch.cat([e(chunk) for chunk in x.split(batch_size)])
-    finally:
-        e.train(was)
+    return run_eval(e, x, batch_size)
 
 
 def reconstruct(g: nn.Module, e: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -120,14 +115,6 @@ class BiGAN(GameBase):
             Phase("D", "d", self.discriminator_loss, trains=("d",), repeat=self.cfg.train.d_steps,
                   after=self.after_d, counts_images=True),
             Phase("G", "g", self.generator_loss, trains=("g", "e"), frozen=("d",)))
-
-    def draw_latents(self, n: int) -> torch.Tensor:
-        """The latents of a global batch of ``n``; a process of a multi-process run keeps its slice."""
-        if self.zrng is None:
-            return torch.randn(n, self.cfg.model.latent_dim, generator=self.rng, device=self.device)
-        z = torch.randn(n, self.cfg.model.latent_dim, generator=self.zrng, device=self.device)
-        b = n // self.dist.world_size
-        return z[self.dist.rank * b:(self.dist.rank + 1) * b]
 
     def pairs(self, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(fake pairs (G(z), z), real pairs (x, E(x))) of a fresh batch; ``grad``: keep G's and E's graphs."""

@@ -18,7 +18,8 @@ from gankit.games.translation import TRANSLATION_ROLES, TranslationGame, checked
 from gankit.models.registry import declare_roles
 from gankit.models.translation import build_patch_discriminator, build_translator
 from gankit.run_state import RunState
-from gankit.translation.grids import run_eval, write_rows
+from gankit.models.inference import run_eval
+from gankit.translation.grids import write_rows
 from gankit.translation.tasks import UnpairedTask, to_float
 
 

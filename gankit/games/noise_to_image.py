@@ -85,14 +85,6 @@ class NoiseToImage(GameBase):
             return prior_rows(n, self.clusters.prior, per_row, self.device)
         return class_labels(n, self.num_classes, per_row, self.device)
 
-    def draw_latents(self, n: int) -> torch.Tensor:
-        """The latents of a global batch of ``n``; a process of a multi-process run keeps its slice."""
-        if self.zrng is None:
-            return torch.randn(n, self.cfg.model.latent_dim, generator=self.rng, device=self.device)
-        z = torch.randn(n, self.cfg.model.latent_dim, generator=self.zrng, device=self.device)
-        b = n // self.dist.world_size
-        return z[self.dist.rank * b:(self.dist.rank + 1) * b]
-
     # -- the step
     def begin_step(self, run: RunState) -> Carry:
         """Reclustering when due, and what the schedules say for this step (learning rates, Adam's beta2,

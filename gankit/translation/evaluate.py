@@ -21,7 +21,8 @@ from gankit.data.source import DataError
 from gankit.metrics.errors import EvalError
 from gankit.models.translation import build_translator
 from gankit.sampling import load_weights
-from gankit.translation.grids import run_eval, translate_paired
+from gankit.models.inference import run_eval
+from gankit.translation.grids import translate_paired
 from gankit.translation.tasks import EvalSet, PairedTask, UnpairedTask, build_task, task_from_meta, to_float
 
 GAME_NETS = {"pix2pix": ("g",), "cyclegan": ("g_ab", "g_ba")}  # the generators each game's checkpoint holds

@@ -6,18 +6,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from gankit.models.inference import run_eval
 from gankit.translation.tasks import PairedTask, to_float
-
-
-@torch.no_grad()
-def run_eval(net: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """``net`` in eval mode (BatchNorm's running statistics, no dropout) over ``x`` in batches."""
-    was = net.training
-    net.eval()
-    try:
-        return torch.cat([net(chunk) for chunk in x.split(batch_size)])
-    finally:
-        net.train(was)
 
 
 def write_rows(rows: list[torch.Tensor], path: Any, logger: Any, step: int, scale: int = 1) -> None:
