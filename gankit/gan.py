@@ -139,10 +139,12 @@ class Trainer:
         b = n // self.dist.world_size
         return z[self.dist.rank * b:(self.dist.rank + 1) * b]
 
-    def backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
-        """Backward, gradients averaged over processes, optimizer step (fp16: through its scaler)."""
+    def backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> torch.Tensor | None:
+        """Backward, gradients averaged over processes, optimizer step (fp16: through its scaler); returns the
+        gradients' total norm with log.grad_norms, else None."""
         scaler = self.perf.scalers.get("d" if opt is self.opt_d else "g")
-        backward_step(loss, opt, scaler, functools.partial(distributed.average_gradients, self.dist))
+        return backward_step(loss, opt, scaler, functools.partial(distributed.average_gradients, self.dist),
+                             grad_norm=self.cfg.log.grad_norms)
 
     def train_step(self, total: int | None, between: Callable[[], None] | None = None) -> dict[str, torch.Tensor]:
         """``d_steps`` D updates, then one G update on the last D step's fakes. ``between`` is called after
@@ -187,7 +189,8 @@ class Trainer:
         loss_d, stats = self.objective.discriminator_loss(self.judge, real, fake.detach(), y, noise, self.rng,
                                                           d_step=self.step * self.cfg.train.d_steps + i)
         self.opt_d.zero_grad(set_to_none=True)
-        self.backward_step(loss_d, self.opt_d)
+        if (norm := self.backward_step(loss_d, self.opt_d)) is not None:
+            stats["grad_norm_d"] = norm
         self.objective.after_d_step(self.d)
         self.images_seen += self.cfg.train.batch_size
         adaptive = self.augment.adaptive if self.augment else None
@@ -213,7 +216,8 @@ class Trainer:
             loss_g = loss_g + g_reg
             g_stats["g_reg"] = g_reg.detach()
         self.opt_g.zero_grad(set_to_none=True)
-        self.backward_step(loss_g, self.opt_g)
+        if (norm := self.backward_step(loss_g, self.opt_g)) is not None:
+            g_stats["grad_norm_g"] = norm
         self.step += 1
         if self.ema is not None:
             self.ema.update(self.g, self.step)
