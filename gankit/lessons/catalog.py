@@ -125,8 +125,8 @@ declare(Lesson(
     data="ring",
     seeds=3,
     settings=("log.every=100",),
-    playground={"plain": {"data.name": "ring", "objective.name": "ns", "objective.r1_gamma": 0.0},
-                "r1": {"data.name": "ring", "objective.name": "ns", "objective.r1_gamma": 0.1}},
+    playground={"plain": {"data.name": "ring", "objective.name": "ns", "objective.r1_gamma": 0.0, "train.d_steps": 1},
+                "r1": {"data.name": "ring", "objective.name": "ns", "objective.r1_gamma": 0.1, "train.d_steps": 1}},
 ))
 
 declare(Lesson(

@@ -77,7 +77,12 @@ def markdown(results: dict[str, Any], pictures: list[tuple[str, str]]) -> str:
         for s in run["seeds"]:
             if s.get("error"):
                 lines += [f"Seed {s['seed']} stopped: `{s['error']}`", ""]
-    lines += [f"The lesson took {fmt(budget['wall_seconds'])} s of wall-clock time, training and measuring.", ""]
+    lines += [f"The lesson took {fmt(budget['wall_seconds'])} s of wall-clock time, training and measuring."]
+    load = budget.get("load_average") or []
+    if len(load) == 2 and None not in load and budget.get("cpus"):
+        lines[-1] += (f" The machine's load average (busy cores, of {budget['cpus']}) was {fmt(load[0])} at its start "
+                      f"and {fmt(load[1])} at its end: other jobs slow every run's steps, so compare steps too.")
+    lines += [""]
     if results.get("playground"):
         lines += ["## Play it live", "", "The same game on the 2D ring in `gankit playground`, ready to press Play:",
                   "", "```bash"]

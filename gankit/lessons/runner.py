@@ -3,6 +3,7 @@ from its run directory, then the report (gankit.lessons.report). Runs are one at
 so runs compete for nothing but their budget."""
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import time
@@ -71,6 +72,14 @@ def config(lesson: Lesson, run: Run, seed: int, seconds: float, extra: tuple[str
     return cfg
 
 
+def _load() -> float | None:
+    """The 1-minute load average (busy cores; other jobs on the machine slow every run's steps), or None."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # not on this platform
+        return None
+
+
 def prepare_out(out: Path) -> None:
     """``out`` empty, missing, or an earlier lesson's folder; anything else is refused (nothing is removed)."""
     if out.exists() and not out.is_dir():
@@ -92,7 +101,7 @@ def run_lesson(lesson: Lesson, out: str | Path, budget: Budget, log: Callable[[s
 
     out = Path(out)
     prepare_out(out)
-    t0 = time.perf_counter()
+    t0, load = time.perf_counter(), [_load()]
     runs: list[dict[str, Any]] = []
     total, done = len(lesson.runs) * budget.seeds, 0
     for key, run in lesson.runs.items():
@@ -127,5 +136,6 @@ def run_lesson(lesson: Lesson, out: str | Path, budget: Budget, log: Callable[[s
             "labels": {m: measures.label(m, lesson.early_steps, budget.samples) for m in names},
             "budget": {"seconds_per_run": budget.seconds_per_run, "seeds": budget.seeds, "samples": budget.samples,
                        "minutes": budget.minutes, "early_steps": lesson.early_steps,
-                       "wall_seconds": round(time.perf_counter() - t0, 1)},
+                       "wall_seconds": round(time.perf_counter() - t0, 1), "load_average": [*load, _load()],
+                       "cpus": os.cpu_count()},
             "runs": runs, "figures": figures}
