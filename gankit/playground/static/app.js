@@ -311,8 +311,9 @@ function lessonSettings() {
   }
   return changes;
 }
-api("api/state").then(async () => {
+async function applyLessonSettings() {
   const changes = lessonSettings();
   if (Object.keys(changes).length) await api("api/settings", { changes });
-  connect();
-});
+}
+window.addEventListener("hashchange", applyLessonSettings);  // another game's link in the same tab
+api("api/state").then(applyLessonSettings).then(connect);
