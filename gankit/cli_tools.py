@@ -67,9 +67,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "report's spread is over them")
     le.add_argument("--out", help="folder of the runs and the report (default runs/lessons/NAME)")
     le.add_argument("--play", metavar="RUN", help="instead of running the lesson, open its 2D game RUN in "
-                    "gankit playground, ready to press Play (the lessons on the ring have one)")
-    le.add_argument("--seconds-per-run", type=_positive_float, help=argparse.SUPPRESS)  # tests: tiny budgets
-    le.add_argument("--num", type=_positive_int, help=argparse.SUPPRESS)  # tests: samples measured
+                    "gankit playground, ready to press Play (the lessons on the ring have one; default: none, run "
+                    "the lesson)")
+    le.add_argument("--seconds-per-run", type=_positive_float, metavar="S", help="train every run for S seconds "
+                    "instead (default: --minutes shared by the runs x seeds)")
+    le.add_argument("--num", type=_positive_int, metavar="N", help="samples each run is measured on (default 2,000 "
+                    "digits or 2,500 ring points; --quick 1,000)")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ SKIPPED = ("pip ", "bash scripts/", "gankit push ")  # installs, and the upload 
 
 # the tutorials' path (docs/learn.md) and the Chinese pages: their commands run as the README's do
 LEARN_PAGES = ("docs/learn.md", "docs/learn.zh-CN.md", "README.zh-CN.md")
-TINY_LESSON = ["--seconds-per-run", "0.3", "--num", "50", "--seeds", "1"]  # hidden options: a lesson in seconds
+TINY_LESSON = ["--seconds-per-run", "0.3", "--num", "50", "--seeds", "1"]  # a lesson in seconds
 
 
 def blocks(language: str, text: str = README) -> list[str]:
