@@ -1,11 +1,11 @@
-"""Subcommands for comparing, sharing and getting started: compare, export, push, init, zoo, encode.
+"""Subcommands for comparing, sharing and getting started: compare, export, push, init, zoo, encode, lesson.
 ``gankit.cli`` registers them."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from gankit.cli_args import DEVICE_HELP, _json_value, _positive_int
+from gankit.cli_args import DEVICE_HELP, _json_value, _positive_float, _positive_int
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -65,6 +65,23 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--grid", metavar="PNG", help="also write rows of the first inputs, each row followed by "
                    "their reconstructions G(E(x)), to this .png (default: none)")
     c.add_argument("--device", default="auto", help=DEVICE_HELP)
+    le = sub.add_parser("lesson", help="run a small experiment that answers a tutorial's question, then write its "
+                        "report (gankit lesson --list)")
+    le.add_argument("name", nargs="?", help="the lesson, e.g. batchnorm (see --list)")
+    le.add_argument("--list", action="store_true", help="list the lessons with their runs and default budget")
+    le.add_argument("--minutes", type=_positive_float, help="the whole lesson's budget on one CPU core, training and "
+                    "measuring (default: the lesson's, about 10; --quick: 2)")
+    le.add_argument("--quick", action="store_true", help="a 2-minute version, measured on 1,000 samples")
+    le.add_argument("--seeds", type=_positive_int, help="seeds per run (default: the lesson's, 2 or 3); the "
+                    "report's spread is over them")
+    le.add_argument("--out", help="folder of the runs and the report (default runs/lessons/NAME)")
+    le.add_argument("--play", metavar="RUN", help="instead of running the lesson, open its 2D game RUN in "
+                    "gankit playground, ready to press Play (the lessons on the ring have one; default: none, run "
+                    "the lesson)")
+    le.add_argument("--seconds-per-run", type=_positive_float, metavar="S", help="train every run for S seconds "
+                    "instead (default: --minutes shared by the runs x seeds)")
+    le.add_argument("--num", type=_positive_int, metavar="N", help="samples each run is measured on (default 2,000 "
+                    "digits or 2,500 ring points; --quick 1,000)")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -183,5 +200,28 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lesson(args: argparse.Namespace) -> int:
+    from gankit.lessons import LESSONS, get_lesson, lesson, playground_fragment, plan
+
+    if args.list or args.name is None:
+        for name, item in LESSONS.items():
+            budget = plan(item)
+            print(f"{name:22} {item.title} ({len(item.runs)} runs x {budget.seeds} seeds, ~{item.minutes:g} min; "
+                  f"tutorial {item.tutorial.split(' ')[0]})")
+        return 0
+    get_lesson(args.name)  # an unknown name: one error line with a suggestion, before anything runs
+    if args.play is not None:
+        from gankit.bench import default_configs_dir
+        from gankit.playground import serve
+
+        fragment = playground_fragment(args.name, args.play)
+        serve(open_browser=True, configs_dir=default_configs_dir(), fragment=fragment)
+        return 0
+    report = lesson(args.name, args.out, minutes=args.minutes, seeds=args.seeds, quick=args.quick,
+                    seconds_per_run=args.seconds_per_run, samples=args.num)
+    print(f"gankit: wrote {report} (figures in {report.parent / 'report.json'})")
+    return 0
+
+
 COMMANDS = {"compare": cmd_compare, "export": cmd_export, "push": cmd_push, "init": cmd_init, "zoo": cmd_zoo,
-            "encode": cmd_encode}
+            "encode": cmd_encode, "lesson": cmd_lesson}

@@ -195,6 +195,9 @@ class LogConfig:
     tensorboard: bool = opt(True, "false turns TensorBoard off even where log.trackers lists it (the older switch, "
                             "kept: TensorBoard logs are written when both say so)", resumable=True)
     plot: bool = opt(True, "write loss_curves.png at the end", resumable=True)
+    grad_norms: bool = opt(False, "also log grad_norm_d and grad_norm_g: the L2 norm of all of D's (G's) gradients "
+                           "as its optimizer applies them (after fp16 unscaling, before the step), on its last "
+                           "update of each step; off, training is bit-for-bit the same", resumable=True)
 
 
 @dataclass

@@ -150,17 +150,34 @@ def _compiled(net: nn.Module) -> nn.Module:
 
 
 def backward_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
-                  sync: Callable[[torch.optim.Optimizer], None]) -> None:
+                  sync: Callable[[torch.optim.Optimizer], None], grad_norm: bool = False) -> torch.Tensor | None:
     """Backward, ``sync`` (average gradients over processes), optimizer step; fp16 through ``scaler``.
+    With ``grad_norm``, returns the total L2 norm of the gradients of ``opt``'s parameters as the step
+    applies them (averaged over processes, unscaled), a tensor on their device (no sync); else None.
 
     The gradients are averaged while still scaled, so an inf on any process reaches every process and
-    all of them skip the step together."""
+    all of them skip the step together; such a skipped fp16 step's norm counts as 0."""
     if scaler is None:
         loss.backward()
         sync(opt)
+        norm = total_grad_norm(opt) if grad_norm else None
         opt.step()
-        return
+        return norm
     scaler.scale(loss).backward()
     sync(opt)
+    norm = None
+    if grad_norm:
+        scaler.unscale_(opt)  # step() does not unscale twice
+        norm = torch.nan_to_num(total_grad_norm(opt), nan=0.0, posinf=0.0)
     scaler.step(opt)
     scaler.update()
+    return norm
+
+
+def total_grad_norm(opt: torch.optim.Optimizer) -> torch.Tensor:
+    """The L2 norm of all gradients of ``opt``'s parameters together (0 when none has a gradient)."""
+    params = [p for group in opt.param_groups for p in group["params"]]
+    grads = [p.grad.detach() for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=params[0].device if params else None)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))

@@ -1,6 +1,6 @@
 """Check that every figure the docs quote from a results JSON is the JSON's value, so docs cannot drift.
 
-    python scripts/check_figures.py            # README.md, docs/*.md, benchmarks/RESULTS.md
+    python scripts/check_figures.py            # README.md, README.zh-CN.md, docs/*.md, benchmarks/RESULTS.md
 
 A cited figure is a Markdown link from the number to its JSON, with the value's place in the JSON as
 the link's title:
@@ -22,7 +22,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CITED = re.compile(r'\[(?P<text>[^\]\n]+)\]\((?P<path>[^)\s]+\.json) "(?P<place>[^"]+)"\)')
-DOCS = ("README.md", "docs/*.md", "benchmarks/RESULTS.md")
+DOCS = ("README.md", "README.zh-CN.md", "docs/*.md", "benchmarks/RESULTS.md")
 
 
 def lookup(data: Any, place: str) -> Any:

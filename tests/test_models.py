@@ -320,6 +320,29 @@ def test_minibatch_std_adds_one_feature_map_of_the_batch_spread():
         assert d(torch.randn(6, 1, 28, 28)).shape == (6,)
 
 
+def test_mlp_minibatch_std_adds_one_feature_of_the_batch_spread():
+    from gankit.models.layers import MinibatchStd
+
+    x = torch.randn(8, 5)
+    out = MinibatchStd(group=4)(x)
+    assert out.shape == (8, 6) and torch.equal(out[:, :5], x) and out[:, 5].min().item() > 0.3
+    for classes in (None, 10):  # unconditional, and a projection D whose last hidden layer has one more feature
+        d = build_discriminator({"name": "mlp", "widths": [16, 8], "minibatch_std": True}, (1, 28, 28), classes)
+        assert any(isinstance(m, MinibatchStd) for m in d.modules())
+        y = None if classes is None else torch.arange(6)
+        assert d(torch.randn(6, 1, 28, 28), y).shape == (6,)
+
+
+@pytest.mark.parametrize("mode, kernel, stem", [("nearest", 4, "conv"), ("bilinear", 5, "conv"), ("nearest", 3, "fc")])
+def test_dcgan_upsample_then_conv_doubles_exactly_without_transposed_convs(mode, kernel, stem):
+    g = build_generator({"name": "dcgan", "width": 4, "upsample": mode, "kernel": kernel, "stem": stem}, 8, (1, 28, 28))
+    assert g(torch.randn(3, 8)).shape == (3, 1, 28, 28)
+    body = [m for m in g.body.modules() if isinstance(m, (nn.ConvTranspose2d, nn.Upsample))]
+    assert body and all(isinstance(m, nn.Upsample) and m.mode == mode for m in body)
+    with pytest.raises(ValueError, match="upsample must be transposed, nearest or bilinear"):
+        build_generator({"name": "dcgan", "width": 4, "upsample": "pixelshuffle"}, 8, (1, 28, 28))
+
+
 def test_packed_discriminator_judges_groups_of_samples():
     from gankit.config import ModelConfig
     from gankit.models import build_models

@@ -133,3 +133,34 @@ def test_every_generator_family_trains_a_step_under_bf16(model):
     assert all(torch.isfinite(v) for v in stats.values())
     buffers = dict(trainer.g.named_buffers())
     assert all(b.dtype in (torch.float32, torch.int64, torch.long) for b in buffers.values())
+
+
+def test_grad_norms_are_logged_finite_and_change_no_training(tmp_path):
+    """log.grad_norms adds grad_norm_d / grad_norm_g (D's on its last update of each step) and nothing else: the
+    losses and the final weights are bit for bit those of the same run without it."""
+    import json
+
+    cfg = make_cfg(TINY, "train.steps=6", "log.every=2", "checkpoint.every=6")
+    train(from_dict(cfg), tmp_path / "off")
+    train(from_dict(make_cfg(cfg, "log.grad_norms=true")), tmp_path / "on")
+    rows = {k: [json.loads(line) for line in (tmp_path / k / "metrics.jsonl").read_text().splitlines()]
+            for k in ("off", "on")}
+    for off, on in zip(rows["off"], rows["on"]):
+        assert on["grad_norm_d"] > 0 and on["grad_norm_g"] > 0
+        assert all(torch.isfinite(torch.tensor(on[k])) for k in ("grad_norm_d", "grad_norm_g"))
+        assert "grad_norm_d" not in off and {k: v for k, v in on.items() if k in off and k not in
+                                              ("seconds", "img_per_s")} == {k: v for k, v in off.items()
+                                                                            if k not in ("seconds", "img_per_s")}
+    state_off, _ = load_checkpoint(tmp_path / "off" / "checkpoints" / "step_00000006.safetensors")
+    state_on, _ = load_checkpoint(tmp_path / "on" / "checkpoints" / "step_00000006.safetensors")
+    assert_states_equal(state_off, state_on)
+
+
+def test_the_total_gradient_norm_is_the_norm_of_all_gradients_together():
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    loss = net(torch.randn(4, 3)).pow(2).sum()
+    norm = perf.backward_step(loss, opt, None, lambda o: None, grad_norm=True)
+    expected = torch.cat([p.grad.flatten() for p in net.parameters()]).norm()
+    assert torch.allclose(norm, expected)
+    assert perf.backward_step(net(torch.randn(4, 3)).sum(), opt, None, lambda o: None) is None

@@ -152,3 +152,24 @@ def test_train_the_ring_in_the_browser_and_replay_the_export(playground, browser
     for net in ("g", "d"):
         for k in played[net]:
             assert torch.equal(played[net][k], trained[net][k]), f"{net}.{k}"
+
+
+def test_a_lessons_game_opens_ready_from_its_url(playground, browser):
+    """`gankit lesson NAME --play RUN` opens the page with the game's settings in the URL's fragment; the page
+    applies them on load, as if set by hand."""
+    import json
+
+    from gankit.lessons import playground_fragment
+
+    def state() -> dict:
+        request = urllib.request.Request(playground.url.split("?")[0] + "api/state",
+                                         headers={"X-Gankit-Token": playground.token})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    browser.get("about:blank")  # the first link loads the page afresh, the second changes only its fragment
+    for lesson, run, objective, gamma, k in (("minimax-and-k", "minimax_k4", "minimax", 0.0, 4),
+                                             ("mode-collapse-ring", "r1", "ns", 0.1, 1)):
+        browser.get(playground.url + "#" + playground_fragment(lesson, run))
+        wanted = {"objective.name": objective, "objective.r1_gamma": gamma, "train.d_steps": k, "data.name": "ring"}
+        WebDriverWait(browser, 30).until(lambda _: all(state()["values"][key] == v for key, v in wanted.items()))

@@ -19,13 +19,18 @@ TINY_TRAIN = ["--set", "train.batch_size=16", "log.progress=false", "log.tensorb
 SKIPPED = ("pip ", "bash scripts/", "gankit push ")  # installs, and the upload that needs an account
 
 
-def blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+# the tutorials' path (docs/learn.md) and the Chinese pages: their commands run as the README's do
+LEARN_PAGES = ("docs/learn.md", "docs/learn.zh-CN.md", "README.zh-CN.md")
+TINY_LESSON = ["--seconds-per-run", "0.3", "--num", "50", "--seeds", "1"]  # a lesson in seconds
 
 
-def commands() -> list[str]:
+def blocks(language: str, text: str = README) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.S)
+
+
+def commands(text: str = README) -> list[str]:
     lines = []
-    for block in blocks("bash"):
+    for block in blocks("bash", text):
         for line in block.splitlines():
             line = line.split("  #")[0].strip()
             if line and not line.startswith("#") and not line.startswith(SKIPPED):
@@ -48,6 +53,8 @@ def tiny(argv: list[str]) -> list[str]:
         i += 1
     if out[0] == "train":
         out = out + ([] if "--steps" in out else ["--steps", "2"]) + TINY_TRAIN
+    if out[0] == "lesson" and not {"--list", "--play"} & set(out):
+        out = [a for a in out if a != "--quick"] + TINY_LESSON
     return out
 
 
@@ -109,3 +116,26 @@ def test_docs_keep_the_moved_sections():
     for page in ("data-and-models", "metrics", "checkpoints", "scale", "quality", "layout", "translation"):
         text = (ROOT / "docs" / f"{page}.md").read_text()
         assert text.startswith("# ") and "../README.md" in text and len(text) > 1000
+
+
+def test_learn_pages_and_the_chinese_pages_run_as_written(tmp_path, monkeypatch, capsys):
+    """docs/learn.md, its Chinese version and the Chinese quickstart: each command, once (the pages share
+    them), in order in one working directory; links and pictures resolve."""
+    monkeypatch.chdir(tmp_path)
+    seen, ran = set(), []
+    for page in LEARN_PAGES:
+        text = (ROOT / page).read_text()
+        for internal in (".ci/run", "the issue", "EPYC", "the lead"):
+            assert internal not in text, (page, internal)
+        for link in re.findall(r"\]\(([^)#\s]+\.(?:md|png|json|yaml))(?: \"[^\"]*\")?\)", text):
+            assert (ROOT / page).parent.joinpath(link).resolve().is_file(), (page, link)
+        for line in commands(text):
+            if line in seen:
+                continue
+            seen.add(line)
+            argv = shlex.split(line)
+            assert argv[0] == "gankit", line
+            rc = main(tiny(argv[1:]))
+            assert rc == 0, f"{page}: {line}: {capsys.readouterr().err}"
+            ran.append(argv[1])
+    assert {"train", "sample", "lesson"} <= set(ran)

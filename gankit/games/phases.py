@@ -38,8 +38,11 @@ def run_phase(game: Game, run: RunState, phase: Phase, carry: Carry, i: int = 0)
     loss, stats = phase.loss(run, carry, i)
     opt = game.optimizers[phase.optimizer]
     opt.zero_grad(set_to_none=True)
-    backward_step(loss, opt, game.runtime.perf.scalers.get(phase.optimizer),
-                  functools.partial(distributed.average_gradients, game.runtime.dist))
+    norm = backward_step(loss, opt, game.runtime.perf.scalers.get(phase.optimizer),
+                         functools.partial(distributed.average_gradients, game.runtime.dist),
+                         grad_norm=game.cfg.log.grad_norms)
+    if norm is not None:  # log.grad_norms: as the optimizer applied them (a repeated phase: its last update)
+        stats[f"grad_norm_{phase.optimizer}"] = norm
     if phase.after is not None:
         phase.after(run, stats)
     if phase.counts_images:

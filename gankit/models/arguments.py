@@ -22,6 +22,8 @@ MEANINGS: dict[str, str] = {
     "hidden": "units of the joint discriminator's hidden layer over the features of x and z",
     "fc_hidden": "units of linear layers between z and the convolutions (G) or after them (D)",
     "head": "D's output layer: conv (a last convolution) or fc (flatten, then linear)",
+    "upsample": "how G doubles the resolution: transposed (a stride-2 transposed conv) or nearest / bilinear "
+                "(2x resizing, then a stride-1 conv)",
     "downsample": "how D halves the resolution: stride (strided convs) or maxpool (conv + 2x2 max-pool)",
     "resnet.downsample": "stride-2 convolutions before the residual blocks (and as many upsamplings after)",
     "padding": "D's convolution padding: same (keeps the side) or valid (no padding, as seed 004's D)",

@@ -46,7 +46,7 @@ class DCGANGenerator(nn.Module):
                  width: int = 64, max_width: int | None = None, stem: str = "conv", fc_hidden: list[int] = [],
                  kernel: int = 4, norm: str = "batch", activation: str = "relu", slope: float = 0.2,
                  output: str = "tanh", embed_dim: int = 32, conditional_norm: bool = False,
-                 bias_before_norm: bool = False) -> None:
+                 bias_before_norm: bool = False, upsample: str = "transposed") -> None:
         super().__init__()
         if conditional_norm and norm != "batch":
             raise ValueError("conditional_norm needs norm batch")
@@ -83,12 +83,21 @@ class DCGANGenerator(nn.Module):
             raise ValueError(f"stem must be conv or fc, got {stem!r}")
         pad = same_padding(kernel)
         out_pad = 2 - kernel + 2 * pad  # makes every transposed conv exactly double the side
+        if upsample not in ("transposed", "nearest", "bilinear"):
+            raise ValueError(f"upsample must be transposed, nearest or bilinear, got {upsample!r}")
+
+        def doubling(c_in: int, c_out: int, bias: bool) -> list[nn.Module]:
+            if upsample == "transposed":
+                return [nn.ConvTranspose2d(c_in, c_out, kernel, 2, pad, out_pad, bias=bias)]
+            # resize, then a stride-1 conv: no uneven kernel overlap, so no checkerboard (Odena et al. 2016)
+            before = (kernel - 1) // 2  # an even kernel pads one pixel more after than before
+            return [nn.Upsample(scale_factor=2, mode=upsample), nn.ZeroPad2d((before, kernel - 1 - before) * 2),
+                    nn.Conv2d(c_in, c_out, kernel, 1, 0, bias=bias)]
+
         blocks: list[nn.Module] = []
         for c_in, c_out in zip(widths, widths[1:]):
-            blocks += [nn.ConvTranspose2d(c_in, c_out, kernel, 2, pad, out_pad, bias=use_bias),
-                       *_norm2d(norm, c_out, cbn), make_activation(activation, slope)]
-        blocks += [nn.ConvTranspose2d(widths[-1], channels, kernel, 2, pad, out_pad),
-                   output_activation(output)]
+            blocks += [*doubling(c_in, c_out, use_bias), *_norm2d(norm, c_out, cbn), make_activation(activation, slope)]
+        blocks += [*doubling(widths[-1], channels, True), output_activation(output)]
         self.body = CondSequential(*blocks)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

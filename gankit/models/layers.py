@@ -66,14 +66,16 @@ def apply_spectral_norm(net: nn.Module) -> nn.Module:
 
 
 class MinibatchStd(nn.Module):
-    """Appends one feature map: the std of each feature across groups of ``group`` samples, averaged
-    (Karras et al. 2018). D sees the batch's variety, so a collapsed G is easy to tell from real data."""
+    """Appends one feature map (one feature to (N, F) inputs): the std of each feature across groups of
+    ``group`` samples, averaged (Karras et al. 2018). D sees the batch's variety, so a collapsed G is easy to tell from real data."""
 
     def __init__(self, group: int = 4) -> None:
         super().__init__()
         self.group = group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:  # features (N, F) of a fully connected D: one more feature
+            return self.forward(x[:, :, None, None]).flatten(1)
         n, c, h, w = x.shape
         g = math.gcd(n, self.group)  # a batch the group does not divide still works, in smaller groups
         std = (x.reshape(g, n // g, c, h, w).var(0, unbiased=False) + 1e-8).sqrt()

@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from gankit.models.conditional import Projection, check_conditioning, label_embedding, require_labels
 from gankit.models.layers import activation as make_activation
-from gankit.models.layers import apply_spectral_norm, flat_size, output_activation
+from gankit.models.layers import MinibatchStd, apply_spectral_norm, flat_size, output_activation
 from gankit.models.registry import DISCRIMINATORS, GENERATORS
 
 
@@ -58,7 +58,8 @@ class MLPDiscriminator(nn.Module):
     def __init__(self, in_shape: tuple[int, ...], num_classes: int | None = None, *,
                  widths: list[int] = [1024, 512, 256], activation: str = "leaky_relu", slope: float = 0.2,
                  batchnorm: bool = False, first_norm: bool = True, dropout: float = 0.0,
-                 conditioning: str = "projection", embed_dim: int = 32, spectral_norm: bool = False) -> None:
+                 conditioning: str = "projection", embed_dim: int = 32, spectral_norm: bool = False,
+                 minibatch_std: bool = False) -> None:
         super().__init__()
         check_conditioning(conditioning)
         self.num_classes = num_classes
@@ -68,6 +69,9 @@ class MLPDiscriminator(nn.Module):
         self.embed = label_embedding(num_classes, embed_dim) if concat else None
         n_in = flat_size(in_shape) + (embed_dim if concat else 0)
         layers, n = _hidden(widths, n_in, activation, slope, batchnorm, dropout, first_norm)
+        if minibatch_std:  # the batch's spread as one more feature of the last hidden layer
+            layers.append(MinibatchStd())
+            n += 1
         self.net = nn.Sequential(nn.Flatten(), *layers, nn.Linear(n, 1))
         self.projection = Projection(num_classes, n) if num_classes is not None and not concat else None
         if spectral_norm:

@@ -419,8 +419,11 @@ class Playground:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8765, open_browser: bool = False,
-          configs_dir: Path | None = None, allow_hosts: Sequence[str] = ()) -> None:
+          configs_dir: Path | None = None, allow_hosts: Sequence[str] = (), fragment: str = "") -> None:
+    """``fragment``: page settings the page applies on load (``key=json&...``, a lesson's ready game)."""
     playground = Playground(host, port, configs_dir, allow_hosts=allow_hosts)
+    if fragment:
+        playground.url += f"#{fragment}"
     if host not in LOOPBACK:
         print(f"gankit: warning: listening on {host or 'all interfaces'}, not 127.0.0.1: anyone who can reach "
               "it and has the URL can drive this machine's CPU", file=sys.stderr)

@@ -303,4 +303,17 @@ $("config").onchange = () => api("api/mode", { mode: "image", config: $("config"
 $("export").href = `api/export?token=${encodeURIComponent(TOKEN)}`;
 $("checkpoint").href = `api/checkpoint?token=${encodeURIComponent(TOKEN)}`;
 
-api("api/state").then(connect);
+// a lesson's ready game (gankit lesson NAME --play RUN): the URL's #key=json&... settings, applied once
+function lessonSettings() {
+  const changes = {};
+  for (const [key, value] of new URLSearchParams(location.hash.slice(1))) {
+    try { changes[key] = JSON.parse(value); } catch (e) { changes[key] = value; }
+  }
+  return changes;
+}
+async function applyLessonSettings() {
+  const changes = lessonSettings();
+  if (Object.keys(changes).length) await api("api/settings", { changes });
+}
+window.addEventListener("hashchange", applyLessonSettings);  // another game's link in the same tab
+api("api/state").then(applyLessonSettings).then(connect);
