@@ -238,11 +238,11 @@ def assemble(cls: type, cfg: Config, runtime: Runtime, nets: dict[str, nn.Module
     for net in nets.values():
         init_weights(net, cfg.model.init)
         net.to(runtime.device)
-    broadcast(runtime.dist, nets)
+    distributed.broadcast_modules(runtime.dist, *nets.values())
     g_nets, d_nets = (nn.ModuleList([nets[k] for k in names]) for names in groups)
     opt_g, opt_d = build_optimizers(cfg.optim, g_nets, d_nets)
     data = build_data(cfg, runtime, sources, origin)
-    rng, zrng = random_streams(cfg, runtime)
+    rng, zrng = streams.random_streams(runtime.dist, cfg.train.seed, runtime.device)  # after the models' init
     return cls(cfg, runtime, nets, {"g": opt_g, "d": opt_d}, data, rng=rng, zrng=zrng, **fields)
 
 
@@ -266,12 +266,3 @@ def build_data(cfg: Config, runtime: Runtime, sources: dict[str, Source], origin
     except ValueError as exc:
         raise ConfigError(f"config: train.batch_size: {exc}") from None
     return GameData(next(iter(sources.values())), named, origin)
-
-
-def random_streams(cfg: Config, runtime: Runtime) -> tuple[torch.Generator, torch.Generator | None]:
-    """The game's streams (after its models are built, so their initialisation stays identical)."""
-    return streams.random_streams(runtime.dist, cfg.train.seed, runtime.device)
-
-
-def broadcast(dist: Dist, nets: dict[str, nn.Module]) -> None:
-    distributed.broadcast_modules(dist, *nets.values())

@@ -20,8 +20,7 @@ from gankit.config import Config, ConfigError, from_dict
 from gankit.data import Source, TensorSource, build_dataset
 from gankit.data.toy2d import mixture_modes
 from gankit.ema import EMA, scheduled_decay
-from gankit.games.base import GAMES, Carry, GameBase, Phase, Runtime, Stats, broadcast, build_data, random_streams, \
-    sample_path
+from gankit.games.base import GAMES, Carry, GameBase, Phase, Runtime, Stats, build_data, sample_path
 from gankit.health import nearest_neighbour_spread
 from gankit.logs import RunLogger
 from gankit.models import SelfRegularized, build_models
@@ -272,7 +271,7 @@ def prepare_noise_to_image(cfg: Config, runtime: Runtime) -> NoiseToImage:
     g, d = build_models(cfg.model, source.shape, num_classes)
     g.to(device)
     d.to(device)
-    broadcast(dist, {"g": g, "d": d})
+    distributed.broadcast_modules(dist, g, d)
     objective = build_objective(cfg.objective)
     objective.track_sign = adaptive is not None
     runtime.perf = perf_setup(cfg.perf, device, g, d, objective)  # channels-last converts in place: before the EMA copy
@@ -282,7 +281,7 @@ def prepare_noise_to_image(cfg: Config, runtime: Runtime) -> NoiseToImage:
     if cfg.perf.sync_batchnorm and dist.enabled:  # after the EMA copy: rank 0 alone runs the EMA in train mode
         g, d = distributed.sync_batchnorm(device, g, d)
     data = build_data(cfg, runtime, {"real": source}, cfg.data.name)
-    rng, zrng = random_streams(cfg, runtime)
+    rng, zrng = streams.random_streams(dist, cfg.train.seed, device)  # after the models: their init stays the same
     nets = {"g": g, "d": d, **({"g_ema": ema.shadow} if ema is not None else {})}
     return NoiseToImage(cfg, runtime, nets, {"g": opt_g, "d": opt_d}, data, rng=rng, zrng=zrng, objective=objective,
                         ema=ema, num_classes=num_classes, augment=augment or None,

@@ -68,11 +68,6 @@ class TranslationGame(GameBase):
 
         return {**super().meta(), "task": task_meta(self.task)}
 
-    def batch(self, name: str) -> torch.Tensor:
-        """The next uint8 batch of domain ``name`` (the stream's labels are row indices)."""
-        _, index = self.stream_next(name)
-        return self.data.streams[name].source.data[index]
-
     def stream_next(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, index = self.data.streams[name].next()
         assert index is not None
